@@ -1,0 +1,42 @@
+# The README's two commands: `make run` and `make test`. Both set themselves up.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEMO   := .ductile-demo
+STAMP  := $(VENV)/.installed
+TSTAMP := $(VENV)/.installed-test
+
+.PHONY: run test bench diagrams clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(TSTAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(STAMP)
+
+$(DEMO): | $(STAMP)
+	$(BIN)/ductile config init --dir $(DEMO)
+
+run: $(STAMP) $(DEMO)
+	@echo "API: http://127.0.0.1:8080  (token: the DUCTILE_TOKEN line in $(DEMO)/.env)"
+	@echo "Try: curl -s -H \"Authorization: Bearer \$$(sed -n 's/^DUCTILE_TOKEN=//p' $(DEMO)/.env)\" \\"
+	@echo "       -d '{\"payload\":{\"hello\":\"world\"},\"sync\":true}' http://127.0.0.1:8080/plugins/echo/run"
+	exec $(BIN)/ductile system start --config $(DEMO)
+
+test: $(TSTAMP)
+	$(BIN)/python -m pytest -q tests property-tests
+
+bench: $(TSTAMP)
+	$(BIN)/python -m pytest -q -s tests/bench
+
+diagrams: $(STAMP)
+	$(BIN)/python -m ductile.boot.diagram --write
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache .hypothesis

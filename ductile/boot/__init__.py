@@ -1,0 +1,1 @@
+"""Boot: the declared state machine, its gates, the runtime they admit and the supervisor."""

@@ -1,0 +1,295 @@
+"""Build one runtime generation by walking `states/boot.yaml` with real I/O.
+
+`build_generation` is shared by first boot and reload. It gathers the facts for each phase (read
+and validate the config, take the PID lock, scan for symlinks, discover and trust plugins, open
+the database, recover orphans, record the config snapshot, bind the listener), then fires the
+phase's trigger so the gates judge them. A refusal raises `BootRefused` naming the gate.
+
+Process-wide resources live in `Process`: the PID lock, the one database (its writer thread), the
+listening socket, the dispatcher and the completion waiters. They are created at first boot and
+handed to every later generation, which is why `state.path` and `api.listen` cannot change on
+reload.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ductile import __version__
+from ductile.boot import pidlock
+from ductile.boot.gates import BootFacts, decide_posture
+from ductile.boot.machine import BootMachine
+from ductile.config.schema import Config
+from ductile.dispatch.completions import Completions
+from ductile.errors import ConfigError, DiscoveryError, LockError, StoreError
+from ductile.logs import Logger
+
+if TYPE_CHECKING:
+    from ductile.dispatch.dispatcher import Dispatcher
+    from ductile.plugin.discovery import Plugin
+    from ductile.store.db import Database
+    from ductile.store.queue import Queue
+    from ductile.store.state import StateStore
+
+
+@dataclass
+class Process:
+    """What outlives a generation: bound once per process, handed to each runtime."""
+
+    explicit_config: str | None
+    environ: Mapping[str, str]
+    log: Logger
+    home: str = field(default_factory=lambda: os.path.expanduser("~"))
+    etc_dir: str = "/etc/ductile"
+    lock: pidlock.PidLock | None = None
+    db: Database | None = None
+    listener: socket.socket | None = None
+    completions: Completions = field(default_factory=Completions)
+    dispatcher: Dispatcher | None = None
+    generations: int = 0
+
+    def wake_dispatcher(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
+
+    async def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        if self.db is not None:
+            await self.db.close()
+            self.db = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+
+@dataclass
+class Runtime:
+    """One admitted generation: a config and everything built from it."""
+
+    generation: int
+    config: Config
+    plugins: dict[str, Plugin]
+    snapshot_id: str
+    posture: str
+    queue: Queue
+    state: StateStore
+    loaded_at: datetime
+    started_monotonic: float
+    warnings: tuple[str, ...] = ()
+    sync_slots: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(10))
+
+    def lane_limit(self, plugin: str) -> int:
+        """Per-plugin concurrency: explicit `parallelism` wins; otherwise concurrency-safe
+        plugins may use every worker and unsafe ones run one at a time."""
+        conf = self.config.plugins.get(plugin)
+        if conf is not None and conf.parallelism:
+            return conf.parallelism
+        found = self.plugins.get(plugin)
+        if found is None or not found.concurrency_safe:
+            return 1
+        return self.config.service.max_workers
+
+
+async def build_generation(
+    proc: Process, *, reason: str, previous: Runtime | None = None
+) -> Runtime:
+    """Walk every boot phase; return the admitted runtime or raise BootRefused."""
+    facts = BootFacts(reason=reason, previous=previous.config if previous else None)
+    machine = BootMachine(facts)
+    log = proc.log.child("boot")
+
+    _load_config(proc, facts)
+    machine.advance("load_config")
+    cfg = facts.config
+    assert cfg is not None
+    log.info("config loaded", path=cfg.config_path, source=cfg.source, reason=reason)
+    for warning in cfg.warnings:
+        log.warn("config: key ignored (not a known field)", detail=warning)
+
+    if proc.lock is None:
+        try:
+            proc.lock = pidlock.acquire(pidlock.lock_path_for(cfg.state_path))
+        except LockError as exc:
+            facts.lock_error = str(exc)
+    machine.advance("acquire_lock")
+
+    _scan_symlinks(cfg, facts)
+    await _discover(cfg, facts, log)
+    machine.advance("discover")
+    machine.advance("admit")
+
+    if proc.db is None:
+        await _open_database(proc, cfg, facts)
+    machine.advance("open_state")
+
+    from ductile.config.snapshot import snapshot_fields
+    from ductile.store.queue import Queue
+    from ductile.store.snapshots import Snapshots
+    from ductile.store.state import StateStore
+
+    assert proc.db is not None
+    if reason == "startup":
+        try:
+            recovered = await Queue(proc.db, snapshot_id=lambda: None, dedupe_ttl=0).recover_orphans()
+            for job in recovered:
+                log.warn("recovered orphaned job", job_id=job.id, plugin=job.plugin,
+                         status=job.status, attempt=job.attempt)
+        except StoreError as exc:
+            facts.recovery_error = str(exc)
+    try:
+        facts.snapshot_id = await Snapshots(proc.db).record(
+            snapshot_fields(cfg), reason=reason, version=__version__,
+            binary_path=sys.argv[0] and os.path.abspath(sys.argv[0]),
+        )
+    except (StoreError, OSError) as exc:
+        facts.snapshot_error = str(exc)
+    machine.advance("plumb")
+    snapshot_id = facts.snapshot_id
+    assert snapshot_id is not None
+    log.info("config snapshot recorded", snapshot_id=snapshot_id, reason=reason)
+
+    machine.advance("decide_posture")
+    posture = decide_posture(cfg)
+    machine.advance("gate_privsep")
+
+    if cfg.api.enabled and proc.listener is None:
+        try:
+            proc.listener = bind_listener(cfg.api.listen, proc.environ)
+        except OSError as exc:
+            facts.bind_error = (
+                f"api.listen {cfg.api.listen}: {exc.strerror or exc}; stop the process using "
+                "that address or change api.listen"
+            )
+    machine.advance("open_planes")
+
+    proc.generations += 1
+    return Runtime(
+        generation=proc.generations,
+        config=cfg,
+        plugins=facts.plugins,
+        snapshot_id=snapshot_id,
+        posture=posture,
+        queue=Queue(
+            proc.db,
+            snapshot_id=lambda: snapshot_id,
+            dedupe_ttl=cfg.service.dedupe_ttl,
+            on_enqueue=proc.wake_dispatcher,
+        ),
+        state=StateStore(proc.db),
+        loaded_at=datetime.now(timezone.utc),
+        started_monotonic=time.monotonic(),
+        warnings=cfg.warnings,
+        sync_slots=trio.Semaphore(max(1, cfg.api.max_concurrent_sync)),
+    )
+
+
+def _load_config(proc: Process, facts: BootFacts) -> None:
+    from ductile.config.load import parse_config, validate_config
+    from ductile.config.resolve import resolve_config
+
+    try:
+        facts.config_path, facts.source = resolve_config(
+            proc.explicit_config, proc.environ, proc.home, etc_dir=proc.etc_dir
+        )
+    except ConfigError as exc:
+        facts.resolve_error = str(exc)
+        return
+    try:
+        cfg = parse_config(facts.config_path, source=facts.source, environ=proc.environ)
+    except ConfigError as exc:
+        facts.load_error = str(exc)
+        return
+    try:
+        validate_config(cfg)
+    except ConfigError as exc:
+        facts.validate_error = str(exc)
+    facts.config = cfg
+
+
+def _scan_symlinks(cfg: Config, facts: BootFacts) -> None:
+    paths = [cfg.config_dir, cfg.config_path, *(f.path for f in cfg.source_files)]
+    seen: set[str] = set()
+    for path in paths:
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            resolved = os.path.realpath(path, strict=True)
+        except OSError as exc:
+            facts.symlink_error = f"failed to resolve symlinks for {path!r}: {exc.strerror}"
+            return
+        if resolved != os.path.normpath(os.path.abspath(path)):
+            facts.symlinks.append((path, resolved))
+
+
+async def _discover(cfg: Config, facts: BootFacts, log: Logger) -> None:
+    from ductile.plugin.aliases import apply_aliases
+    from ductile.plugin.discovery import discover
+
+    try:
+        found = await trio.to_thread.run_sync(
+            lambda: discover(cfg.plugin_roots, allow_symlinks=cfg.service.allow_symlinks)
+        )
+    except DiscoveryError as exc:
+        facts.discovery_error = str(exc)
+        return
+    for warning in found.warnings:
+        log.warn("failed to load plugin", detail=warning)
+    try:
+        facts.plugins = apply_aliases(found.plugins, cfg.plugins)
+    except DiscoveryError as exc:
+        facts.alias_error = str(exc)
+        return
+    log.info("plugin discovery complete", count=len(facts.plugins),
+             plugins=sorted(facts.plugins))
+
+
+async def _open_database(proc: Process, cfg: Config, facts: BootFacts) -> None:
+    from ductile.store.db import Database
+
+    try:
+        proc.db = await Database.open(cfg.state_path)
+    except (StoreError, OSError) as exc:
+        facts.db_error = f"database {cfg.state_path}: {exc}"
+
+
+def bind_listener(listen: str, environ: Mapping[str, str]) -> socket.socket:
+    """Bind the API address once per process (or adopt systemd's socket, LISTEN_FDS)."""
+    if environ.get("LISTEN_PID") == str(os.getpid()) and environ.get("LISTEN_FDS", "0") != "0":
+        sock = socket.socket(fileno=3)
+        sock.set_inheritable(False)
+        return sock
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, int(port)))
+        sock.listen(1024)
+    except (OSError, ValueError) as exc:
+        sock.close()
+        if isinstance(exc, ValueError):
+            raise OSError(0, f"invalid listen address {listen!r}; use host:port") from exc
+        raise
+    return sock
+
+
+def describe(rt: Runtime) -> dict[str, Any]:
+    return {
+        "generation": rt.generation,
+        "snapshot_id": rt.snapshot_id,
+        "posture": rt.posture,
+        "plugins": sorted(rt.plugins),
+    }

@@ -1,0 +1,206 @@
+"""The supervisor: one trio nursery owns every plane of the gateway.
+
+    run() ── nursery
+             ├── signal handler   SIGTERM/SIGINT -> graceful stop, SIGHUP -> reload
+             ├── dispatcher       claims and runs jobs
+             ├── API server       hypercorn on the socket bound once at first boot
+             └── watchdog         WATCHDOG=1 when systemd asks for it
+
+Any task that raises cancels the tree: the process exits 1 and systemd (`Restart=on-failure`)
+restarts it. A boot refusal exits 78, which the shipped unit lists in
+`RestartPreventExitStatus`, so a bad config does not crash-loop.
+
+Reload builds a whole new generation through every gate while the current one keeps serving, and
+swaps only when the new one reached `ready`. The listener and the database are process-wide, so
+the swap drops no connection.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import trio
+
+from ductile.boot import notify
+from ductile.boot.machine import BootMachine
+from ductile.boot.gates import BootFacts
+from ductile.boot.runtime import Process, Runtime, build_generation
+from ductile.errors import BootRefused
+from ductile.logs import Logger
+
+EXIT_OK = 0
+EXIT_COMPONENT_FAILED = 1
+EXIT_REFUSED = 78  # EX_CONFIG
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    ok: bool
+    message: str
+    gate: str | None = None
+    reloaded_at: datetime | None = None
+    snapshot_id: str | None = None
+
+
+class Supervisor:
+    """Owns the process resources, the current generation and the lifecycle machine."""
+
+    def __init__(self, proc: Process) -> None:
+        self.proc = proc
+        self.log = proc.log.child("supervisor")
+        self._current: Runtime | None = None
+        self._reload_lock = trio.Lock()
+        self._stop = trio.Event()
+        # The process-level lifecycle (ready -> reloading -> ready -> stopping -> stopped) uses
+        # the same declared machine; each build walks its own copy from idle.
+        self.lifecycle = BootMachine(BootFacts(), initial="ready")
+        self.started_at = datetime.now(timezone.utc)
+
+    @property
+    def current(self) -> Runtime:
+        assert self._current is not None, "no runtime generation yet"
+        return self._current
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def reload(self, reason: str = "api") -> ReloadResult:
+        """Build a new generation beside the current one; swap only if it reached ready."""
+        async with self._reload_lock:
+            if self._stop.is_set():
+                return ReloadResult(False, "the gateway is stopping", gate="stop")
+            notify.notify("RELOADING=1", self.proc.environ)
+            self.lifecycle.trigger("reload")
+            try:
+                new = await build_generation(self.proc, reason="reload", previous=self.current)
+            except BootRefused as refused:
+                if self.lifecycle.state == "reloading":
+                    self.lifecycle.trigger("keep")
+                self.log.error("config reload failed", gate=refused.gate, reason=refused.reason,
+                               trigger=reason, kept_generation=self.current.generation)
+                notify.notify("READY=1", self.proc.environ)
+                return ReloadResult(False, refused.reason, gate=refused.gate)
+            if self._stop.is_set():
+                return ReloadResult(False, "the gateway is stopping", gate="stop")
+            self._current = new
+            self.lifecycle.trigger("swap")
+            self.proc.wake_dispatcher()
+            self.log.info("config reloaded successfully", generation=new.generation,
+                          snapshot_id=new.snapshot_id, trigger=reason)
+            notify.notify("READY=1", self.proc.environ)
+            return ReloadResult(True, "configuration reloaded",
+                                reloaded_at=datetime.now(timezone.utc),
+                                snapshot_id=new.snapshot_id)
+
+    async def run(self) -> int:
+        """Boot, serve until a stop signal, drain, and return the process exit code."""
+        from ductile.dispatch.dispatcher import Dispatcher
+
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            try:
+                self._current = await build_generation(self.proc, reason="startup")
+            except BootRefused as refused:
+                self.log.error("boot refused", gate=refused.gate, reason=refused.reason)
+                print(f"ductile: refusing to start (gate {refused.gate}): {refused.reason}",
+                      file=sys.stderr)
+                with trio.CancelScope(shield=True):
+                    await self.proc.close()
+                return EXIT_REFUSED
+            dispatcher = Dispatcher(lambda: self.current, self.proc.completions, self.proc.log)
+            self.proc.dispatcher = dispatcher
+            code = EXIT_OK
+            try:
+                async with trio.open_nursery() as outer:
+                    outer.start_soon(self._handle_signals, signals, outer)
+                    outer.start_soon(self._watchdog)
+                    async with trio.open_nursery() as planes:
+                        await planes.start(dispatcher.run)
+                        api_stop = trio.Event()
+                        if self.proc.listener is not None:
+                            await planes.start(self._serve_api, api_stop)
+                        notify.notify(
+                            f"READY=1\nSTATUS=serving generation {self.current.generation}\n"
+                            f"MAINPID={os.getpid()}", self.proc.environ,
+                        )
+                        self.log.info("ductile running (press Ctrl+C to stop)",
+                                      posture=self.current.posture, pid=os.getpid(),
+                                      listen=self.current.config.api.listen
+                                      if self.proc.listener else None)
+                        await self._stop.wait()
+                        self._begin_shutdown(dispatcher, api_stop)
+                    # The dispatcher and the API drained; signals and watchdog can go.
+                    self.lifecycle.trigger("stopped")
+                    outer.cancel_scope.cancel()
+            except Exception as exc:  # noqa: BLE001 - let it crash, at the operator layer
+                self.log.error("component failed", error=f"{type(exc).__name__}: {exc}")
+                code = EXIT_COMPONENT_FAILED
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self.proc.close()
+                self.log.info("ductile stopped", exit_code=code)
+            return code
+
+    def _begin_shutdown(self, dispatcher: Any, api_stop: trio.Event) -> None:
+        notify.notify("STOPPING=1", self.proc.environ)
+        if self.lifecycle.state != "stopping":
+            self.lifecycle.trigger("stop")
+        grace = self.current.config.service.shutdown_grace
+        self.log.info("stopping: no new claims; draining HTTP and running plugins",
+                      running=dispatcher.active, grace_s=grace)
+        dispatcher.stop(grace)
+        api_stop.set()
+
+    async def _serve_api(self, api_stop: trio.Event, *, task_status: Any) -> None:
+        from hypercorn.config import Config as HyperConfig
+        from hypercorn.trio import serve
+
+        from ductile.planes.api.app import create_app
+
+        assert self.proc.listener is not None
+        config = HyperConfig()
+        fd = os.dup(self.proc.listener.fileno())
+        config.bind = [f"fd://{fd}"]
+        config.accesslog = None
+        config.errorlog = None
+        config.graceful_timeout = 10.0
+        config.keep_alive_timeout = 60.0
+        app = create_app(self)
+
+        async def serve_then_seal(*, task_status: Any) -> None:
+            await serve(app, config, shutdown_trigger=api_stop.wait, task_status=task_status)
+
+        async with trio.open_nursery() as inner:
+            await inner.start(serve_then_seal)
+            # hypercorn marks the socket inheritable; plugins must not inherit our listener.
+            os.set_inheritable(fd, False)
+            task_status.started()
+
+    async def _handle_signals(self, signals: Any, nursery: trio.Nursery) -> None:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                self.log.info("received SIGHUP: reloading")
+                nursery.start_soon(self.reload, "sighup")
+            else:
+                self.log.info("received shutdown signal", signal=signal.Signals(signum).name)
+                self.request_stop()
+
+    async def _watchdog(self) -> None:
+        interval = notify.watchdog_interval(self.proc.environ)
+        if interval is None:
+            return
+        while True:
+            notify.notify("WATCHDOG=1", self.proc.environ)
+            await trio.sleep(interval)
+
+
+def run_gateway(explicit_config: str | None, environ: Mapping[str, str] | None = None) -> int:
+    """Entry point of `ductile system start`."""
+    proc = Process(explicit_config=explicit_config,
+                   environ=dict(os.environ if environ is None else environ), log=Logger())
+    return trio.run(Supervisor(proc).run)

@@ -1,0 +1,2 @@
+"""The `ductile <noun> <verb>` command line. Heavy modules are imported inside commands so
+`ductile --help` stays fast."""

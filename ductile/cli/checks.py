@@ -1,0 +1,47 @@
+"""`ductile config check`: the boot gates that need no side effects, run from the CLI."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def check_config(config_path: str | None) -> dict[str, Any]:
+    from ductile.boot import gates
+    from ductile.config.load import parse_config, validate_config
+    from ductile.config.resolve import resolve_config
+    from ductile.errors import ConfigError, DiscoveryError
+    from ductile.plugin.aliases import apply_aliases
+    from ductile.plugin.discovery import discover
+
+    errors: list[dict[str, str]] = []
+    warnings: list[dict[str, str]] = []
+    report: dict[str, Any] = {"valid": False, "errors": errors, "warnings": warnings}
+    try:
+        path, source = resolve_config(config_path, os.environ, os.path.expanduser("~"))
+        report["path"], report["source"] = path, source
+        cfg = parse_config(path, source=source, environ=os.environ)
+    except ConfigError as exc:
+        errors.append({"category": "config", "message": str(exc)})
+        return report
+    warnings.extend({"category": "config", "message": w} for w in cfg.warnings)
+    try:
+        validate_config(cfg)
+    except ConfigError as exc:
+        errors.append({"category": "validation", "message": str(exc)})
+    try:
+        found = discover(cfg.plugin_roots, allow_symlinks=cfg.service.allow_symlinks)
+        warnings.extend({"category": "plugin", "message": w} for w in found.warnings)
+        plugins = apply_aliases(found.plugins, cfg.plugins)
+    except DiscoveryError as exc:
+        errors.append({"category": "plugin", "message": str(exc)})
+        return report
+    facts = gates.BootFacts(config=cfg, plugins=plugins)
+    for gate in (gates.enabled_plugins_discoverable, gates.scheduled_commands_declared,
+                 gates.api_has_tokens, gates.api_tokens_resolved):
+        refusal = gate(facts)
+        if refusal is not None:
+            errors.append({"category": refusal.gate, "message": refusal.reason})
+    report["valid"] = not errors
+    report["plugins"] = sorted(plugins)
+    return report

@@ -1,0 +1,177 @@
+"""`ductile job list|inspect`: read the ledger straight from the database (no daemon needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from typing import Any
+
+import click
+
+from ductile.cli.common import config_option, emit_json, fail, json_option, load
+
+STATUS_ALIASES = {"pending": "queued", "ok": "succeeded", "error": "failed"}
+STATUSES = ("queued", "running", "succeeded", "failed", "timed_out", "dead", "skipped")
+
+
+@click.group()
+def job() -> None:
+    """List jobs and inspect one job's ledger."""
+
+
+def _connect(config_path: str | None) -> sqlite3.Connection:
+    from ductile.store.db import open_readonly
+
+    cfg = load(config_path, validate=False)
+    if not os.path.exists(cfg.state_path):
+        fail(f"no database at {cfg.state_path} yet; start the gateway once "
+             "(ductile system start) to create it")
+    try:
+        return open_readonly(cfg.state_path)
+    except sqlite3.Error as exc:
+        fail(f"cannot open {cfg.state_path}: {exc}")
+
+
+@job.command("list")
+@config_option
+@click.option("--plugin", default=None, help="Only this plugin.")
+@click.option("--status", default=None, help="queued, running, succeeded, failed, timed_out, "
+                                             "dead or skipped.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 200))
+@json_option
+def list_jobs(config_path: str | None, plugin: str | None, status: str | None, limit: int,
+              as_json: bool) -> None:
+    """List jobs, newest first."""
+    from ductile.store.queue import fetch_jobs
+
+    if status is not None:
+        status = STATUS_ALIASES.get(status.lower(), status.lower())
+        if status not in STATUSES:
+            fail(f"invalid status filter {status!r}; use one of {', '.join(STATUSES)}")
+    conn = _connect(config_path)
+    try:
+        jobs, total = fetch_jobs(conn, plugin=plugin, command=None, status=status, limit=limit)
+    finally:
+        conn.close()
+    if as_json:
+        emit_json({"jobs": [j.as_dict() for j in jobs], "total": total})
+        return
+    click.echo(f"{'JOB ID':<36}  {'STATUS':<10} {'PLUGIN:COMMAND':<24} {'ATTEMPT':<7} CREATED")
+    for j in jobs:
+        click.echo(f"{j.id:<36}  {j.status:<10} {j.plugin + ':' + j.command:<24} "
+                   f"{j.attempt:<7} {j.created_at}")
+    click.echo(f"({len(jobs)} of {total})")
+
+
+@job.command()
+@click.argument("job_id")
+@config_option
+@json_option
+def inspect(job_id: str, config_path: str | None, as_json: bool) -> None:
+    """Show everything the ledger knows about JOB_ID: attempts with timings and exit codes,
+    transitions, result, stderr tail, who submitted it, and the config snapshot that was live
+    when it was enqueued."""
+    from ductile.store.queue import read_job_ledger
+
+    conn = _connect(config_path)
+    try:
+        ledger = read_job_ledger(conn, job_id)
+    finally:
+        conn.close()
+    if ledger is None:
+        fail(f"Inspect failed: job {job_id} not found")
+    report = _report(ledger)
+    if as_json:
+        emit_json(report)
+        return
+    _print_report(report)
+
+
+def _report(ledger: dict[str, Any]) -> dict[str, Any]:
+    job = ledger["job"]
+    logs = ledger.get("logs") or []
+    final = logs[-1] if logs else None
+    result: Any = None
+    if final is not None and final.result:
+        try:
+            result = json.loads(final.result)
+        except ValueError:
+            result = final.result
+    snapshot = ledger.get("snapshot")
+    return {
+        "job_id": job.id,
+        "plugin": job.plugin,
+        "command": job.command,
+        "status": job.status,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "submitted_by": job.submitted_by,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "completed_at": job.completed_at,
+        "next_retry_at": job.next_retry_at,
+        "last_error": job.last_error,
+        "payload": job.payload_obj(),
+        "attempts": [a.as_dict() for a in ledger.get("attempts") or []],
+        "transitions": [t.as_dict() for t in ledger.get("transitions") or []],
+        "result": result,
+        "stderr": final.stderr if final is not None else None,
+        "config": {
+            "enqueued_snapshot_id": job.enqueued_config_snapshot_id,
+            "started_snapshot_id": job.started_config_snapshot_id,
+            "crossed_reload_boundary": bool(
+                job.started_config_snapshot_id
+                and job.enqueued_config_snapshot_id != job.started_config_snapshot_id
+            ),
+            "snapshot": None if snapshot is None else {
+                key: snapshot.get(key)
+                for key in ("id", "config_hash", "source_hash", "source", "source_path",
+                            "reason", "loaded_at", "ductile_version")
+            },
+        },
+    }
+
+
+def _print_report(r: dict[str, Any]) -> None:
+    echo = click.echo
+    echo(f"Job {r['job_id']}")
+    echo(f"  plugin:       {r['plugin']}")
+    echo(f"  command:      {r['command']}")
+    echo(f"  status:       {r['status']} (attempt {r['attempt']} of {r['max_attempts']})")
+    echo(f"  submitted by: {r['submitted_by']} at {r['created_at']}")
+    if r["next_retry_at"] and r["status"] == "queued":
+        echo(f"  next retry:   {r['next_retry_at']}")
+    if r["last_error"]:
+        echo(f"  last error:   {r['last_error']}")
+    snap = r["config"]["snapshot"]
+    if snap:
+        echo(f"Config snapshot (live at enqueue): {snap['id']}")
+        echo(f"  hash:      {snap['config_hash']}")
+        echo(f"  source:    {snap['source']} {snap['source_path']}")
+        echo(f"  loaded_at: {snap['loaded_at']} (reason {snap['reason']})")
+    else:
+        echo(f"Config snapshot: {r['config']['enqueued_snapshot_id'] or 'none recorded'}")
+    if r["config"]["crossed_reload_boundary"]:
+        echo(f"  started under a newer snapshot: {r['config']['started_snapshot_id']}")
+    echo("Attempts:")
+    for a in r["attempts"]:
+        exit_code = a.get("exit_code")
+        duration = a.get("duration_ms")
+        echo(f"  #{a['attempt']}  started {a.get('started_at') or a.get('created_at')}  "
+             f"finished {a.get('finished_at') or '-'}  "
+             f"{'-' if duration is None else str(duration) + ' ms'}  "
+             f"exit {'-' if exit_code is None else exit_code}  {a.get('outcome') or ''}")
+        if a.get("error"):
+            echo(f"      error: {a['error']}")
+    echo("Transitions:")
+    for t in r["transitions"]:
+        reason = f"  ({t['reason']})" if t.get("reason") else ""
+        echo(f"  {t['created_at']}  {t.get('from_status') or 'none'} -> {t['to_status']}{reason}")
+    if r["result"] is not None:
+        echo("Result:")
+        text = r["result"] if isinstance(r["result"], str) else json.dumps(r["result"], indent=2)
+        echo("  " + text.replace("\n", "\n  "))
+    if r["stderr"]:
+        echo("Stderr (tail):")
+        echo("  " + r["stderr"][-2000:].replace("\n", "\n  "))

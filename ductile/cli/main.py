@@ -1,0 +1,29 @@
+"""Root of the click tree: `ductile <noun> <verb>`."""
+
+from __future__ import annotations
+
+import click
+
+from ductile import __version__
+from ductile.cli import config_cmd, job, plugin, system
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ductile", message="%(prog)s %(version)s")
+def cli() -> None:
+    """Ductile: an integration gateway. Plugins are executables speaking protocol v2; the core
+    owns the queue, retries, pipelines and the trigger planes.
+
+    Exit codes: 0 ok, 1 error or failed check, 2 usage error or warnings under --strict,
+    78 the gateway refused to start (a boot gate failed).
+    """
+
+
+cli.add_command(system.system)
+cli.add_command(config_cmd.config)
+cli.add_command(plugin.plugin)
+cli.add_command(job.job)
+
+
+def main() -> None:
+    cli(prog_name="ductile")

@@ -1,0 +1,89 @@
+"""`ductile system status`: config, database, PID lock and a live /healthz probe."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def collect_status(config_path: str | None) -> dict[str, Any]:
+    from ductile.boot.pidlock import lock_path_for, pid_alive, read_pid
+    from ductile.config.load import parse_config, validate_config
+    from ductile.config.resolve import resolve_config
+    from ductile.errors import ConfigError
+
+    checks: list[dict[str, Any]] = []
+
+    def add(name: str, ok: bool, detail: str, **extra: Any) -> None:
+        checks.append({"name": name, "ok": ok, "detail": detail, **extra})
+
+    try:
+        path, source = resolve_config(config_path, os.environ, os.path.expanduser("~"))
+    except ConfigError as exc:
+        add("config_discovery", False, str(exc))
+        for name in ("config_load", "state_db", "pid_lock", "healthz"):
+            add(name, False, "skipped: config discovery failed")
+        return {"healthy": False, "checks": checks}
+    add("config_discovery", True, f"found ({source})", path=path)
+    try:
+        cfg = parse_config(path, source=source, environ=os.environ)
+        validate_config(cfg)
+    except ConfigError as exc:
+        add("config_load", False, str(exc), path=path)
+        for name in ("state_db", "pid_lock", "healthz"):
+            add(name, False, "skipped: config load failed")
+        return {"healthy": False, "checks": checks}
+    add("config_load", True, "configuration loaded", path=path)
+
+    db_path = cfg.state_path
+    if not os.path.exists(db_path):
+        add("state_db", True, "database file does not exist yet (will be created on start)",
+            path=db_path)
+    else:
+        try:
+            from ductile.store.db import open_readonly
+
+            conn = open_readonly(db_path)
+            try:
+                conn.execute("SELECT 1").fetchone()
+            finally:
+                conn.close()
+            add("state_db", True, "database is readable", path=db_path)
+        except Exception as exc:  # noqa: BLE001 - any open failure is the finding
+            add("state_db", False, f"open failed: {exc}", path=db_path)
+
+    lock = lock_path_for(cfg.state_path)
+    running_pid: int | None = None
+    if not os.path.exists(lock):
+        add("pid_lock", True, "no active PID lock file", path=lock)
+    else:
+        pid = read_pid(lock)
+        if pid is None:
+            add("pid_lock", True, "lock file present but empty or invalid (not active)", path=lock)
+        elif pid_alive(pid):
+            running_pid = pid
+            add("pid_lock", True, f"gateway running (pid {pid})", path=lock, active_pid=pid)
+        else:
+            add("pid_lock", True, f"stale lock file detected (pid {pid} not running)", path=lock)
+
+    if not cfg.api.enabled:
+        add("healthz", True, "API disabled (posture closed); nothing to probe")
+    else:
+        from ductile.cli.common import api_base
+
+        url = api_base(cfg, None) + "/healthz"
+        try:
+            import httpx
+
+            resp = httpx.get(url, timeout=1.0)
+            body = resp.json()
+            add("healthz", resp.status_code == 200,
+                f"{body.get('status')} (posture {body.get('posture')}, queue depth "
+                f"{body.get('queue_depth')}, uptime {body.get('uptime_seconds')}s)", path=url)
+        except Exception as exc:  # noqa: BLE001 - an unreachable gateway is the finding
+            detail = "no live gateway reachable"
+            if running_pid is None:
+                add("healthz", False, f"{detail}: the gateway is not running", path=url)
+            else:
+                add("healthz", False, f"{detail} ({type(exc).__name__})", path=url)
+    return {"healthy": all(c["ok"] for c in checks), "checks": checks}

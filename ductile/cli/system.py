@@ -1,0 +1,123 @@
+"""`ductile system start|status|reload` (and the refused `stop`/`restart`)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from ductile.cli.common import api_base, api_key, config_option, emit_json, fail, json_option
+
+
+@click.group()
+def system() -> None:
+    """Run and inspect the gateway daemon."""
+
+
+@system.command()
+@config_option
+def start(config_path: str | None) -> None:
+    """Start the gateway in the foreground (systemd runs this; see docs/operator.md).
+
+    Exits 0 after SIGTERM/SIGINT, 1 when a component fails, 78 when a boot gate refuses.
+    """
+    from ductile.boot.supervisor import run_gateway
+
+    sys.exit(run_gateway(config_path))
+
+
+@system.command()
+@config_option
+@json_option
+def status(config_path: str | None, as_json: bool) -> None:
+    """Check config, database, PID lock and a live /healthz probe. Exit 0 when healthy."""
+    from ductile.cli.status import collect_status
+
+    report = collect_status(config_path)
+    if as_json:
+        emit_json(report)
+    else:
+        click.echo("System Status: " + ("HEALTHY" if report["healthy"] else "DEGRADED"))
+        for check in report["checks"]:
+            line = f"- {check['name']}: {'OK' if check['ok'] else 'FAIL'}"
+            if check.get("path"):
+                line += f" (path={check['path']})"
+            if check.get("detail"):
+                line += f" - {check['detail']}"
+            click.echo(line)
+    sys.exit(0 if report["healthy"] else 1)
+
+
+@system.command()
+@config_option
+@click.option("--api-url", help="Reload through the API instead of SIGHUP (needs system:rw).")
+@click.option("--api-key", "api_key_opt", help="Token for --api-url (else $DUCTILE_API_KEY).")
+@json_option
+def reload(config_path: str | None, api_url: str | None, api_key_opt: str | None,
+           as_json: bool) -> None:
+    """Ask the running gateway to reload its config (SIGHUP via the PID file, or the API)."""
+    if api_url:
+        import httpx
+
+        token = api_key(None, api_key_opt)
+        if not token:
+            fail("API key required for reload (set --api-key or DUCTILE_API_KEY)")
+        try:
+            resp = httpx.post(api_base(None, api_url) + "/system/reload",
+                              headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        except httpx.HTTPError as exc:
+            fail(f"Reload failed: {exc}")
+        if resp.status_code != 200:
+            fail(f"Reload failed ({resp.status_code}): {resp.text.strip()}")
+        body = resp.json()
+        if as_json:
+            emit_json(body)
+        else:
+            click.echo(f"Reloaded at {body.get('reloaded_at')}: {body.get('message')}")
+        return
+    import signal
+
+    from ductile.boot.pidlock import lock_path_for, pid_alive, read_pid
+    from ductile.cli.common import load
+
+    cfg = load(config_path, validate=False)
+    path = lock_path_for(cfg.state_path)
+    pid = read_pid(path)
+    if pid is None:
+        fail(f"Failed to read PID: no pid in {path}; is the gateway running?")
+    if not pid_alive(pid):
+        fail(f"Failed to signal PID {pid}: no such process (stale {path}); "
+             "is the gateway running?")
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        fail(f"Failed to signal PID {pid}: {exc.strerror}")
+    if as_json:
+        emit_json({"status": "ok", "message": f"SIGHUP sent to {pid}"})
+    else:
+        click.echo(f"Reload signal sent to PID {pid}")
+        click.echo("The outcome is logged by the daemon ('config reloaded successfully' or "
+                   "'config reload failed'); `--api-url` reports it directly.")
+
+
+def _refuse_lifecycle(verb: str) -> None:
+    click.echo(
+        f"ductile system {verb} does not exist: the service manager owns the daemon lifecycle.\n"
+        "  systemctl stop ductile | Ctrl-C (foreground)\n"
+        "For an in-process config swap use: ductile system reload",
+        err=True,
+    )
+    sys.exit(1)
+
+
+@system.command(hidden=True)
+def stop() -> None:
+    """Refused: the service manager owns the lifecycle."""
+    _refuse_lifecycle("stop")
+
+
+@system.command(hidden=True)
+def restart() -> None:
+    """Refused: the service manager owns the lifecycle."""
+    _refuse_lifecycle("restart")

@@ -1,0 +1,1 @@
+"""Configuration: resolve where it lives, load it (include, env, merge), validate it."""

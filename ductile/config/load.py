@@ -1,0 +1,715 @@
+"""Load a config: read, env files, `${VAR}`, YAML, `include:` + merge, `~`, defaults, typed values.
+
+Order (reference §2): for each file, read its bytes, load its `environment_vars.include` files,
+interpolate `${VAR}` over the whole text, parse YAML; the root document is the base and each
+include is merged in depth-first (a file's own includes right after it, so they override it).
+Then `~` expansion, defaults, `state.path` and `plugin_roots` made absolute against the root
+file's directory, and conversion into the dataclasses of `schema.py`.
+
+Types are checked strictly *per file*, before merging, so an error names the file that holds the
+bad value (`plugins.yaml: plugins.echo.retry.max_attempts: expected an integer, got "two"`).
+Unknown keys do not fail the load; they become `Config.warnings` (Go's strict decode).
+Nothing here mutates `os.environ` or any module state: a load is a function of files + environ.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import stat
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from ductile.config.durations import DurationError, parse_duration
+from ductile.config.envfile import expand_home, load_env_includes
+from ductile.config.interpolate import interpolate
+from ductile.config.merge import ignored_include_keys, merge_config
+from ductile.config.resolve import SOURCE_EXPLICIT, config_file_for
+from ductile.config.schema import (
+    DEFAULT_TIMEOUTS,
+    ApiConfig,
+    ApiToken,
+    BreakerConf,
+    Config,
+    PluginConf,
+    RetryConf,
+    ScheduleConf,
+    ServiceConfig,
+    SourceFile,
+)
+from ductile.config.validate import validate_config
+from ductile.errors import ConfigError
+
+DEFAULT_STATE_PATH = "./data/state.db"
+
+# Keys a section understands. DEFERRED keys are Ductile keys whose feature is not built yet:
+# they are kept in Config.raw (merged) but reported, so nobody thinks they are in effect.
+TOP_KEYS = frozenset({"include", "environment_vars", "service", "state", "database", "api",
+                      "plugin_roots", "plugins"})
+TOP_DEFERRED = frozenset({"secrets", "accounts", "tcc_paths", "instances", "remote_ingress",
+                          "routes", "webhooks", "pipelines"})
+SERVICE_DURATIONS = ("tick_interval", "dedupe_ttl", "job_log_retention", "job_queue_retention",
+                     "job_transitions_retention", "job_attempts_retention",
+                     "breaker_transitions_retention", "shutdown_grace")
+SERVICE_STRINGS = ("name", "log_level", "log_format")
+SERVICE_INTS = ("max_workers", "hook_max_depth")
+SERVICE_BOOLS = ("strict_mode", "allow_symlinks", "unconfined")
+SERVICE_KEYS = frozenset({*SERVICE_DURATIONS, *SERVICE_STRINGS, *SERVICE_INTS, *SERVICE_BOOLS,
+                          "plugin_env_passthrough"})
+SERVICE_DEFERRED = frozenset({"admission"})
+API_KEYS = frozenset({"enabled", "listen", "auth", "max_concurrent_sync", "max_sync_timeout",
+                      "allowed_origins", "max_body_size"})
+API_DEFERRED = frozenset({"management_socket"})
+TOKEN_KEYS = frozenset({"token", "scopes", "name", "secret_ref"})
+PLUGIN_KEYS = frozenset({"enabled", "uses", "config", "retry", "timeouts", "circuit_breaker",
+                         "max_outstanding_polls", "parallelism", "notify_on_complete",
+                         "schedules", "schedule"})
+PLUGIN_DEFERRED = frozenset({"run_as", "requires_vault", "vault_principal"})
+SCHEDULE_STRINGS = ("id", "command", "every", "cron", "at", "after", "catch_up", "if_running",
+                    "only_between", "timezone")
+SCHEDULE_KEYS = frozenset({*SCHEDULE_STRINGS, "jitter", "payload", "not_on",
+                           "preferred_window"})
+
+_YAML11_BOOLS_TRUE = frozenset({"y", "Y", "yes", "Yes", "YES", "on", "On", "ON"})
+_YAML11_BOOLS_FALSE = frozenset({"n", "N", "no", "No", "NO", "off", "Off", "OFF"})
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader with the scalar rules of Go's yaml.v3, which wrote every Go-ductile config.
+
+    - `true`/`false` are the only implicit booleans (`yes`, `on`, `off` stay strings, so a
+      plugin named `off` or a config value `no` survives); typed bool fields still accept the
+      YAML 1.1 words, as yaml.v3 does.
+    - No base-60 numbers: `at: 12:30` is the string "12:30", not 750.
+    - Unquoted dates stay strings instead of `datetime`, which could not travel to a plugin as
+      JSON.
+
+    It also refuses documents that aliases make recursive (`&a [*a]`) or explosively large
+    ("billion laughs"): every later walk over the config would otherwise hang or overflow.
+    """
+
+    def compose_document(self) -> yaml.Node:
+        node = super().compose_document()
+        _expanded_size(node, {}, set())
+        return node
+
+
+MAX_EXPANDED_NODES = 1_000_000
+
+
+class _AliasError(yaml.composer.ComposerError):
+    """Valid YAML syntax that we refuse to expand."""
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], active: set[int]) -> int:
+    """How many values `node` stands for once aliases are expanded (memoised per node)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in active:
+        raise _AliasError(
+            None, None, "found a recursive alias (a value that contains itself)", node.start_mark)
+    active.add(key)
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, sizes, active) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, sizes, active) + _expanded_size(v, sizes, active)
+                    for k, v in node.value)
+    active.discard(key)
+    if size > MAX_EXPANDED_NODES:
+        raise _AliasError(
+            None, None, f"aliases expand this document beyond {MAX_EXPANDED_NODES} values",
+            node.start_mark)
+    sizes[key] = size
+    return size
+
+
+_REPLACED_TAGS = frozenset({"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int",
+                            "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp"})
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _REPLACED_TAGS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"))
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"""^(?:[-+]?0b[0-1_]+
+                    |[-+]?0o[0-7_]+
+                    |[-+]?0[0-7_]+
+                    |[-+]?(?:0|[1-9][0-9_]*)
+                    |[-+]?0x[0-9a-fA-F_]+)$""", re.X),
+    list("-+0123456789"))
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+                    |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_config(
+    path: str, *, source: str = SOURCE_EXPLICIT, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Parse and validate: the Config boot uses, or ConfigError naming file, key and reason."""
+    cfg = parse_config(path, source=source, environ=environ)
+    validate_config(cfg)
+    return cfg
+
+
+def parse_config(
+    path: str, *, source: str = SOURCE_EXPLICIT, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Everything but structural validation (boot reports load and validation as two gates).
+
+    `path` is the root config file or its directory; `environ` defaults to the process
+    environment and is only read.
+    """
+    root = config_file_for(path)
+    session = _Session(
+        config_dir=os.path.dirname(root), env=dict(os.environ if environ is None else environ)
+    )
+    try:
+        merged = session.load_tree(root)
+        return session.build(merged, root=root, source=source)
+    except RecursionError as exc:
+        raise ConfigError(
+            f"{session.display(root)}: the config is nested too deeply to load", path=root
+        ) from exc
+
+
+# --------------------------------------------------------------------------- reading files
+
+
+@dataclass(frozen=True)
+class _File:
+    """One config file: absolute path plus the short name messages use."""
+
+    path: str
+    display: str
+
+    def error(self, key: str, message: str) -> ConfigError:
+        prefix = f"{self.display}: {key}: " if key else f"{self.display}: "
+        return ConfigError(prefix + message, path=self.path, key=key or None)
+
+
+@dataclass
+class _Session:
+    """The state of one load call: env gathered so far, files seen, warnings."""
+
+    config_dir: str
+    env: dict[str, str]
+    visited: set[str] = field(default_factory=set)
+    sources: list[SourceFile] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def display(self, path: str) -> str:
+        """`config.yaml`, `conf.d/x.yaml` inside the config dir; the absolute path outside it."""
+        try:
+            inside = os.path.commonpath([self.config_dir, path]) == self.config_dir
+        except ValueError:
+            inside = False
+        return os.path.relpath(path, self.config_dir) if inside else path
+
+    def load_tree(self, root: str) -> dict[str, Any]:
+        """The root document with every include merged in, depth-first."""
+        self.visited.add(os.path.realpath(root))
+        file, doc = self.read_document(root, is_root=True)
+        return self._merge_includes(file, doc, dict(doc))
+
+    def read_document(self, path: str, *, is_root: bool) -> tuple[_File, dict[str, Any]]:
+        """Read, env-include, interpolate, parse and type-check one file."""
+        file = _File(path, self.display(path))
+        data = _read_bytes(file)
+        text = _decode_text(file, data)
+        self._load_env_files(file, self._env_declarations(text, file))
+        expanded = interpolate(text, self.env)
+        doc = _parse_yaml(expanded, file, interpolated=expanded != text)
+        self.sources.append(SourceFile(path=path, data=data))
+        reader = _Reader(file, self.warnings)
+        _decode(reader, doc)
+        if not is_root:
+            self._warn_root_only(file, doc)
+        return file, doc
+
+    def _env_declarations(self, text: str, file: _File) -> Mapping[str, Any]:
+        """The document as far as `environment_vars` is concerned, before interpolation.
+
+        Env files must load before `${VAR}` is expanded, so the file is parsed once for them:
+        as written if that parses (`{a: ${X}}` does not: `${` opens a flow map), else after
+        interpolating with the variables known so far. A file that parses neither way reports
+        its syntax error from the final parse.
+        """
+        if "environment_vars" not in text:
+            return {}
+        for candidate in (text, interpolate(text, self.env)):
+            try:
+                return _parse_yaml(candidate, file, interpolated=False)
+            except ConfigError:
+                continue
+        return {}
+
+    def _load_env_files(self, file: _File, raw_doc: Mapping[str, Any]) -> None:
+        section = _Reader(file, []).section(raw_doc.get("environment_vars"), "environment_vars",
+                                            frozenset({"include"}))
+        entries = _Reader(file, []).str_list(section.get("include"), "environment_vars.include")
+        if not entries:
+            return
+        try:
+            self.env = load_env_includes(entries, base_dir=os.path.dirname(file.path),
+                                         environ=self.env)
+        except ConfigError as exc:
+            if exc.key is None:
+                raise
+            raise ConfigError(f"{file.display}: {exc.message}", path=exc.path,
+                              key=exc.key) from exc
+
+    def _warn_root_only(self, file: _File, doc: Mapping[str, Any]) -> None:
+        for key in ignored_include_keys(doc):
+            if key.rpartition(".")[2] in TOP_DEFERRED | SERVICE_DEFERRED:
+                continue  # already reported as not supported
+            self.warnings.append(
+                f"{file.display}: {key} is read only from the root config file (ignored)"
+            )
+
+    def _merge_includes(
+        self, file: _File, doc: Mapping[str, Any], merged: dict[str, Any]
+    ) -> dict[str, Any]:
+        entries = _Reader(file, []).str_list(doc.get("include"), "include")
+        for index, entry in enumerate(entries):
+            for target in _include_targets(file, index, entry):
+                real = os.path.realpath(target)
+                if real in self.visited:
+                    raise file.error(f"include[{index}]",
+                                     f"circular dependency detected: {target}")
+                self.visited.add(real)
+                child_file, child = self.read_document(target, is_root=False)
+                merged = merge_config(merged, child)
+                merged = self._merge_includes(child_file, child, merged)
+        return merged
+
+    def build(self, merged: dict[str, Any], *, root: str, source: str) -> Config:
+        """Tilde expansion, defaults, absolute paths and the typed Config."""
+        merged = _expand_tilde(merged, self.env.get("HOME"))
+        decoded = _decode(_Reader(_File(root, self.display(root)), []), merged)
+        state = decoded.state_path or decoded.database_path or DEFAULT_STATE_PATH
+        return Config(
+            service=decoded.service,
+            state_path=_absolute(self.config_dir, state),
+            api=decoded.api,
+            plugin_roots=_plugin_roots(decoded.plugin_roots, self.config_dir),
+            plugins=decoded.plugins,
+            config_path=root,
+            config_dir=self.config_dir,
+            source=source,
+            source_files=tuple(self.sources),
+            raw=merged,
+            warnings=tuple(self.warnings),
+        )
+
+
+def _read_bytes(file: _File) -> bytes:
+    try:
+        with open(file.path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise file.error("", f"failed to read {file.path}: {exc.strerror or exc}") from exc
+
+
+def _decode_text(file: _File, data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise file.error("", f"not valid UTF-8 text (byte offset {exc.start})") from exc
+
+
+def _parse_yaml(text: str, file: _File, *, interpolated: bool) -> dict[str, Any]:
+    """The document as a dict; an empty file is `{}`."""
+    note = " (after ${VAR} interpolation)" if interpolated else ""
+    try:
+        doc = yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        raise _yaml_error(file, exc, note) from exc
+    except yaml.YAMLError as exc:
+        raise file.error("", f"YAML syntax error: {exc}{note}") from exc
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise file.error("", f"invalid YAML value: {exc}{note}") from exc
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise file.error("", f"expected a map of config keys at the top level, "
+                             f"got {_describe(doc)}")
+    return doc
+
+
+def _yaml_error(file: _File, exc: yaml.MarkedYAMLError, note: str) -> ConfigError:
+    mark = exc.problem_mark or exc.context_mark
+    problem = exc.problem or exc.context or "invalid YAML"
+    if exc.context and exc.problem:
+        problem = f"{problem} ({exc.context})"
+    semantic = isinstance(exc, (yaml.constructor.ConstructorError, _AliasError))
+    kind = "YAML error" if semantic else "YAML syntax error"
+    if mark is None:
+        return file.error("", f"{kind}: {problem}{note}")
+    line, column = mark.line + 1, mark.column + 1
+    return ConfigError(f"{file.display}:{line}:{column}: {kind}: {problem}{note}",
+                       path=file.path, line=line, column=column)
+
+
+def _include_targets(file: _File, index: int, entry: str) -> list[str]:
+    """The files an include entry names: itself, or a directory's `*.yaml` sorted by name."""
+    key = f"include[{index}]"
+    base = os.path.dirname(file.path)
+    target = os.path.normpath(os.path.join(base, entry))
+    try:
+        mode = os.stat(target).st_mode
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise file.error(key, f"file not found: {target}\nReferenced from: {base}\n"
+                              "Hint: Check the path is correct and the file exists") from exc
+    except OSError as exc:
+        raise file.error(key, f"failed to access file {target}: {exc.strerror or exc}") from exc
+    if stat.S_ISDIR(mode):
+        return _directory_yaml_files(file, key, entry, target)
+    if not stat.S_ISREG(mode):
+        raise file.error(key, f"not a regular file or directory: {target}")
+    return [target]
+
+
+def _directory_yaml_files(file: _File, key: str, entry: str, directory: str) -> list[str]:
+    """Non-recursive, `.yaml` only (not `.yml`), sorted by name, as Go ductile does."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as exc:
+        raise ConfigError(
+            f"{file.display}: {key} ({entry}): failed to read directory: {exc.strerror or exc}",
+            path=file.path, key=key,
+        ) from exc
+    paths = (os.path.join(directory, name) for name in names if name.endswith(".yaml"))
+    return [path for path in paths if os.path.isfile(path)]
+
+
+def _expand_tilde(merged: dict[str, Any], home: str | None) -> dict[str, Any]:
+    """`~/` in the path fields Go expands, after the merge and before defaults."""
+    result = dict(merged)
+    for section, key in (("state", "path"), ("database", "path"), ("secrets", "age_key_file"),
+                         ("secrets", "vault_file"), ("api", "management_socket")):
+        block = result.get(section)
+        if isinstance(block, Mapping) and isinstance(block.get(key), str):
+            result[section] = {**block, key: expand_home(block[key], home)}
+    for key in ("plugin_roots", "tcc_paths"):
+        items = result.get(key)
+        if isinstance(items, list):
+            result[key] = [expand_home(v, home) if isinstance(v, str) else v for v in items]
+    return result
+
+
+def _absolute(config_dir: str, path: str) -> str:
+    return os.path.normpath(os.path.join(config_dir, path))
+
+
+def _plugin_roots(roots: Iterable[str], config_dir: str) -> tuple[str, ...]:
+    """Trimmed, blank entries dropped, absolute, de-duplicated in order."""
+    seen: dict[str, None] = {}
+    for root in roots:
+        if root.strip():
+            seen.setdefault(_absolute(config_dir, root.strip()), None)
+    return tuple(seen)
+
+
+# --------------------------------------------------------------------------- typed decoding
+
+
+def _describe(value: Any) -> str:
+    """A value as an operator would recognise it in their YAML."""
+    if isinstance(value, str):
+        text = value if len(value) <= 60 else value[:57] + "..."
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a map"
+    return f"a {type(value).__name__}"
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """Strictly typed access to one document; unknown keys are appended to `warnings`."""
+
+    file: _File
+    warnings: list[str]
+
+    def fail(self, key: str, expected: str, value: Any) -> ConfigError:
+        return self.file.error(key, f"expected {expected}, got {_describe(value)}")
+
+    def section(
+        self, value: Any, key: str, known: frozenset[str],
+        deferred: frozenset[str] = frozenset(),
+    ) -> dict[str, Any]:
+        """A map (null counts as empty) whose keys outside `known` are reported."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key, "a map", value)
+        for name in value:
+            dotted = f"{key}.{name}" if key else str(name)
+            if name in deferred:
+                self.warnings.append(f"{self.file.display}: {dotted} is not supported yet "
+                                     "(ignored)")
+            elif name not in known:
+                self.warnings.append(f"{self.file.display}: unknown key {dotted} (ignored)")
+        return value
+
+    def string(self, value: Any, key: str) -> str | None:
+        if value is None or isinstance(value, str):
+            return value
+        raise self.fail(key, "a string", value)
+
+    def integer(self, value: Any, key: str) -> int | None:
+        if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        raise self.fail(key, "an integer", value)
+
+    def boolean(self, value: Any, key: str) -> bool | None:
+        if value is None or isinstance(value, bool):
+            return value
+        if value in _YAML11_BOOLS_TRUE or value in _YAML11_BOOLS_FALSE:
+            return value in _YAML11_BOOLS_TRUE
+        raise self.fail(key, "true or false", value)
+
+    def duration(self, value: Any, key: str) -> float | None:
+        """Go units plus d and w; a bare number is refused (seconds or nanoseconds?)."""
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise self.fail(key, "a duration such as 30s, 5m, 1h or 7d", value)
+        try:
+            seconds = parse_duration(value)
+        except DurationError as exc:
+            raise self.file.error(key, str(exc)) from exc
+        if not math.isfinite(seconds):
+            raise self.file.error(key, f"duration {_describe(value)} is too large")
+        return seconds
+
+    def sequence(self, value: Any, key: str) -> list[Any]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.fail(key, "a list", value)
+        return value
+
+    def str_list(self, value: Any, key: str) -> tuple[str, ...]:
+        items = self.sequence(value, key)
+        for index, item in enumerate(items):
+            if not isinstance(item, str) or not item:
+                raise self.fail(f"{key}[{index}]", "a non-empty string", item)
+        return tuple(items)
+
+    def json_map(self, value: Any, key: str) -> dict[str, Any]:
+        """A free-form map that must survive JSON encoding (plugin config, payloads)."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(key, "a map", value)
+        result = self.json(value, key)
+        assert isinstance(result, dict)
+        return result
+
+    def json(self, value: Any, key: str) -> Any:
+        if value is None or isinstance(value, (str, bool, int)):
+            return value
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise self.fail(key, "a finite number", value)
+            return value
+        if isinstance(value, list):
+            return [self.json(item, f"{key}[{i}]") for i, item in enumerate(value)]
+        if isinstance(value, dict):
+            for name in value:
+                if not isinstance(name, str):
+                    raise self.fail(key, "string keys", name)
+            return {name: self.json(item, f"{key}.{name}") for name, item in value.items()}
+        raise self.fail(key, "a string, number, boolean, null, list or map", value)
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    """A document's supported sections, typed, with service/api/plugin defaults applied."""
+
+    service: ServiceConfig
+    api: ApiConfig
+    plugins: dict[str, PluginConf]
+    plugin_roots: tuple[str, ...]
+    state_path: str
+    database_path: str
+
+
+def _decode(r: _Reader, doc: dict[str, Any]) -> _Decoded:
+    r.section(doc, "", TOP_KEYS, TOP_DEFERRED)
+    r.str_list(doc.get("include"), "include")
+    env = r.section(doc.get("environment_vars"), "environment_vars", frozenset({"include"}))
+    r.str_list(env.get("include"), "environment_vars.include")
+    state = r.section(doc.get("state"), "state", frozenset({"path"}))
+    database = r.section(doc.get("database"), "database", frozenset({"path"}))
+    return _Decoded(
+        service=_decode_service(r, doc.get("service")),
+        api=_decode_api(r, doc.get("api")),
+        plugins=_decode_plugins(r, doc.get("plugins")),
+        plugin_roots=r.str_list(doc.get("plugin_roots"), "plugin_roots"),
+        state_path=r.string(state.get("path"), "state.path") or "",
+        database_path=r.string(database.get("path"), "database.path") or "",
+    )
+
+
+def _decode_service(r: _Reader, value: Any) -> ServiceConfig:
+    """Zero or absent values take the default, as Go's applyDefaults does."""
+    m = r.section(value, "service", SERVICE_KEYS, SERVICE_DEFERRED)
+    values: dict[str, Any] = {}
+    for name in SERVICE_STRINGS:
+        values[name] = r.string(m.get(name), f"service.{name}")
+    for name in SERVICE_DURATIONS:
+        values[name] = r.duration(m.get(name), f"service.{name}")
+    for name in SERVICE_INTS:
+        values[name] = r.integer(m.get(name), f"service.{name}")
+    for name in SERVICE_BOOLS:
+        values[name] = r.boolean(m.get(name), f"service.{name}")
+    values["plugin_env_passthrough"] = r.str_list(m.get("plugin_env_passthrough"),
+                                                  "service.plugin_env_passthrough")
+    return ServiceConfig(**{name: v for name, v in values.items() if v})
+
+
+def _decode_api(r: _Reader, value: Any) -> ApiConfig:
+    m = r.section(value, "api", API_KEYS, API_DEFERRED)
+    auth = r.section(m.get("auth"), "api.auth", frozenset({"tokens"}))
+    entries = r.sequence(auth.get("tokens"), "api.auth.tokens")
+    defaults = ApiConfig()
+    return ApiConfig(
+        enabled=bool(r.boolean(m.get("enabled"), "api.enabled")),
+        listen=r.string(m.get("listen"), "api.listen") or defaults.listen,
+        tokens=tuple(_decode_token(r, entry, f"api.auth.tokens[{i}]")
+                     for i, entry in enumerate(entries)),
+        max_concurrent_sync=(r.integer(m.get("max_concurrent_sync"), "api.max_concurrent_sync")
+                             or defaults.max_concurrent_sync),
+        max_sync_timeout=(r.duration(m.get("max_sync_timeout"), "api.max_sync_timeout")
+                          or defaults.max_sync_timeout),
+        allowed_origins=r.str_list(m.get("allowed_origins"), "api.allowed_origins"),
+        max_body_size=(r.integer(m.get("max_body_size"), "api.max_body_size")
+                       or defaults.max_body_size),
+    )
+
+
+def _decode_token(r: _Reader, value: Any, key: str) -> ApiToken:
+    if not isinstance(value, dict):
+        raise r.fail(key, "a map such as {token: ${DUCTILE_TOKEN}, scopes: [\"*\"]}", value)
+    m = r.section(value, key, TOKEN_KEYS)
+    return ApiToken(
+        token=r.string(m.get("token"), f"{key}.token") or "",
+        scopes=r.str_list(m.get("scopes"), f"{key}.scopes"),
+        name=r.string(m.get("name"), f"{key}.name") or "",
+        secret_ref=r.string(m.get("secret_ref"), f"{key}.secret_ref") or "",
+    )
+
+
+def _decode_plugins(r: _Reader, value: Any) -> dict[str, PluginConf]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise r.fail("plugins", "a map of plugin name to settings", value)
+    plugins: dict[str, PluginConf] = {}
+    for name, stanza in value.items():
+        if not isinstance(name, str) or not name:
+            raise r.fail("plugins", "plugin names to be non-empty strings", name)
+        plugins[name] = _decode_plugin(r, name, stanza)
+    return plugins
+
+
+def _decode_plugin(r: _Reader, name: str, value: Any) -> PluginConf:
+    key = f"plugins.{name}"
+    m = r.section(value, key, PLUGIN_KEYS, PLUGIN_DEFERRED)
+    return PluginConf(
+        name=name,
+        enabled=bool(r.boolean(m.get("enabled"), f"{key}.enabled")),
+        uses=r.string(m.get("uses"), f"{key}.uses") or "",
+        config=r.json_map(m.get("config"), f"{key}.config"),
+        retry=_decode_retry(r, m.get("retry"), f"{key}.retry"),
+        timeouts=_decode_timeouts(r, m.get("timeouts"), f"{key}.timeouts"),
+        circuit_breaker=_decode_breaker(r, m.get("circuit_breaker"), f"{key}.circuit_breaker"),
+        max_outstanding_polls=(r.integer(m.get("max_outstanding_polls"),
+                                     f"{key}.max_outstanding_polls") or 1),
+        # 0 means "not set" in Go too; None lets the dispatcher tell unset from chosen.
+        parallelism=r.integer(m.get("parallelism"), f"{key}.parallelism") or None,
+        notify_on_complete=bool(r.boolean(m.get("notify_on_complete"),
+                                       f"{key}.notify_on_complete")),
+        schedules=tuple(_decode_schedule(r, entry, f"{key}.schedules[{i}]")
+                        for i, entry in enumerate(r.sequence(m.get("schedules"),
+                                                         f"{key}.schedules"))),
+    )
+
+
+def _decode_retry(r: _Reader, value: Any, key: str) -> RetryConf:
+    """An absent block is the default block; a missing field in a given block is its default."""
+    m = r.section(value, key, frozenset({"max_attempts", "backoff_base"}))
+    attempts = r.integer(m.get("max_attempts"), f"{key}.max_attempts")
+    backoff = r.duration(m.get("backoff_base"), f"{key}.backoff_base")
+    defaults = RetryConf()
+    return RetryConf(
+        max_attempts=defaults.max_attempts if attempts is None else attempts,
+        backoff_base=defaults.backoff_base if backoff is None else backoff,
+    )
+
+
+def _decode_breaker(r: _Reader, value: Any, key: str) -> BreakerConf:
+    m = r.section(value, key, frozenset({"threshold", "reset_after"}))
+    threshold = r.integer(m.get("threshold"), f"{key}.threshold")
+    reset_after = r.duration(m.get("reset_after"), f"{key}.reset_after")
+    defaults = BreakerConf()
+    return BreakerConf(
+        threshold=defaults.threshold if threshold is None else threshold,
+        reset_after=defaults.reset_after if reset_after is None else reset_after,
+    )
+
+
+def _decode_timeouts(r: _Reader, value: Any, key: str) -> dict[str, float]:
+    """Absent: the default block. Given: per-command keys (any command name); commands left
+    out fall back to the defaults in `PluginConf.timeout_for`."""
+    if value is None:
+        return dict(DEFAULT_TIMEOUTS)
+    if not isinstance(value, dict):
+        raise r.fail(key, "a map of command name to duration", value)
+    timeouts: dict[str, float] = {}
+    for command, raw in value.items():
+        if not isinstance(command, str) or not command:
+            raise r.fail(key, "command names as keys", command)
+        seconds = r.duration(raw, f"{key}.{command}")
+        if seconds is not None:
+            timeouts[command] = seconds
+    return timeouts
+
+
+def _decode_schedule(r: _Reader, value: Any, key: str) -> ScheduleConf:
+    """Types only; the rules between fields are validation's (and the scheduler's) business."""
+    if not isinstance(value, dict):
+        raise r.fail(key, "a map such as {every: 5m}", value)
+    m = r.section(value, key, SCHEDULE_KEYS)
+    for name in SCHEDULE_STRINGS:
+        r.string(m.get(name), f"{key}.{name}")
+    r.duration(m.get("jitter"), f"{key}.jitter")
+    r.sequence(m.get("not_on"), f"{key}.not_on")
+    payload = r.json_map(m.get("payload"), f"{key}.payload")
+    raw = dict(m)
+    if "payload" in raw:
+        raw["payload"] = payload
+    return ScheduleConf(id=m.get("id") or "default", command=m.get("command") or "poll", raw=raw)

@@ -1,0 +1,133 @@
+"""The typed configuration the rest of the gateway consumes.
+
+`config.load` turns YAML into these dataclasses after include/merge, defaults and validation.
+Durations are float seconds. Paths are absolute (resolved against the root config's directory).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_TIMEOUTS: dict[str, float] = {"poll": 60.0, "handle": 120.0, "health": 10.0, "init": 30.0}
+OTHER_COMMAND_TIMEOUT = 60.0
+
+
+def default_max_workers() -> int:
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+@dataclass(frozen=True)
+class RetryConf:
+    max_attempts: int = 4
+    backoff_base: float = 30.0
+
+
+@dataclass(frozen=True)
+class BreakerConf:
+    threshold: int = 3
+    reset_after: float = 1800.0
+
+
+@dataclass(frozen=True)
+class ScheduleConf:
+    """One `plugins.<name>.schedules[]` entry. Issue 6 deepens validation and firing; boot only
+    needs the id and command to check them against the manifest."""
+
+    id: str = "default"
+    command: str = "poll"
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PluginConf:
+    name: str
+    enabled: bool = False
+    uses: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    retry: RetryConf = field(default_factory=RetryConf)
+    timeouts: dict[str, float] = field(default_factory=dict)
+    circuit_breaker: BreakerConf = field(default_factory=BreakerConf)
+    max_outstanding_polls: int = 1
+    # None means "not set by the operator": unsafe plugins then run serially.
+    parallelism: int | None = None
+    notify_on_complete: bool = False
+    schedules: tuple[ScheduleConf, ...] = ()
+
+    def timeout_for(self, command: str) -> float:
+        """The operator's per-command timeout, else the documented default."""
+        value = self.timeouts.get(command)
+        if value:
+            return value
+        return DEFAULT_TIMEOUTS.get(command, OTHER_COMMAND_TIMEOUT)
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    token: str
+    scopes: tuple[str, ...] = ()
+    name: str = ""
+    # Accepted structurally so a Go-ductile config parses; validation refuses it until the vault
+    # exists (the vault issue resolves it into `token`).
+    secret_ref: str = ""
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    enabled: bool = False
+    listen: str = "127.0.0.1:8080"
+    tokens: tuple[ApiToken, ...] = ()
+    max_concurrent_sync: int = 10
+    max_sync_timeout: float = 300.0
+    allowed_origins: tuple[str, ...] = ()
+    max_body_size: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    name: str = "ductile"
+    tick_interval: float = 60.0
+    log_level: str = "info"
+    log_format: str = "json"
+    dedupe_ttl: float = 86400.0
+    job_log_retention: float = 30 * 86400.0
+    job_queue_retention: float = 86400.0
+    job_transitions_retention: float = 30 * 86400.0
+    job_attempts_retention: float = 30 * 86400.0
+    breaker_transitions_retention: float = 90 * 86400.0
+    max_workers: int = field(default_factory=default_max_workers)
+    hook_max_depth: int = 4
+    plugin_env_passthrough: tuple[str, ...] = ()
+    strict_mode: bool = False
+    allow_symlinks: bool = False
+    unconfined: bool = False
+    shutdown_grace: float = 30.0
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A YAML file that contributed to the config, with the exact bytes read."""
+
+    path: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Config:
+    service: ServiceConfig
+    state_path: str
+    api: ApiConfig
+    plugin_roots: tuple[str, ...]
+    plugins: dict[str, PluginConf]
+    config_path: str  # the root config file (absolute)
+    config_dir: str  # its directory; relative paths resolve here
+    source: str  # explicit | env:DUCTILE_CONFIG_DIR | auto-discovered
+    source_files: tuple[SourceFile, ...] = ()
+    # The merged document after interpolation, for snapshots and later issues (pipelines, ...).
+    raw: dict[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    def plugin(self, name: str) -> PluginConf:
+        """The operator config for `name`, or defaults for a discovered-but-unconfigured plugin."""
+        return self.plugins.get(name) or PluginConf(name=name)

@@ -1,0 +1,1 @@
+"""Dispatch: claim queued jobs, run them through plugins, record outcomes, retry."""

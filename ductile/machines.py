@@ -1,0 +1,114 @@
+"""Load the declared state machines in `states/*.yaml`.
+
+The YAML files are the single source of truth for boot phases, job statuses and breaker states.
+This module only reads them into plain data; `boot/machine.py`, `store/queue.py` and the
+breaker build behaviour on top.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Transition:
+    trigger: str
+    source: tuple[str, ...]
+    dest: str
+    conditions: tuple[str, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    name: str
+    initial: str
+    states: tuple[str, ...]
+    transitions: tuple[Transition, ...]
+    terminal: tuple[str, ...] = ()
+    descriptions: dict[str, str] = field(default_factory=dict)
+
+    def allowed(self, source: str | None, dest: str) -> bool:
+        """True when some transition leads from `source` (None = the initial pseudo-state) to
+        `dest`."""
+        src = self.initial if source is None else source
+        return any(dest == t.dest and (src in t.source or "*" in t.source) for t in self.transitions)
+
+    def gates(self) -> list[str]:
+        """Every gate (condition) named on any transition, in declaration order, once each."""
+        seen: dict[str, None] = {}
+        for transition in self.transitions:
+            for gate in transition.conditions:
+                seen.setdefault(gate, None)
+        return list(seen)
+
+    def as_transitions_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `transitions.Machine` (states, initial, transitions)."""
+        return {
+            "states": list(self.states),
+            "initial": self.initial,
+            "transitions": [
+                {
+                    "trigger": t.trigger,
+                    "source": "*" if "*" in t.source else list(t.source),
+                    "dest": t.dest,
+                    "conditions": list(t.conditions),
+                }
+                for t in self.transitions
+            ],
+        }
+
+
+def load_machine(name: str) -> MachineSpec:
+    """Read `states/<name>.yaml` from the installed package."""
+    text = (resources.files("ductile") / "states" / f"{name}.yaml").read_text(encoding="utf-8")
+    return parse_machine(name, yaml.safe_load(text))
+
+
+def parse_machine(name: str, doc: Any) -> MachineSpec:
+    """Validate the shape of a machine document and return its spec."""
+    if not isinstance(doc, dict):
+        raise ValueError(f"states/{name}.yaml: top level must be a mapping")
+    raw_states = doc.get("states") or []
+    states: list[str] = []
+    descriptions: dict[str, str] = {}
+    for entry in raw_states:
+        if isinstance(entry, dict):
+            states.append(str(entry["name"]))
+            if entry.get("description"):
+                descriptions[str(entry["name"])] = str(entry["description"])
+        else:
+            states.append(str(entry))
+    initial = str(doc.get("initial") or (states[0] if states else ""))
+    if initial not in states:
+        raise ValueError(f"states/{name}.yaml: initial state {initial!r} is not declared")
+    transitions = []
+    for i, t in enumerate(doc.get("transitions") or []):
+        source = t.get("source")
+        sources = tuple(source) if isinstance(source, list) else (str(source),)
+        dest = str(t.get("dest"))
+        for s in (*sources, dest):
+            if s != "*" and s not in states:
+                raise ValueError(f"states/{name}.yaml: transitions[{i}] names unknown state {s!r}")
+        conditions = t.get("conditions") or []
+        transitions.append(
+            Transition(
+                trigger=str(t["trigger"]),
+                source=sources,
+                dest=dest,
+                conditions=tuple(str(c) for c in conditions),
+                description=str(t.get("description") or ""),
+            )
+        )
+    return MachineSpec(
+        name=name,
+        initial=initial,
+        states=tuple(states),
+        transitions=tuple(transitions),
+        terminal=tuple(str(s) for s in doc.get("terminal") or ()),
+        descriptions=descriptions,
+    )

@@ -1,0 +1,1 @@
+"""The trigger planes: HTTP API (and, in later issues, webhooks, scheduler, relay)."""

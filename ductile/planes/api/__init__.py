@@ -1,0 +1,1 @@
+"""The JSON HTTP API, served by hypercorn from a quart-trio app."""

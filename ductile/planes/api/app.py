@@ -1,0 +1,329 @@
+"""The quart-trio application: routes, JSON errors, auth.
+
+The app is built once per process and reads the current runtime generation at the start of each
+request, so a reload swaps configuration under a running server without dropping a connection.
+Every response is JSON, errors included (`{"error": "..."}`), also for 404, 405 and 413.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from functools import wraps
+from typing import TYPE_CHECKING, Any
+
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from ductile import __version__
+from ductile.errors import DedupeDropped, StoreError
+from ductile.planes.api.auth import AuthError, Principal, authenticate, require
+
+if TYPE_CHECKING:
+    from ductile.boot.runtime import Runtime
+    from ductile.boot.supervisor import Supervisor
+    from ductile.store.jobs import Job
+
+TERMINAL = {"succeeded", "failed", "timed_out", "dead", "skipped"}
+STATUS_ALIASES = {"pending": "queued", "ok": "succeeded", "error": "failed"}
+STATUSES = {"queued", "running", *TERMINAL}
+
+Handler = Callable[..., Coroutine[Any, Any, Response]]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+
+def create_app(supervisor: Supervisor) -> QuartTrio:
+    app = QuartTrio("ductile")
+    app.config["MAX_CONTENT_LENGTH"] = supervisor.current.config.api.max_body_size
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    log = supervisor.proc.log.child("api")
+
+    def respond(body: Any, status: int = 200) -> Response:
+        return Response(json.dumps(body, default=str) + "\n", status=status,
+                        content_type="application/json")
+
+    def guarded(*scopes: str) -> Callable[[Handler], Handler]:
+        """Authenticate (when `scopes` is non-empty or "auth") and map errors to JSON."""
+
+        def decorate(handler: Handler) -> Handler:
+            @wraps(handler)
+            async def wrapper(*args: Any, **kwargs: Any) -> Response:
+                rt = supervisor.current
+                try:
+                    principal = None
+                    if scopes:
+                        principal = authenticate(request.headers.get("Authorization"),
+                                                 rt.config.api.tokens)
+                        if scopes != ("auth",):
+                            require(principal, scopes)
+                    return await handler(rt, principal, *args, **kwargs)
+                except AuthError as exc:
+                    return respond({"error": exc.message}, exc.status)
+                except ApiError as exc:
+                    return respond({"error": exc.message, **exc.extra}, exc.status)
+
+            return wrapper
+
+        return decorate
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        messages = {
+            404: f"no route for {request.method} {request.path}; see GET / for the route list",
+            405: f"method {request.method} not allowed on {request.path}",
+            413: "request body too large (limit "
+                 f"{app.config['MAX_CONTENT_LENGTH']} bytes)",
+        }
+        code = exc.code or 500
+        return respond({"error": messages.get(code, exc.description or exc.name)}, code)
+
+    @app.errorhandler(Exception)
+    async def unexpected(exc: Exception) -> Response:
+        log.error("unhandled API error", path=request.path, error=f"{type(exc).__name__}: {exc}")
+        return respond({"error": "internal error; see the gateway log"}, 500)
+
+    @app.route("/", methods=["GET"])
+    @guarded()
+    async def index(rt: Runtime, _p: Principal | None) -> Response:
+        return respond({
+            "name": "Ductile Gateway",
+            "description": "Lightweight, open-source integration engine for the agentic era.",
+            "version": __version__,
+            "uptime_seconds": _uptime(rt),
+            "discovery": {"health": "/healthz", "plugins": "/plugins", "jobs": "/jobs",
+                          "run": "/plugins/{name}/run", "enqueue": "/plugin/{plugin}/{command}"},
+        })
+
+    @app.route("/healthz", methods=["GET"])
+    @guarded()
+    async def healthz(rt: Runtime, _p: Principal | None) -> Response:
+        try:
+            depth = await rt.queue.queue_depth()
+        except StoreError:
+            raise ApiError(503, "failed to compute queue depth") from None
+        return respond({
+            "status": "ok",
+            "uptime_seconds": _uptime(rt),
+            "queue_depth": depth,
+            "plugins_loaded": len(rt.plugins),
+            "plugins_circuit_open": 0,
+            "posture": rt.posture,
+            "version": __version__,
+            "config_path": rt.config.config_path,
+            "binary_path": os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else "",
+            "generation": rt.generation,
+            "snapshot_id": rt.snapshot_id,
+        })
+
+    @app.route("/plugins", methods=["GET"])
+    @guarded("auth")
+    async def plugins(rt: Runtime, _p: Principal | None) -> Response:
+        return respond({"plugins": [
+            {"name": p.name, "version": p.manifest.version,
+             "description": p.manifest.description,
+             "commands": [c.name for c in p.manifest.commands]}
+            for p in sorted(rt.plugins.values(), key=lambda p: p.name)
+        ]})
+
+    @app.route("/plugin/<plugin>", methods=["GET"])
+    @guarded("plugin:ro", "plugin:rw")
+    async def plugin_detail(rt: Runtime, _p: Principal | None, plugin: str) -> Response:
+        found = rt.plugins.get(plugin)
+        if found is None:
+            raise ApiError(404, "plugin not found")
+        return respond({
+            "name": found.name, "version": found.manifest.version,
+            "description": found.manifest.description, "protocol": found.manifest.protocol,
+            "commands": [{"name": c.name, "type": c.type, "description": c.description,
+                          "input_schema": c.input_schema, "output_schema": c.output_schema}
+                         for c in found.manifest.commands],
+        })
+
+    @app.route("/plugin/<plugin>/<command>", methods=["POST"])
+    @guarded("plugin:ro", "plugin:rw")
+    async def enqueue_direct(rt: Runtime, principal: Principal, plugin: str,
+                             command: str) -> Response:
+        found = rt.plugins.get(plugin)
+        if found is None:
+            raise ApiError(400, "plugin not found")
+        if not found.supports(command):
+            raise ApiError(400, "command not supported by plugin")
+        _require_command_scope(principal, found.command(command))
+        body = await _json_body()
+        payload = body.get("payload") if body is not None else None
+        job = await _enqueue(rt, plugin, command, payload)
+        return respond({"job_id": job.id, "status": job.status, "plugin": plugin,
+                        "command": command}, 202)
+
+    @app.route("/plugins/<name>/run", methods=["POST"])
+    @guarded("plugin:ro", "plugin:rw")
+    async def run_plugin(rt: Runtime, principal: Principal, name: str) -> Response:
+        found = rt.plugins.get(name)
+        if found is None:
+            raise ApiError(404, f"plugin {name!r} not found; GET /plugins lists the loaded ones")
+        body = await _json_body() or {}
+        unknown = sorted(set(body) - {"payload", "command", "sync"})
+        if unknown:
+            raise ApiError(400, f"unknown field(s) in body: {', '.join(unknown)}; "
+                                "allowed: payload, command, sync")
+        command = body.get("command")
+        if command is None:
+            command = "handle" if found.supports("handle") else "poll"
+        if not isinstance(command, str) or not found.supports(command):
+            declared = ", ".join(c.name for c in found.manifest.commands)
+            raise ApiError(400, f"command {command!r} not supported by plugin {name!r} "
+                                f"(declared: {declared})")
+        sync = body.get("sync", False)
+        if not isinstance(sync, bool):
+            raise ApiError(400, "field sync must be true or false")
+        _require_command_scope(principal, found.command(command))
+        job = await _enqueue(rt, name, command, body.get("payload"))
+        if not sync:
+            return respond({"job_id": job.id, "status": job.status, "plugin": name,
+                            "command": command}, 202)
+        return await _run_sync(rt, job)
+
+    async def _run_sync(rt: Runtime, job: Job) -> Response:
+        limit = rt.config.api.max_sync_timeout or math.inf
+        deadline = trio.current_time() + limit
+        completions = supervisor.proc.completions
+        try:
+            rt.sync_slots.acquire_nowait()
+        except trio.WouldBlock:
+            return respond({"job_id": job.id, "status": job.status, "plugin": job.plugin,
+                            "command": job.command,
+                            "error": "too many concurrent synchronous requests; "
+                                     "poll GET /job/{id}"}, 503)
+        try:
+            while True:
+                event = completions.register(job.id)
+                current = await rt.queue.get(job.id)
+                if current is not None and current.status in TERMINAL:
+                    completions.discard(job.id, event)
+                    return respond(await _job_view(rt, current), 200)
+                with trio.move_on_at(deadline) as scope:
+                    await event.wait()
+                if scope.cancelled_caught:
+                    completions.discard(job.id, event)
+                    latest = await rt.queue.get(job.id) or job
+                    return respond({"job_id": job.id, "status": latest.status,
+                                    "plugin": job.plugin, "command": job.command,
+                                    "timeout_exceeded": True,
+                                    "message": "job still running after api.max_sync_timeout; "
+                                               "poll GET /job/" + job.id}, 202)
+        finally:
+            rt.sync_slots.release()
+
+    @app.route("/job/<job_id>", methods=["GET"])
+    @guarded("jobs:ro", "jobs:rw")
+    async def get_job(rt: Runtime, _p: Principal | None, job_id: str) -> Response:
+        job = await rt.queue.get(job_id)
+        if job is None:
+            raise ApiError(404, "job not found")
+        return respond(await _job_view(rt, job))
+
+    @app.route("/jobs", methods=["GET"])
+    @guarded("jobs:ro", "jobs:rw")
+    async def list_jobs(rt: Runtime, _p: Principal | None) -> Response:
+        args = request.args
+        limit_text = args.get("limit", "50")
+        if not limit_text.isdigit() or int(limit_text) < 1:
+            raise ApiError(400, "limit must be a positive integer")
+        if int(limit_text) > 200:
+            raise ApiError(400, "limit must be <= 200")
+        status = args.get("status")
+        if status is not None:
+            status = STATUS_ALIASES.get(status.lower(), status.lower())
+            if status not in STATUSES:
+                raise ApiError(400, "invalid status filter")
+        jobs, total = await rt.queue.list(plugin=args.get("plugin") or None,
+                                          command=args.get("command") or None,
+                                          status=status, limit=int(limit_text))
+        return respond({"jobs": [_job_summary(j) for j in jobs], "total": total})
+
+    @app.route("/system/reload", methods=["POST"])
+    @guarded("system:rw")
+    async def reload(rt: Runtime, _p: Principal | None) -> Response:
+        # Shielded: a client that disconnects must not abandon a half-built generation.
+        with trio.CancelScope(shield=True):
+            result = await supervisor.reload("api")
+        if not result.ok:
+            return respond({"error": result.message, "gate": result.gate}, 409)
+        return respond({"status": "ok", "message": result.message,
+                        "reloaded_at": result.reloaded_at.isoformat().replace("+00:00", "Z")
+                        if result.reloaded_at else None,
+                        "snapshot_id": result.snapshot_id})
+
+    return app
+
+
+def _uptime(rt: Runtime) -> int:
+    return int(time.monotonic() - rt.started_monotonic)
+
+
+def _require_command_scope(principal: Principal, command: Any) -> None:
+    """Running a command that is not declared `read` needs write access."""
+    if command is not None and command.type != "read" and not principal.allows(["plugin:rw"]):
+        raise ApiError(403, "insufficient scope")
+
+
+async def _json_body() -> dict[str, Any] | None:
+    data = await request.get_data(as_text=False)
+    if not data or not data.strip():
+        return None
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"invalid JSON body: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid JSON body: expected an object such as "
+                            '{"payload": {...}}')
+    return body
+
+
+async def _enqueue(rt: Runtime, plugin: str, command: str, payload: Any) -> Job:
+    if command == "handle":
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, dict):
+            raise ApiError(400, "payload must be a JSON object")
+        payload = {"type": "api.trigger", "payload": payload}
+    max_attempts = rt.config.plugin(plugin).retry.max_attempts
+    try:
+        return await rt.queue.enqueue(plugin, command, payload, "api", max_attempts=max_attempts)
+    except DedupeDropped as exc:
+        raise ApiError(409, str(exc)) from None
+    except StoreError as exc:
+        raise ApiError(503, f"failed to enqueue job: {exc}") from None
+
+
+def _job_summary(job: Job) -> dict[str, Any]:
+    out = {"job_id": job.id, "plugin": job.plugin, "command": job.command,
+           "status": job.status, "created_at": job.created_at, "attempt": job.attempt}
+    if job.started_at:
+        out["started_at"] = job.started_at
+    if job.completed_at:
+        out["completed_at"] = job.completed_at
+    return out
+
+
+async def _job_view(rt: Runtime, job: Job) -> dict[str, Any]:
+    result: str | None = None
+    if job.status in TERMINAL:
+        entries = await rt.queue.log_entries(job.id)
+        if entries:
+            result = entries[-1].result
+    return job.to_api(result=result)

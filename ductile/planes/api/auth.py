@@ -1,0 +1,74 @@
+"""Bearer-token authentication and scope checks, free of any HTTP framework.
+
+Tokens are compared in constant time against every configured token (no early exit on the first
+mismatch, so timing does not reveal which token prefix matched). Scopes follow the Go gateway:
+`plugin:rw` implies `plugin:ro`, `jobs:rw` implies `jobs:ro`, `*` passes every check, and
+`system:rw`/`system:ro` are matched literally (routes needing `system:ro` also accept `system:rw`).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ductile.config.schema import ApiToken
+
+BEARER = "Bearer "
+IMPLIED = {
+    "plugin:rw": ("plugin:ro",),
+    "jobs:rw": ("jobs:ro",),
+    "events:rw": ("events:ro",),
+    "system:rw": ("system:ro",),
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    scopes: frozenset[str]
+
+    def allows(self, any_of: Iterable[str]) -> bool:
+        return "*" in self.scopes or any(scope in self.scopes for scope in any_of)
+
+
+class AuthError(Exception):
+    """A request could not be authenticated (401) or lacks a scope (403)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def authenticate(header: str | None, tokens: Sequence[ApiToken]) -> Principal:
+    """Map an Authorization header to the principal of the token it carries."""
+    if not header:
+        raise AuthError(401, "missing or invalid Authorization header")
+    if not header.startswith(BEARER):
+        raise AuthError(401, "invalid Authorization header format")
+    presented = header[len(BEARER):].strip()
+    if not presented:
+        raise AuthError(401, "missing or invalid Authorization header")
+    match: ApiToken | None = None
+    candidate = presented.encode()
+    for token in tokens:
+        configured = token.token.encode()
+        if configured and hmac.compare_digest(candidate, configured) and match is None:
+            match = token
+    if match is None:
+        raise AuthError(401, "invalid token")
+    return Principal(name=match.name, scopes=normalise(match.scopes))
+
+
+def normalise(scopes: Iterable[str]) -> frozenset[str]:
+    out: set[str] = set()
+    for scope in scopes:
+        out.add(scope)
+        out.update(IMPLIED.get(scope, ()))
+    return frozenset(out)
+
+
+def require(principal: Principal, any_of: Sequence[str]) -> None:
+    if not principal.allows(any_of):
+        raise AuthError(403, "insufficient scope")

@@ -1,0 +1,45 @@
+"""The SQLite store: one database file, one writer thread, and the tables' typed front doors.
+
+    Database      db.py         open/verify the file; `write` (group commit) and `read`
+    Queue         queue.py      the job queue and its status machine (states/job.yaml)
+    StateStore    state.py      per-plugin state, shallow-merged, 1 MiB cap
+    Snapshots     snapshots.py  config snapshots stamped on every job
+    Job, ...      jobs.py       immutable row records and the stored timestamp format
+
+Planes and the dispatcher call these; nothing outside `store/` writes SQL.
+"""
+
+from __future__ import annotations
+
+from ductile.store.db import Database, open_readonly
+from ductile.store.jobs import (
+    Attempt,
+    Job,
+    LogEntry,
+    Transition,
+    format_time,
+    parse_time,
+    utcnow,
+    utcnow_text,
+)
+from ductile.store.queue import Queue, read_job_ledger
+from ductile.store.snapshots import Snapshots
+from ductile.store.state import StateStore, merge_state
+
+__all__ = [
+    "Attempt",
+    "Database",
+    "Job",
+    "LogEntry",
+    "Queue",
+    "Snapshots",
+    "StateStore",
+    "Transition",
+    "format_time",
+    "merge_state",
+    "open_readonly",
+    "parse_time",
+    "read_job_ledger",
+    "utcnow",
+    "utcnow_text",
+]

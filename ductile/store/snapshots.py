@@ -1,0 +1,118 @@
+"""Config snapshots: which config was live, recorded once per startup and per reload.
+
+Every job row carries the snapshot id live when it was enqueued and when it started, so
+`ductile job inspect` can answer "with which config did this run" long after a reload. The
+caller (config/snapshot) computes the hashes, fingerprints and sanitized config; this module
+only stores and reads them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from typing import Any, Mapping
+
+from ductile.errors import StoreError
+from ductile.store.db import Database
+from ductile.store.jobs import utcnow_text
+
+SNAPSHOT_FORMAT = 1
+
+#: Keys `Snapshots.record` accepts in `fields`; the JSON ones are encoded on the way in and
+#: decoded on the way out.
+TEXT_FIELDS = ("config_hash", "source_hash", "source_path", "source")
+JSON_FIELDS = ("semantics", "plugin_fingerprints", "sanitized_config", "secret_fingerprints")
+
+_COLUMNS = (
+    "id", "config_hash", "source_hash", "source_path", "source", "reason", "loaded_at",
+    "ductile_version", "binary_path", "snapshot_format", *JSON_FIELDS,
+)
+
+
+class Snapshots:
+    """Record and read config_snapshots rows."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def record(
+        self, fields: Mapping[str, Any], *, reason: str, version: str, binary_path: str
+    ) -> str:
+        """Insert a snapshot and return its id (`cfg_` + uuid4 hex)."""
+        row = snapshot_row(fields, reason=reason, version=version, binary_path=binary_path)
+        names = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        values = tuple(row.values())
+        await self._db.write(
+            lambda conn: conn.execute(
+                f"INSERT INTO config_snapshots ({names}) VALUES ({marks})", values
+            )
+        )
+        return str(row["id"])
+
+    async def get(self, snapshot_id: str) -> dict[str, Any] | None:
+        """The snapshot as a dict (JSON columns decoded), or None when there is no such id."""
+        return await self._db.read(lambda conn: fetch_snapshot(conn, snapshot_id))
+
+
+def snapshot_row(
+    fields: Mapping[str, Any], *, reason: str, version: str, binary_path: str
+) -> dict[str, Any]:
+    """The column values of a new snapshot; refuses unknown keys and a missing config_hash."""
+    unknown = sorted(set(fields) - set(TEXT_FIELDS) - set(JSON_FIELDS))
+    if unknown:
+        raise StoreError(f"config snapshot: unknown field(s) {', '.join(unknown)}")
+    if not fields.get("config_hash"):
+        raise StoreError("config snapshot: config_hash is empty")
+    if not reason:
+        raise StoreError("config snapshot: reason is empty")
+    row: dict[str, Any] = {
+        "id": "cfg_" + uuid.uuid4().hex,
+        "reason": reason,
+        "loaded_at": utcnow_text(),
+        "ductile_version": version,
+        "binary_path": binary_path,
+        "snapshot_format": SNAPSHOT_FORMAT,
+    }
+    for key in TEXT_FIELDS:
+        row[key] = fields.get(key)
+    for key in JSON_FIELDS:
+        row[key] = _encode(key, fields.get(key))
+    return row
+
+
+def fetch_snapshot(conn: sqlite3.Connection, snapshot_id: str | None) -> dict[str, Any] | None:
+    """Read one snapshot on `conn` (usable on a read-only CLI connection)."""
+    if not snapshot_id:
+        return None
+    row = conn.execute(
+        f"SELECT {', '.join(_COLUMNS)} FROM config_snapshots WHERE id = ?", (snapshot_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    snapshot = {name: row[name] for name in _COLUMNS}
+    for key in JSON_FIELDS:
+        snapshot[key] = _decode(snapshot_id, key, snapshot[key])
+    return snapshot
+
+
+def _encode(key: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        _decode("(new)", key, value)  # already JSON text (the caller canonicalised it)
+        return value
+    try:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"config snapshot: {key} is not JSON-serialisable: {exc}") from exc
+
+
+def _decode(snapshot_id: str, key: str, text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise StoreError(f"config snapshot {snapshot_id}: {key} is not valid JSON: {exc}") from exc

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gateway_util import Gateway, free_port, write_config  # noqa: E402
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[Gateway]:
+    """A running gateway with the bundled plugins, echo enabled and the API on a free port."""
+    port = free_port()
+    gw = Gateway(write_config(tmp_path / "cfg", port=port), port=port)
+    gw.start()
+    yield gw
+    gw.stop()

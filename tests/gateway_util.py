@@ -1,0 +1,159 @@
+"""Start the real gateway (`python -m ductile system start`) on loopback for integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+BUNDLED_PLUGINS = Path(__file__).resolve().parent.parent / "ductile" / "bundled" / "plugins"
+TOKEN = "test-token-0123456789abcdef"
+READ_TOKEN = "read-only-token-abcdef0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_config(
+    directory: Path,
+    *,
+    port: int | None = None,
+    plugins: dict[str, Any] | None = None,
+    plugin_roots: list[str] | None = None,
+    service: dict[str, Any] | None = None,
+    api: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """A minimal working config dir: bundled plugins, echo enabled, API with two tokens."""
+    directory.mkdir(parents=True, exist_ok=True)
+    doc: dict[str, Any] = {
+        "service": {"name": "ductile-test", "max_workers": 2, "tick_interval": "5s",
+                    "shutdown_grace": "5s", **(service or {})},
+        "state": {"path": "./data/state.db"},
+        "plugin_roots": plugin_roots or [str(BUNDLED_PLUGINS)],
+        "plugins": plugins if plugins is not None else {
+            "echo": {"enabled": True, "config": {"message": "hi"}}
+        },
+    }
+    if port is not None:
+        doc["api"] = {
+            "enabled": True,
+            "listen": f"127.0.0.1:{port}",
+            "auth": {"tokens": [{"token": TOKEN, "scopes": ["*"]},
+                                {"token": READ_TOKEN, "scopes": ["plugin:ro", "jobs:ro"]}]},
+            **(api or {}),
+        }
+    doc.update(extra or {})
+    (directory / "config.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return directory
+
+
+@dataclass
+class Gateway:
+    config_dir: Path
+    port: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    stdout_path: Path | None = None
+    stderr_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait: bool = True, timeout: float = 15.0) -> Gateway:
+        self.stdout_path = self.config_dir / "gateway.stdout"
+        self.stderr_path = self.config_dir / "gateway.stderr"
+        env = {**os.environ, **self.env}
+        env.pop("NOTIFY_SOCKET", None) if "NOTIFY_SOCKET" not in self.env else None
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ductile", "system", "start", "--config", str(self.config_dir)],
+            stdout=self.stdout_path.open("wb"),
+            stderr=self.stderr_path.open("wb"),
+            env=env,
+        )
+        if wait:
+            self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float = 15.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"gateway exited {self.proc.returncode}:\n{self.stderr()}"
+                                     f"\n{self.stdout()}")
+            try:
+                resp = httpx.get(self.url + "/healthz", timeout=1.0)
+                if resp.status_code == 200:
+                    return resp.json()
+            except httpx.HTTPError as exc:
+                last = exc
+            time.sleep(0.02)
+        raise AssertionError(f"gateway not healthy within {timeout}s ({last}):\n{self.stderr()}")
+
+    def headers(self, token: str = TOKEN) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    def post(self, path: str, body: Any = None, token: str = TOKEN, **kw: Any) -> httpx.Response:
+        return httpx.post(self.url + path, json=body, headers=self.headers(token),
+                          timeout=kw.pop("timeout", 30.0), **kw)
+
+    def get(self, path: str, token: str = TOKEN, **kw: Any) -> httpx.Response:
+        return httpx.get(self.url + path, headers=self.headers(token), timeout=30.0, **kw)
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def wait_exit(self, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace") if self.stdout_path else ""
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace") if self.stderr_path else ""
+
+    def log_records(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.stdout().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None,
+            input: str | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ductile", *args], capture_output=True, text=True,
+        env={**os.environ, **(env or {})}, input=input, timeout=timeout,
+    )

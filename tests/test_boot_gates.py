@@ -1,0 +1,115 @@
+"""Each boot gate, judged on hand-built facts: it passes on good facts and refuses, naming
+itself and what to do, on bad ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ductile.boot import gates
+from ductile.boot.gates import BootFacts
+from ductile.config.schema import (ApiConfig, ApiToken, Config, PluginConf, ScheduleConf,
+                                   ServiceConfig)
+
+
+def make_config(**changes: object) -> Config:
+    base = Config(
+        service=ServiceConfig(max_workers=2),
+        state_path="/srv/d/state.db",
+        api=ApiConfig(enabled=True, listen="127.0.0.1:8080",
+                      tokens=(ApiToken(token="secret", scopes=("*",)),)),
+        plugin_roots=("/srv/plugins",),
+        plugins={"echo": PluginConf(name="echo", enabled=True)},
+        config_path="/srv/c/config.yaml",
+        config_dir="/srv/c",
+        source="explicit",
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class FakePlugin:
+    commands: tuple[str, ...] = ("poll", "handle")
+
+    def supports(self, name: str) -> bool:
+        return name in self.commands
+
+
+def test_good_facts_pass_every_gate() -> None:
+    facts = BootFacts(config=make_config(), plugins={"echo": FakePlugin()}, snapshot_id="cfg_1")
+    for name, gate in gates.GATES.items():
+        assert gate(facts) is None, name
+
+
+def test_error_facts_refuse_with_the_gate_name() -> None:
+    cases = {
+        "config_found": BootFacts(resolve_error="no config found"),
+        "config_loaded": BootFacts(load_error="config.yaml:3:1: YAML syntax error"),
+        "config_valid": BootFacts(validate_error="service.max_workers must be positive"),
+        "pid_lock_acquired": BootFacts(lock_error="held by pid 7"),
+        "no_unallowed_symlinks": BootFacts(config=make_config(), symlinks=[("/a", "/b")]),
+        "plugins_discovered": BootFacts(discovery_error="plugin root does not exist: /x"),
+        "aliases_resolved": BootFacts(alias_error="uses target missing"),
+        "database_opened": BootFacts(db_error="database on nfs"),
+        "orphans_recovered": BootFacts(recovery_error="disk I/O error"),
+        "config_snapshot_recorded": BootFacts(snapshot_error="readonly database"),
+        "listeners_bound": BootFacts(bind_error="api.listen 127.0.0.1:1: address in use"),
+    }
+    for name, facts in cases.items():
+        refusal = gates.GATES[name](facts)
+        assert refusal is not None and refusal.gate == name, name
+
+
+def test_pid_lock_refusal_says_another_instance_may_be_running() -> None:
+    refusal = gates.pid_lock_acquired(BootFacts(lock_error="x"))
+    assert refusal is not None
+    assert "another instance may be running" in refusal.reason
+
+
+def test_symlinks_pass_when_allowed() -> None:
+    cfg = make_config(service=ServiceConfig(allow_symlinks=True))
+    assert gates.no_unallowed_symlinks(BootFacts(config=cfg, symlinks=[("/a", "/b")])) is None
+
+
+def test_reload_refuses_changes_that_need_a_restart() -> None:
+    old = make_config()
+    for changed in (make_config(state_path="/elsewhere.db"),
+                    make_config(api=replace(old.api, listen="127.0.0.1:9999")),
+                    make_config(api=replace(old.api, enabled=False))):
+        refusal = gates.restart_only_keys_unchanged(BootFacts(config=changed, previous=old))
+        assert refusal is not None and "require a full restart" in refusal.reason
+
+
+def test_enabled_plugin_that_was_not_discovered_is_refused() -> None:
+    facts = BootFacts(config=make_config(), plugins={})
+    refusal = gates.enabled_plugins_discoverable(facts)
+    assert refusal is not None and "'echo' is configured but not discoverable" in refusal.reason
+
+
+def test_disabled_undiscovered_plugin_is_fine() -> None:
+    cfg = make_config(plugins={"ghost": PluginConf(name="ghost", enabled=False)})
+    assert gates.enabled_plugins_discoverable(BootFacts(config=cfg)) is None
+
+
+def test_schedule_naming_an_undeclared_command_is_refused() -> None:
+    cfg = make_config(plugins={"echo": PluginConf(
+        name="echo", enabled=True, schedules=(ScheduleConf(id="nightly", command="sync"),))})
+    refusal = gates.scheduled_commands_declared(BootFacts(config=cfg, plugins={"echo": FakePlugin()}))
+    assert refusal is not None
+    assert "schedule 'nightly' references unsupported command 'sync'" in refusal.reason
+
+
+def test_api_enabled_without_tokens_fails_closed() -> None:
+    cfg = make_config(api=ApiConfig(enabled=True, tokens=()))
+    refusal = gates.api_has_tokens(BootFacts(config=cfg))
+    assert refusal is not None and "no API tokens configured" in refusal.reason
+    closed = make_config(api=ApiConfig(enabled=False))
+    assert gates.api_has_tokens(BootFacts(config=closed)) is None
+    assert gates.decide_posture(closed) == "closed"
+    assert gates.decide_posture(cfg) == "gateway"
+
+
+def test_unresolved_or_empty_token_is_refused() -> None:
+    for token in ("${DUCTILE_TOKEN}", "  "):
+        cfg = make_config(api=ApiConfig(enabled=True, tokens=(ApiToken(token=token),)))
+        refusal = gates.api_tokens_resolved(BootFacts(config=cfg))
+        assert refusal is not None and refusal.reason.startswith("api tokens:")
