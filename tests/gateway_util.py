@@ -77,14 +77,14 @@ class Gateway:
     def start(self, wait: bool = True, timeout: float = 15.0) -> Gateway:
         self.stdout_path = self.config_dir / "gateway.stdout"
         self.stderr_path = self.config_dir / "gateway.stderr"
-        env = {**os.environ, **self.env}
-        env.pop("NOTIFY_SOCKET", None) if "NOTIFY_SOCKET" not in self.env else None
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ductile", "system", "start", "--config", str(self.config_dir)],
-            stdout=self.stdout_path.open("wb"),
-            stderr=self.stderr_path.open("wb"),
-            env=env,
-        )
+        env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+        env.update(self.env)
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ductile", "system", "start", "--config",
+                 str(self.config_dir)],
+                stdout=out, stderr=err, env=env,
+            )
         if wait:
             self.wait_healthy(timeout)
         return self

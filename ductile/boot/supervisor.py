@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -51,8 +51,13 @@ class ReloadResult:
 class Supervisor:
     """Owns the process resources, the current generation and the lifecycle machine."""
 
-    def __init__(self, proc: Process) -> None:
+    def __init__(
+        self, proc: Process, components: Sequence[Callable[[], Awaitable[None]]] = ()
+    ) -> None:
         self.proc = proc
+        # Extra long-running tasks in the supervisor's nursery, cancelled at stop; like every
+        # plane, one that raises takes the process down with exit 1.
+        self.components = tuple(components)
         self.log = proc.log.child("supervisor")
         self._current: Runtime | None = None
         self._reload_lock = trio.Lock()
@@ -119,6 +124,8 @@ class Supervisor:
                 async with trio.open_nursery() as outer:
                     outer.start_soon(self._handle_signals, signals, outer)
                     outer.start_soon(self._watchdog)
+                    for component in self.components:
+                        outer.start_soon(component)
                     async with trio.open_nursery() as planes:
                         await planes.start(dispatcher.run)
                         api_stop = trio.Event()
