@@ -19,3 +19,13 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
     gw.start()
     yield gw
     gw.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """One gateway for a whole module of tests that do not change its config."""
+    port = free_port()
+    gw = Gateway(write_config(tmp_path_factory.mktemp("shared") / "cfg", port=port), port=port)
+    gw.start()
+    yield gw
+    gw.stop()

@@ -145,7 +145,7 @@ class Supervisor:
                     self.lifecycle.trigger("stopped")
                     outer.cancel_scope.cancel()
             except Exception as exc:  # noqa: BLE001 - let it crash, at the operator layer
-                self.log.error("component failed", error=f"{type(exc).__name__}: {exc}")
+                self.log.error("component failed", error=describe_failure(exc))
                 code = EXIT_COMPONENT_FAILED
             finally:
                 with trio.CancelScope(shield=True):
@@ -204,6 +204,13 @@ class Supervisor:
         while True:
             notify.notify("WATCHDOG=1", self.proc.environ)
             await trio.sleep(interval)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """Name the real failures inside trio's exception groups: `RuntimeError: disk full`."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(describe_failure(inner) for inner in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def run_gateway(explicit_config: str | None, environ: Mapping[str, str] | None = None) -> int:

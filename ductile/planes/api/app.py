@@ -23,6 +23,8 @@ from werkzeug.exceptions import HTTPException
 
 from ductile import __version__
 from ductile.errors import DedupeDropped, StoreError
+from ductile.planes.api.bodies import (BodyError, event_payload, parse_json_object,
+                                       parse_run_request)
 from ductile.planes.api.auth import AuthError, Principal, authenticate, require
 
 if TYPE_CHECKING:
@@ -162,7 +164,10 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
         if not found.supports(command):
             raise ApiError(400, "command not supported by plugin")
         _require_command_scope(principal, found.command(command))
-        body = await _json_body()
+        try:
+            body = parse_json_object(await request.get_data(as_text=False))
+        except BodyError as exc:
+            raise ApiError(400, str(exc)) from None
         payload = body.get("payload") if body is not None else None
         job = await _enqueue(rt, plugin, command, payload)
         return respond({"job_id": job.id, "status": job.status, "plugin": plugin,
@@ -174,24 +179,18 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
         found = rt.plugins.get(name)
         if found is None:
             raise ApiError(404, f"plugin {name!r} not found; GET /plugins lists the loaded ones")
-        body = await _json_body() or {}
-        unknown = sorted(set(body) - {"payload", "command", "sync"})
-        if unknown:
-            raise ApiError(400, f"unknown field(s) in body: {', '.join(unknown)}; "
-                                "allowed: payload, command, sync")
-        command = body.get("command")
-        if command is None:
-            command = "handle" if found.supports("handle") else "poll"
-        if not isinstance(command, str) or not found.supports(command):
+        try:
+            run = parse_run_request(await request.get_data(as_text=False))
+        except BodyError as exc:
+            raise ApiError(400, str(exc)) from None
+        command = run.command or ("handle" if found.supports("handle") else "poll")
+        if not found.supports(command):
             declared = ", ".join(c.name for c in found.manifest.commands)
             raise ApiError(400, f"command {command!r} not supported by plugin {name!r} "
                                 f"(declared: {declared})")
-        sync = body.get("sync", False)
-        if not isinstance(sync, bool):
-            raise ApiError(400, "field sync must be true or false")
         _require_command_scope(principal, found.command(command))
-        job = await _enqueue(rt, name, command, body.get("payload"))
-        if not sync:
+        job = await _enqueue(rt, name, command, run.payload)
+        if not run.sync:
             return respond({"job_id": job.id, "status": job.status, "plugin": name,
                             "command": command}, 202)
         return await _run_sync(rt, job)
@@ -280,27 +279,11 @@ def _require_command_scope(principal: Principal, command: Any) -> None:
         raise ApiError(403, "insufficient scope")
 
 
-async def _json_body() -> dict[str, Any] | None:
-    data = await request.get_data(as_text=False)
-    if not data or not data.strip():
-        return None
-    try:
-        body = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"invalid JSON body: {exc}") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid JSON body: expected an object such as "
-                            '{"payload": {...}}')
-    return body
-
-
 async def _enqueue(rt: Runtime, plugin: str, command: str, payload: Any) -> Job:
-    if command == "handle":
-        if payload is None:
-            payload = {}
-        if not isinstance(payload, dict):
-            raise ApiError(400, "payload must be a JSON object")
-        payload = {"type": "api.trigger", "payload": payload}
+    try:
+        payload = event_payload(command, payload)
+    except BodyError as exc:
+        raise ApiError(400, str(exc)) from None
     max_attempts = rt.config.plugin(plugin).retry.max_attempts
     try:
         return await rt.queue.enqueue(plugin, command, payload, "api", max_attempts=max_attempts)

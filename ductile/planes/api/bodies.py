@@ -1,0 +1,73 @@
+"""Request bodies of the API, parsed without the HTTP framework (and fuzzed in
+property-tests/test_api_bodies.py).
+
+Every rejection is a `BodyError` whose message names the field and what is allowed; nothing else
+escapes, whatever bytes arrive.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+RUN_FIELDS = ("payload", "command", "sync")
+
+
+class BodyError(ValueError):
+    """A body the API refuses with 400; the message is the JSON `error`."""
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    payload: Any = None
+    command: str | None = None
+    sync: bool = False
+
+
+def parse_json_object(data: bytes) -> dict[str, Any] | None:
+    """An empty body is None; otherwise the body must be one JSON object."""
+    if not data or not data.strip():
+        return None
+    try:
+        body = json.loads(data, parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BodyError(f"invalid JSON body: {exc}") from None
+    if not isinstance(body, dict):
+        raise BodyError('invalid JSON body: expected an object such as {"payload": {...}}')
+    return body
+
+
+def parse_run_request(data: bytes) -> RunRequest:
+    """`POST /plugins/{name}/run`: `{"payload": ..., "command"?: str, "sync"?: bool}`."""
+    body = parse_json_object(data) or {}
+    unknown = sorted(set(body) - set(RUN_FIELDS))
+    if unknown:
+        raise BodyError(f"unknown field(s) in body: {', '.join(unknown)}; "
+                        f"allowed: {', '.join(RUN_FIELDS)}")
+    command = body.get("command")
+    if command is not None and (not isinstance(command, str) or not command):
+        raise BodyError("field command must be a non-empty string")
+    sync = body.get("sync", False)
+    if not isinstance(sync, bool):
+        raise BodyError("field sync must be true or false")
+    return RunRequest(payload=body.get("payload"), command=command, sync=sync)
+
+
+def event_payload(command: str, payload: Any) -> Any:
+    """`handle` receives its payload wrapped as an `api.trigger` event; other commands get it
+    as is."""
+    if command != "handle":
+        return payload
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        raise BodyError("payload must be a JSON object")
+    return {"type": "api.trigger", "payload": payload}
+
+
+def _refuse_constant(name: str) -> float:
+    # NaN and Infinity are not JSON; the store refuses them too, so refuse them at the door.
+    raise ValueError(f"{name} is not valid JSON")
+
+

@@ -1,0 +1,136 @@
+"""The HTTP API against the real gateway: routes, JSON errors, auth, bad bodies."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from gateway_util import READ_TOKEN, TOKEN, Gateway
+
+
+def test_index_and_healthz_need_no_token(shared_gateway: Gateway) -> None:
+    index = httpx.get(shared_gateway.url + "/")
+    assert index.status_code == 200 and index.json()["name"] == "Ductile Gateway"
+    health = httpx.get(shared_gateway.url + "/healthz").json()
+    assert set(health) >= {"status", "uptime_seconds", "queue_depth", "plugins_loaded",
+                           "posture", "version", "config_path"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({}, "missing or invalid Authorization header"),
+        ({"Authorization": "Token abc"}, "invalid Authorization header format"),
+        ({"Authorization": "Bearer nope"}, "invalid token"),
+    ],
+)
+def test_missing_or_invalid_token_is_401_json(shared_gateway: Gateway, headers: dict,
+                                             message: str) -> None:
+    resp = httpx.post(shared_gateway.url + "/plugins/echo/run", json={}, headers=headers)
+    assert resp.status_code == 401
+    assert resp.json() == {"error": message}
+
+
+def test_read_only_token_cannot_run_a_write_command(shared_gateway: Gateway) -> None:
+    resp = shared_gateway.post("/plugins/echo/run", {"payload": {}, "command": "handle"},
+                        token=READ_TOKEN)
+    assert (resp.status_code, resp.json()) == (403, {"error": "insufficient scope"})
+    ok = shared_gateway.post("/plugins/echo/run", {"payload": {}, "command": "poll"}, token=READ_TOKEN)
+    assert ok.status_code == 202
+
+
+def test_read_only_token_cannot_reach_jobs_without_jobs_scope(shared_gateway: Gateway) -> None:
+    resp = shared_gateway.get("/jobs", token=READ_TOKEN)
+    assert resp.status_code == 200  # READ_TOKEN has jobs:ro
+
+
+def test_direct_enqueue_route_returns_202_and_the_job_is_visible(shared_gateway: Gateway) -> None:
+    resp = shared_gateway.post("/plugin/echo/poll", {"payload": {"a": 1}})
+    assert resp.status_code == 202
+    body = resp.json()
+    assert body["status"] == "queued" and body["plugin"] == "echo" and body["command"] == "poll"
+    job = shared_gateway.get(f"/job/{body['job_id']}").json()
+    assert job["job_id"] == body["job_id"]
+    listed = shared_gateway.get("/jobs", params={"plugin": "echo"}).json()
+    assert body["job_id"] in [j["job_id"] for j in listed["jobs"]]
+
+
+def test_run_defaults_to_handle_and_wraps_the_payload_as_an_event(shared_gateway: Gateway) -> None:
+    body = shared_gateway.post("/plugins/echo/run", {"payload": {"k": "v"}, "sync": True}).json()
+    assert body["command"] == "handle"
+    assert body["result"]["events"][0]["payload"]["payload"] == {"k": "v"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "needle"),
+    [
+        ("/plugins/nope/run", {}, 404, "plugin 'nope' not found"),
+        ("/plugins/echo/run", {"command": "explode"}, 400, "command 'explode' not supported"),
+        ("/plugins/echo/run", {"payload": [1, 2]}, 400, "payload must be a JSON object"),
+        ("/plugins/echo/run", {"sync": "yes"}, 400, "sync must be true or false"),
+        ("/plugins/echo/run", {"paylod": {}}, 400, "unknown field(s) in body: paylod"),
+        ("/plugin/nope/poll", {}, 400, "plugin not found"),
+        ("/plugin/echo/explode", {}, 400, "command not supported by plugin"),
+    ],
+)
+def test_bad_requests_get_a_json_error_naming_the_problem(
+    shared_gateway: Gateway, path: str, body: dict, status: int, needle: str
+) -> None:
+    resp = shared_gateway.post(path, body)
+    assert resp.status_code == status
+    assert needle in resp.json()["error"]
+
+
+def test_invalid_json_body_is_400(shared_gateway: Gateway) -> None:
+    resp = httpx.post(shared_gateway.url + "/plugins/echo/run", content=b"{not json",
+                      headers={**shared_gateway.headers(), "Content-Type": "application/json"})
+    assert resp.status_code == 400
+    assert resp.json()["error"].startswith("invalid JSON body")
+
+
+def test_oversized_body_is_413_json(shared_gateway: Gateway) -> None:
+    big = b'{"payload": {"x": "' + b"a" * (2 * 1024 * 1024) + b'"}}'
+    resp = httpx.post(shared_gateway.url + "/plugins/echo/run", content=big,
+                      headers={**shared_gateway.headers(), "Content-Type": "application/json"})
+    assert resp.status_code == 413
+    assert "request body too large" in resp.json()["error"]
+    assert httpx.get(shared_gateway.url + "/healthz").status_code == 200
+
+
+def test_unknown_route_and_wrong_method_are_json(shared_gateway: Gateway) -> None:
+    missing = httpx.get(shared_gateway.url + "/nowhere")
+    assert missing.status_code == 404 and "no route for GET /nowhere" in missing.json()["error"]
+    wrong = httpx.delete(shared_gateway.url + "/healthz")
+    assert wrong.status_code == 405 and "not allowed" in wrong.json()["error"]
+
+
+def test_unknown_job_is_404(shared_gateway: Gateway) -> None:
+    resp = shared_gateway.get("/job/00000000-0000-0000-0000-000000000000")
+    assert (resp.status_code, resp.json()) == (404, {"error": "job not found"})
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ({"limit": "0"}, "limit must be a positive integer"),
+    ({"limit": "abc"}, "limit must be a positive integer"),
+    ({"limit": "201"}, "limit must be <= 200"),
+    ({"status": "exploded"}, "invalid status filter"),
+])
+def test_jobs_query_validation(shared_gateway: Gateway, query: dict, message: str) -> None:
+    resp = shared_gateway.get("/jobs", params=query)
+    assert (resp.status_code, resp.json()) == (400, {"error": message})
+
+
+def test_jobs_status_aliases(shared_gateway: Gateway) -> None:
+    shared_gateway.post("/plugins/echo/run", {"payload": {}, "sync": True})
+    ok = shared_gateway.get("/jobs", params={"status": "ok"}).json()
+    assert ok["total"] >= 1 and all(j["status"] == "succeeded" for j in ok["jobs"])
+
+
+def test_plugins_catalog_and_detail(shared_gateway: Gateway) -> None:
+    catalog = shared_gateway.get("/plugins").json()["plugins"]
+    assert [p["name"] for p in catalog] == ["echo"]
+    detail = shared_gateway.get("/plugin/echo").json()
+    assert detail["protocol"] == 2
+    assert {c["name"]: c["type"] for c in detail["commands"]}["handle"] == "write"
+    assert shared_gateway.get("/plugin/nope").status_code == 404
+    assert TOKEN
