@@ -33,7 +33,7 @@ test: $(TSTAMP)
 	$(BIN)/python -m pytest -q tests property-tests
 
 bench: $(TSTAMP)
-	$(BIN)/python -m pytest -q -s tests/bench
+	DUCTILE_BENCH=1 $(BIN)/python -m pytest -q -s tests/bench
 
 diagrams: $(STAMP)
 	$(BIN)/python -m ductile.boot.diagram --write

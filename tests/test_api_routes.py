@@ -134,3 +134,57 @@ def test_plugins_catalog_and_detail(shared_gateway: Gateway) -> None:
     assert {c["name"]: c["type"] for c in detail["commands"]}["handle"] == "write"
     assert shared_gateway.get("/plugin/nope").status_code == 404
     assert TOKEN
+
+
+def test_sync_wait_runs_out_with_202_and_the_job_id(tmp_path) -> None:
+    from gateway_util import free_port, write_config
+
+    port = free_port()
+    cfg = write_config(tmp_path / "cfg", port=port, api={"max_sync_timeout": "300ms",
+                                                          "max_concurrent_sync": 1},
+                       plugins={"echo": {"enabled": True, "config": {"sleep": 1.5}}})
+    gw = Gateway(cfg, port=port).start()
+    try:
+        resp = gw.post("/plugins/echo/run", {"payload": {}, "sync": True})
+        assert resp.status_code == 202
+        body = resp.json()
+        assert body["timeout_exceeded"] is True and body["job_id"]
+        finished = gw.post("/plugins/echo/run", {"payload": {}, "sync": True})
+        assert finished.status_code == 202  # still slower than the cap
+        import time
+        for _ in range(100):
+            if gw.get(f"/job/{body['job_id']}").json()["status"] == "succeeded":
+                break
+            time.sleep(0.05)
+        assert gw.get(f"/job/{body['job_id']}").json()["status"] == "succeeded"
+    finally:
+        gw.stop()
+
+
+def test_too_many_concurrent_sync_waits_get_503_and_the_job_stays_queued(tmp_path) -> None:
+    import threading
+
+    from gateway_util import free_port, write_config
+
+    port = free_port()
+    cfg = write_config(tmp_path / "cfg", port=port, api={"max_concurrent_sync": 1},
+                       plugins={"echo": {"enabled": True, "config": {"sleep": 1.0}}})
+    gw = Gateway(cfg, port=port).start()
+    try:
+        first: list = []
+        waiter = threading.Thread(target=lambda: first.append(
+            gw.post("/plugins/echo/run", {"payload": {}, "sync": True})))
+        waiter.start()
+        for _ in range(200):  # until the first wait holds the only slot
+            if gw.get("/jobs").json()["total"] >= 1:
+                break
+            import time
+            time.sleep(0.01)
+        second = gw.post("/plugins/echo/run", {"payload": {}, "sync": True})
+        waiter.join(30)
+        assert second.status_code == 503
+        assert "too many concurrent synchronous requests" in second.json()["error"]
+        assert second.json()["job_id"]
+        assert first[0].status_code == 200
+    finally:
+        gw.stop()

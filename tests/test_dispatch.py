@@ -175,3 +175,19 @@ def test_backoff_doubles_with_bounded_jitter() -> None:
     for attempt, base in ((1, 30.0), (2, 60.0), (3, 120.0)):
         delay = backoff_delay(30.0, attempt, rng)
         assert base <= delay <= base + 7.5
+
+
+async def test_state_updates_over_the_cap_fail_the_job_and_keep_the_old_state(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "plugins"
+    make_plugin(root, "hoarder",
+                "cat >/dev/null; printf '{\"status\":\"ok\",\"result\":\"x\","
+                "\"state_updates\":{\"blob\":\"'; head -c 1100000 /dev/zero | tr '\\0' 'a'; "
+                "printf '\"}}'")
+    async with harness(tmp_path, plugins={"hoarder": {"enabled": True}},
+                       plugin_roots=[str(root)]) as h:
+        job = await h.run("hoarder")
+        assert job.status == "failed"
+        assert (job.last_error or "").startswith("state update rejected:")
+        assert await h.rt.state.get("hoarder") == {}
