@@ -188,3 +188,20 @@ def test_too_many_concurrent_sync_waits_get_503_and_the_job_stays_queued(tmp_pat
         assert first[0].status_code == 200
     finally:
         gw.stop()
+
+
+def test_early_error_responses_never_stall_a_keep_alive_connection(
+    shared_gateway: Gateway,
+) -> None:
+    # Regression: answering before reading the body (401, 404) used to leave the connection
+    # hanging for the next request on it.
+    gw = shared_gateway
+    body = {"payload": {"x": "y" * 200}}
+    with httpx.Client(base_url=gw.url, timeout=5) as client:
+        for _ in range(300):
+            assert client.get("/healthz").status_code == 200
+            assert client.post("/plugins/nosuch/run", json=body,
+                               headers=gw.headers()).status_code == 404
+            assert client.post("/plugins/echo/run", json=body,
+                               headers={"Authorization": "Bearer bad"}).status_code == 401
+            assert client.post("/nowhere", json=body).status_code == 404

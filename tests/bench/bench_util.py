@@ -21,6 +21,25 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 ECHO_RUN = ROOT / "ductile" / "bundled" / "plugins" / "echo" / "run"
 
 
+def warm_pyc_env(cache_dir: Path) -> dict[str, str]:
+    """Environment overrides that let child interpreters write and reuse bytecode under
+    `cache_dir` (outside the repo), as an installed gateway would have .pyc files. Without them
+    a sandbox with PYTHONDONTWRITEBYTECODE=1 and no __pycache__ recompiles every module at each
+    start."""
+    return {"PYTHONPYCACHEPREFIX": str(cache_dir), "PYTHONDONTWRITEBYTECODE": ""}
+
+
+def child_environ(overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """os.environ without NOTIFY_SOCKET, plus `overrides` (an empty value removes the name)."""
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    for key, value in (overrides or {}).items():
+        if value:
+            env[key] = value
+        else:
+            env.pop(key, None)
+    return env
+
+
 def report(name: str, value: float, unit: str, goal: str, extra: str = "") -> None:
     """The one line each benchmark prints: `BENCH <name>: <value> <unit> (goal <goal>)`."""
     text = f"BENCH {name}: {value:.3f} {unit} (goal {goal})"
@@ -47,6 +66,7 @@ class BenchGateway:
 
     config_dir: Path
     port: int
+    env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     spawned_at: float = 0.0
     lines: list[tuple[float, bytes]] = field(default_factory=list)
@@ -54,10 +74,11 @@ class BenchGateway:
     _stderr: Any = None
 
     @classmethod
-    def fresh(cls, directory: Path, **config: Any) -> BenchGateway:
+    def fresh(cls, directory: Path, env: dict[str, str] | None = None,
+              **config: Any) -> BenchGateway:
         port = free_port()
         write_config(directory, port=port, **config)
-        return cls(directory, port)
+        return cls(directory, port, env=dict(env or {}))
 
     @property
     def url(self) -> str:
@@ -69,7 +90,7 @@ class BenchGateway:
 
     def spawn(self) -> None:
         self._stderr = (self.config_dir / "gateway.stderr").open("wb")
-        env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+        env = child_environ(self.env)
         self.spawned_at = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ductile", "system", "start", "--config",

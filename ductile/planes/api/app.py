@@ -81,6 +81,16 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
 
         return decorate
 
+    @app.before_request
+    async def read_body_first() -> None:
+        """Read every request body before any handler can answer early (401, 404, ...).
+
+        hypercorn 0.18 with quart-trio can leave a keep-alive connection hanging when a response
+        is sent before the request body was consumed; the next request on it never gets an
+        answer. Reading the body (capped by MAX_CONTENT_LENGTH, 413 beyond) avoids that.
+        """
+        await request.get_data(cache=True)
+
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
         messages = {
