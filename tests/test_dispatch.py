@@ -191,3 +191,24 @@ async def test_state_updates_over_the_cap_fail_the_job_and_keep_the_old_state(
         assert job.status == "failed"
         assert (job.last_error or "").startswith("state update rejected:")
         assert await h.rt.state.get("hoarder") == {}
+
+
+async def test_a_delayed_retry_wakes_the_dispatcher_at_its_due_time(tmp_path: Path) -> None:
+    # tick_interval is an hour: only the due-time wake-up can run the second attempt in time.
+    plugins = {"echo": {"enabled": True, "config": {"mode": "error"},
+                        "retry": {"max_attempts": 2, "backoff_base": "200ms"}}}
+    async with harness(tmp_path, plugins=plugins, service={"tick_interval": "1h"}) as h:
+        job = await h.run("echo", max_attempts=2, timeout=10)
+        assert (job.status, job.attempt) == ("failed", 2)
+
+
+async def test_jobs_enqueued_while_the_dispatcher_is_busy_are_all_run(tmp_path: Path) -> None:
+    async with harness(tmp_path, plugins=echo(), service={"tick_interval": "1h",
+                                                          "max_workers": 2}) as h:
+        jobs = []
+        for i in range(12):
+            jobs.append(await h.rt.queue.enqueue("echo", "poll", {"i": i}, "test"))
+            if i % 3 == 0:
+                await trio.sleep(0.01)
+        finished = [await h.wait(j.id, timeout=20) for j in jobs]
+        assert {j.status for j in finished} == {"succeeded"}

@@ -31,6 +31,7 @@ from ductile.plugin.spawn import child_env, spawn_plugin
 if TYPE_CHECKING:
     from ductile.boot.runtime import Runtime
     from ductile.store.jobs import Job
+    from ductile.store.queue import Claim
 
 STDERR_LOG_TAIL = 2048
 
@@ -47,6 +48,12 @@ class Dispatcher:
         self._active = 0
         self._lanes: Counter[str] = Counter()
         self._drain_scope: trio.CancelScope | None = None
+        # "Dry": the last claim found nothing eligible with no lane full, and nothing new was
+        # enqueued since. A finished job then needs no claim attempt and no due-time query;
+        # only `wake()` (enqueue, retry, recovery, reload) can make new work eligible.
+        self._dry = False
+        self._work_seq = 0  # bumped by every wake(); a claim that raced one is not "dry"
+        self._next_due: datetime | None = None
         self.kill_grace = 5.0
 
     @property
@@ -54,7 +61,9 @@ class Dispatcher:
         return self._active
 
     def wake(self) -> None:
-        """Called on enqueue, reload and job completion."""
+        """New work may be eligible: called on enqueue, retry, recovery and reload."""
+        self._dry = False
+        self._work_seq += 1
         self._wake.set()
 
     def stop(self, grace: float) -> None:
@@ -75,56 +84,104 @@ class Dispatcher:
                     timeout = await self._fill(jobs)
                     if not self._claiming:
                         break
-                    with trio.move_on_after(timeout):
+                    with trio.move_on_after(timeout) as sleep:
                         await self._wake.wait()
+                    if sleep.cancelled_caught:
+                        self._dry = False  # the tick is the safety net: look again
 
     async def _fill(self, jobs: trio.Nursery) -> float:
         """Claim until the slots are full or nothing is eligible; return how long to sleep."""
         rt = self._current()
         service = rt.config.service
-        while self._claiming and self._active < service.max_workers:
-            skip = [p for p, n in self._lanes.items() if n >= rt.lane_limit(p)]
-            job = await rt.queue.claim(skip)
-            if job is None:
+        if self._dry and self._next_due is not None and self._next_due <= _now():
+            self._dry = False  # a delayed retry came due
+        blocked = False
+        while not self._dry and self._claiming and self._active < service.max_workers:
+            skip = self._skip_list(rt)
+            seq = self._work_seq
+            claim = await rt.queue.claim_next(skip)
+            if claim is None:
+                due = await rt.queue.next_due_at()
+                overdue = due is not None and due <= _now()
+                blocked = bool(skip)
+                self._next_due = None if overdue else due
+                self._dry = not skip and seq == self._work_seq and not overdue
+                if overdue and not skip:
+                    return 0.0  # a retry came due between the claim and the query
                 break
             self._active += 1
-            self._lanes[job.plugin] += 1
-            jobs.start_soon(self._run_job, rt, job)
-        if self._active >= service.max_workers:
-            return service.tick_interval
-        due = await rt.queue.next_due_at()
-        if due is None:
-            return service.tick_interval
-        wait = (due - datetime.now(timezone.utc)).total_seconds()
+            self._lanes[claim.job.plugin] += 1
+            jobs.start_soon(self._worker, rt, claim)
+        if self._active >= service.max_workers or blocked or self._next_due is None:
+            return service.tick_interval  # a finished job or new work wakes us sooner
+        wait = (self._next_due - _now()).total_seconds()
         return min(max(wait, 0.0), service.tick_interval)
 
-    async def _run_job(self, rt: Runtime, job: Job) -> None:
+    def _skip_list(self, rt: Runtime, finishing: str | None = None) -> list[str]:
+        """Plugins at their lane limit (not counting the job `finishing` in this worker)."""
+        skip = []
+        for plugin, running in self._lanes.items():
+            if plugin == finishing:
+                running -= 1
+            if running >= rt.lane_limit(plugin):
+                skip.append(plugin)
+        return skip
+
+    async def _worker(self, rt: Runtime, claim: Claim) -> None:
+        """Run a claimed job; while more work is eligible, go straight on to the next one,
+        claimed in the same transaction that records this one's outcome."""
         try:
-            await execute(rt, job, self._log, kill_grace=self.kill_grace)
+            next_claim: Claim | None = claim
+            while next_claim is not None:
+                job = next_claim.job
+                chain = self._claiming and rt is self._current() and not self._dry
+                try:
+                    next_claim = await execute(
+                        rt, next_claim, self._log, kill_grace=self.kill_grace,
+                        claim_next=self._skip_list(rt, finishing=job.plugin) if chain else None,
+                    )
+                finally:
+                    self._lanes[job.plugin] -= 1
+                    if self._lanes[job.plugin] <= 0:
+                        del self._lanes[job.plugin]
+                    self._completions.notify(job.id)
+                if next_claim is not None:
+                    self._lanes[next_claim.job.plugin] += 1
         finally:
             self._active -= 1
-            self._lanes[job.plugin] -= 1
-            if self._lanes[job.plugin] <= 0:
-                del self._lanes[job.plugin]
-            self._completions.notify(job.id)
-            self.wake()
+            self._wake.set()  # a slot is free; `wake()` is for new work
 
 
-async def execute(rt: Runtime, job: Job, log: Logger, *, kill_grace: float = 5.0) -> None:
-    """Run one claimed job to its next status (terminal, or queued again for a retry)."""
+async def execute(
+    rt: Runtime,
+    claim: Claim,
+    log: Logger,
+    *,
+    kill_grace: float = 5.0,
+    claim_next: list[str] | None = None,
+) -> Claim | None:
+    """Run one claimed job to its next status (terminal, or queued again for a retry).
+
+    With `claim_next` (a skip list), the next eligible job is claimed in the transaction that
+    records this outcome, and returned.
+    """
+    job, state = claim.job, claim.state
     plugin = rt.plugins.get(job.plugin)
     if plugin is None:
-        await _fail_permanently(rt, job, f"plugin {job.plugin!r} not found in registry", log)
-        return
+        error = f"plugin {job.plugin!r} not found in registry"
+        return await _fail_permanently(rt, job, error, log, claim_next)
     if not plugin.supports(job.command):
-        await _fail_permanently(
-            rt, job, f"plugin {job.plugin!r} does not support command {job.command!r}", log
-        )
-        return
+        error = f"plugin {job.plugin!r} does not support command {job.command!r}"
+        return await _fail_permanently(rt, job, error, log, claim_next)
+    if claim.state_error is not None:
+        error = f"plugin state unreadable: {claim.state_error}"
+        return await _fail_permanently(rt, job, error, log, claim_next)
     conf = rt.config.plugin(job.plugin)
     timeout = conf.timeout_for(job.command)
-    state = await rt.state.get(job.plugin)
-    payload = job.payload_obj()
+    try:
+        payload = job.payload_obj()
+    except StoreError as exc:
+        return await _fail_permanently(rt, job, str(exc), log, claim_next)
     request = build_request(
         job_id=job.id,
         command=job.command,
@@ -143,12 +200,10 @@ async def execute(rt: Runtime, job: Job, log: Logger, *, kill_grace: float = 5.0
         )
     except PluginSpawnError as exc:
         outcome = Outcome("failed", "spawn_error", True, f"plugin spawn failed: {exc}")
-        await _finish(rt, job, outcome, None, None, b"", _ms(started), log)
-        return
+        return await _finish(rt, job, outcome, None, None, b"", _ms(started), log, claim_next)
     outcome = classify(result, timeout)
-    await _finish(
-        rt, job, outcome, result.stdout, result.exit_code, result.stderr, _ms(started), log
-    )
+    return await _finish(rt, job, outcome, result.stdout, result.exit_code, result.stderr,
+                         _ms(started), log, claim_next)
 
 
 def _event_for(command: str, payload: Any) -> dict[str, Any] | None:
@@ -169,7 +224,8 @@ async def _finish(
     stderr: bytes,
     duration_ms: int,
     log: Logger,
-) -> None:
+    claim_next: list[str] | None,
+) -> Claim | None:
     stderr_text = stderr.decode("utf-8", errors="replace") if stderr else None
     stdout_text = stdout.decode("utf-8", errors="replace") if stdout else None
     fields = {"job_id": job.id, "plugin": job.plugin, "command": job.command}
@@ -181,48 +237,59 @@ async def _finish(
         response = outcome.response
         updates = response.state_updates if response is not None else None
         try:
-            await rt.queue.complete(
+            finished = await rt.queue.complete_and_claim(
                 job, "succeeded", result=stdout_text, last_error=None, stderr=stderr_text,
                 exit_code=exit_code, duration_ms=duration_ms, outcome=outcome.reason,
-                state_update=(job.plugin, updates) if updates else None,
+                state_update=(job.plugin, updates) if updates else None, claim_next=claim_next,
             )
         except StoreError as exc:
             # A success whose state cannot be stored is a failure, never retried (reference §5.6).
-            await rt.queue.complete(
+            finished = await rt.queue.complete_and_claim(
                 job, "failed", result=stdout_text, last_error=f"state update rejected: {exc}",
                 stderr=stderr_text, exit_code=exit_code, duration_ms=duration_ms,
-                outcome="state_error",
+                outcome="state_error", claim_next=claim_next,
             )
             log.warn("job failed", **fields, error=str(exc))
-            return
+            return finished.next
         log.info("job succeeded", **fields, attempt=job.attempt, duration_ms=duration_ms)
-        return
+        return finished.next
     retry_conf = rt.config.plugin(job.plugin).retry
     max_attempts = job.max_attempts or retry_conf.max_attempts
     if outcome.retryable and job.attempt < max_attempts:
         delay = backoff_delay(retry_conf.backoff_base, job.attempt)
-        await rt.queue.retry(
+        finished = await rt.queue.retry_and_claim(
             job, delay=delay, last_error=outcome.error, exit_code=exit_code,
             duration_ms=duration_ms, outcome=outcome.reason, stderr=stderr_text,
+            claim_next=claim_next,
         )
         log.warn("job retry scheduled", **fields, attempt=job.attempt, reason=outcome.reason,
                  error=outcome.error, retry_in_s=round(delay, 3),
                  stderr_tail=_tail(stderr_text))
-        return
-    await rt.queue.complete(
+        return finished.next
+    finished = await rt.queue.complete_and_claim(
         job, outcome.status, result=stdout_text, last_error=outcome.error, stderr=stderr_text,
         exit_code=exit_code, duration_ms=duration_ms, outcome=outcome.reason,
+        claim_next=claim_next,
     )
     log.warn("job " + outcome.status.replace("_", " "), **fields, attempt=job.attempt,
              reason=outcome.reason, error=outcome.error, stderr_tail=_tail(stderr_text))
+    return finished.next
 
 
-async def _fail_permanently(rt: Runtime, job: Job, error: str, log: Logger) -> None:
-    await rt.queue.complete(
+async def _fail_permanently(
+    rt: Runtime, job: Job, error: str, log: Logger, claim_next: list[str] | None
+) -> Claim | None:
+    finished = await rt.queue.complete_and_claim(
         job, "failed", result=json.dumps({"status": "error", "error": error}), last_error=error,
         stderr=None, exit_code=None, duration_ms=0, outcome="not_runnable",
+        claim_next=claim_next,
     )
     log.warn("job failed", job_id=job.id, plugin=job.plugin, command=job.command, error=error)
+    return finished.next
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def _ms(started: float) -> int:

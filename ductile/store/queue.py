@@ -38,7 +38,7 @@ from ductile.store.jobs import (
     utcnow,
 )
 from ductile.store.snapshots import fetch_snapshot
-from ductile.store.state import apply_state_update, encode_updates
+from ductile.store.state import apply_state_update, encode_updates, load_state
 
 DEFAULT_MAX_ATTEMPTS = 4
 STDERR_LOG_BYTES = 64 * 1024
@@ -47,6 +47,24 @@ RECOVERED_REASON = "recovered after crash"
 RECOVERY_DEAD_ERROR = "Job marked dead during crash recovery: max attempts ({}) reached"
 
 _JOB_COLUMNS = Job.select_list()
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job just moved to running, with its plugin's stored state as of the claim."""
+
+    job: Job
+    state: dict[str, Any]
+    state_error: str | None = None  # stored state unreadable: the dispatcher fails the job
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A job's new row after complete/retry, and the next job claimed in the same transaction
+    (None when nothing was eligible or no claim was asked for)."""
+
+    job: Job
+    next: Claim | None = None
 
 
 class Queue:
@@ -139,12 +157,31 @@ class Queue:
         their parallelism limit), and no running job shares its dedupe key and target (the key
         is also a concurrency key). Retries keep their created_at, hence their FIFO place.
         """
+        claim = self._claimer(skip_plugins)
+        found = await self._db.write(claim)
+        return found.job if found is not None else None
+
+    async def claim_next(self, skip_plugins: Collection[str] = ()) -> Claim | None:
+        """`claim`, plus the plugin's stored state read in the same transaction (one hop
+        instead of two on the dispatcher's hot path)."""
+        return await self._db.write(self._claimer(skip_plugins))
+
+    def _claimer(self, skip_plugins: Collection[str]) -> Callable[[sqlite3.Connection], Claim | None]:
         now = format_time(self._clock())
         snapshot = self._snapshot_id()
         skip = json.dumps(sorted(skip_plugins))
-        return await self._db.write(
-            lambda conn: _claim(conn, self.machine, now=now, snapshot=snapshot, skip=skip)
-        )
+
+        def claim(conn: sqlite3.Connection) -> Claim | None:
+            job = _claim(conn, self.machine, now=now, snapshot=snapshot, skip=skip)
+            if job is None:
+                return None
+            try:
+                return Claim(job=job, state=load_state(conn, job.plugin))
+            except StoreError as exc:
+                # Keep the claim: the job fails visibly instead of the claim aborting forever.
+                return Claim(job=job, state={}, state_error=str(exc))
+
+        return claim
 
     async def record_spawn(self, job_id: str, attempt: int, pid: int) -> None:
         """Note the plugin's pid on the attempt row (for the ledger; cheap, group-committed)."""
@@ -155,7 +192,15 @@ class Queue:
             )
         )
 
-    async def complete(
+    async def complete(self, job: Job, status: str, **ending: Any) -> Job:
+        """`complete_and_claim` without claiming: end the job and return its final row."""
+        return (await self.complete_and_claim(job, status, **ending)).job
+
+    async def retry(self, job: Job, **ending: Any) -> Job:
+        """`retry_and_claim` without claiming: requeue the job and return its row."""
+        return (await self.retry_and_claim(job, **ending)).job
+
+    async def complete_and_claim(
         self,
         job: Job,
         status: str,
@@ -167,12 +212,16 @@ class Queue:
         duration_ms: int | None,
         outcome: str,
         state_update: tuple[str, Mapping[str, Any]] | None = None,
-    ) -> Job:
+        claim_next: Collection[str] | None = None,
+    ) -> Finished:
         """End the job in terminal `status`, write its job_log row and finish its attempt.
 
         `state_update = (plugin, updates)` is shallow-merged into plugin_state in the same
         transaction; if the merged state is over 1 MiB nothing at all is written (StoreError),
         so the dispatcher can then fail the job without a half-applied success.
+
+        With `claim_next` (a skip list), the next eligible job is claimed in the same
+        transaction, so a worker goes from one job to the next in one database hop.
         """
         if status not in self._terminal:
             raise StoreError(f"invalid terminal status: {status!r}")
@@ -187,11 +236,15 @@ class Queue:
             outcome=outcome,
             stderr=stderr,
         )
-        return await self._db.write(
-            lambda conn: _complete(conn, self.machine, job, status, end, result, update)
-        )
+        claim = self._claimer(claim_next) if claim_next is not None else None
 
-    async def retry(
+        def finish(conn: sqlite3.Connection) -> Finished:
+            done = _complete(conn, self.machine, job, status, end, result, update)
+            return Finished(done, claim(conn) if claim is not None else None)
+
+        return await self._db.write(finish)
+
+    async def retry_and_claim(
         self,
         job: Job,
         *,
@@ -201,10 +254,12 @@ class Queue:
         duration_ms: int | None,
         outcome: str,
         stderr: str | None,
-    ) -> Job:
+        claim_next: Collection[str] | None = None,
+    ) -> Finished:
         """Send a running job back to the queue as attempt + 1, due `delay` seconds from now.
 
         Refused (StoreError) when the job is on its last attempt: the caller must complete it.
+        `claim_next` works as for `complete`.
         """
         now = self._clock()
         end = _Ending(
@@ -216,9 +271,15 @@ class Queue:
             stderr=stderr,
         )
         due = shift_time(now, max(0.0, delay))
-        updated = await self._db.write(lambda conn: _retry(conn, self.machine, job, end, due))
+        claim = self._claimer(claim_next) if claim_next is not None else None
+
+        def requeue(conn: sqlite3.Connection) -> Finished:
+            updated = _retry(conn, self.machine, job, end, due)
+            return Finished(updated, claim(conn) if claim is not None else None)
+
+        finished = await self._db.write(requeue)
         self._on_enqueue()
-        return updated
+        return finished
 
     async def cancel(self, job_id: str, *, reason: str = "cancelled") -> Job:
         """Mark a queued job dead before it runs (a running job cannot be cancelled here)."""
@@ -285,14 +346,13 @@ class Queue:
         )
 
     async def next_due_at(self) -> datetime | None:
-        """The earliest future `next_retry_at` of a queued job: when the dispatcher must wake
-        even if nothing is enqueued. None when no queued job waits on a future time."""
-        now = format_time(self._clock())
+        """The earliest `next_retry_at` of a queued job (possibly already past): when the
+        dispatcher must wake even if nothing is enqueued. None when no queued job waits on a
+        retry time."""
         text = await self._db.read(
             lambda conn: conn.execute(
                 "SELECT min(next_retry_at) FROM job_queue "
-                "WHERE status = 'queued' AND next_retry_at > ?",
-                (now,),
+                "WHERE status = 'queued' AND next_retry_at IS NOT NULL AND next_retry_at != ''"
             ).fetchone()[0]
         )
         return parse_time(text) if text else None
