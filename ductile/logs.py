@@ -1,7 +1,8 @@
 """Structured logging: one JSON object per line on stdout, as the Go gateway does.
 
-A `Logger` is a small value (component name, level threshold, stream) handed to whoever needs it;
-there is no module-level logger state to mutate.
+A `Logger` is a small value (component name plus a shared sink) handed to whoever needs it;
+there is no module-level logger state. Children share their parent's sink, so applying
+`service.log_level` after the config is read (and again on reload) reaches every component.
 """
 
 from __future__ import annotations
@@ -9,39 +10,56 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 LEVELS = {"debug": 10, "info": 20, "warn": 30, "error": 40}
 
 
-def _default_stream() -> TextIO:
-    return sys.stdout
-
-
-@dataclass(frozen=True)
-class Logger:
-    component: str = "ductile"
+@dataclass
+class LogSink:
+    stream: TextIO
     level: str = "info"
-    stream: TextIO = field(default_factory=_default_stream)
+
+
+class Logger:
+    def __init__(
+        self,
+        component: str = "ductile",
+        level: str = "info",
+        stream: TextIO | None = None,
+        *,
+        sink: LogSink | None = None,
+    ) -> None:
+        self.component = component
+        self.sink = sink or LogSink(stream=stream or sys.stdout, level=level)
+
+    @property
+    def stream(self) -> TextIO:
+        return self.sink.stream
 
     def child(self, component: str) -> Logger:
-        return Logger(component=component, level=self.level, stream=self.stream)
+        return Logger(component, sink=self.sink)
+
+    def set_level(self, level: str) -> None:
+        """Apply `service.log_level` to this logger and every child (unknown -> info)."""
+        self.sink.level = level if level in LEVELS else "info"
 
     def log(self, level: str, msg: str, **fields: Any) -> None:
-        if LEVELS.get(level, 20) < LEVELS.get(self.level, 20):
+        if LEVELS.get(level, 20) < LEVELS.get(self.sink.level, 20):
             return
+        now = time.time()
         record = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-            + f".{int(time.time() * 1000) % 1000:03d}Z",
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+            + f".{int(now * 1000) % 1000:03d}Z",
             "level": level.upper(),
             "component": self.component,
             "msg": msg,
         }
         record.update(fields)
         try:
-            self.stream.write(json.dumps(record, default=str, separators=(",", ":")) + "\n")
-            self.stream.flush()
+            self.sink.stream.write(json.dumps(record, default=str, separators=(",", ":")) + "\n")
+            self.sink.stream.flush()
         except (BrokenPipeError, ValueError):
             # A closed stdout must never take the gateway down.
             pass

@@ -108,7 +108,16 @@ def test_system_status_healthy_when_serving_and_degraded_when_stopped(gateway: G
     down = run_cli("system", "status", "--config", cfg)
     assert down.returncode == 1
     assert "System Status: DEGRADED" in down.stdout
-    assert "stale lock file" in down.stdout or "no active PID lock" in down.stdout
+    assert "the gateway is not running" in down.stdout
+
+
+def test_system_status_is_degraded_for_a_stopped_closed_gateway(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path / "cfg")  # API disabled: nothing to probe over HTTP
+    result = run_cli("system", "status", "--config", str(cfg), "--json")
+    assert result.returncode == 1
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["pid_lock"]["ok"] is False
+    assert checks["state_db"]["ok"] is True  # not created yet, which is fine
 
 
 def test_system_reload_without_a_daemon_fails_cleanly(tmp_path: Path) -> None:

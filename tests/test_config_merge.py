@@ -44,6 +44,14 @@ def test_api_enabled_only_true_propagates() -> None:
         "enabled"] is True
 
 
+def test_api_enabled_yes_in_an_include_turns_the_api_on_as_it_does_in_the_root() -> None:
+    for word in ("yes", "on", "Y"):
+        merged = merge_config({"api": {"enabled": False}}, {"api": {"enabled": word}})
+        assert merged["api"]["enabled"] is True, word
+    assert merge_config({"api": {"enabled": False}}, {"api": {"enabled": "no"}})["api"][
+        "enabled"] is False
+
+
 def test_api_tokens_and_origins_appended_scalars_override() -> None:
     base = {"api": {"listen": "127.0.0.1:1", "max_concurrent_sync": 4,
                     "auth": {"tokens": [{"token": "a"}]}, "allowed_origins": ["x"]}}

@@ -147,3 +147,27 @@ def test_twenty_reloads_under_continuous_traffic_drop_no_request(gateway: Gatewa
     assert counts["fresh"] > 20 and counts["jobs"] > 0
     assert gateway.wait_healthy()["generation"] == 21
     assert echo_message(gateway) == "round 19"
+
+
+def test_reload_applies_log_level_and_body_limit_and_keeps_uptime(gateway: Gateway) -> None:
+    import httpx
+
+    path = gateway.config_dir / "config.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["service"]["log_level"] = "warn"
+    doc["api"]["max_body_size"] = 4 * 1024 * 1024
+    path.write_text(yaml.safe_dump(doc))
+    big = b'{"payload": {"x": "' + b"a" * (2 * 1024 * 1024) + b'"}, "command": "poll"}'
+    before = httpx.post(gateway.url + "/plugins/echo/run", content=big,
+                        headers=gateway.headers(), timeout=30)
+    assert before.status_code == 413
+    time.sleep(1.1)
+    assert gateway.post("/system/reload").status_code == 200
+    after = httpx.post(gateway.url + "/plugins/echo/run", content=big,
+                       headers=gateway.headers(), timeout=30)
+    assert after.status_code == 202
+    assert gateway.wait_healthy()["uptime_seconds"] >= 1  # process uptime, not generation
+    lines_before = len(gateway.log_records())
+    gateway.post("/plugins/echo/run", {"payload": {}, "sync": True})
+    new = gateway.log_records()[lines_before:]
+    assert not any(r["level"] == "INFO" for r in new), new

@@ -113,6 +113,9 @@ async def build_generation(
     machine.advance("load_config")
     cfg = facts.config
     assert cfg is not None
+    if reason == "startup":
+        # Set early so boot itself honours it; a reload applies its level at the swap.
+        proc.log.set_level(cfg.service.log_level)
     log.info("config loaded", path=cfg.config_path, source=cfg.source, reason=reason)
     for warning in cfg.warnings:
         log.warn("config: key ignored (not a known field)", detail=warning)

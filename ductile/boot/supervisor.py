@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -66,6 +67,8 @@ class Supervisor:
         # the same declared machine; each build walks its own copy from idle.
         self.lifecycle = BootMachine(BootFacts(), initial="ready")
         self.started_at = datetime.now(timezone.utc)
+        self.started_monotonic = time.monotonic()
+        self._app: Any = None
 
     @property
     def current(self) -> Runtime:
@@ -84,7 +87,9 @@ class Supervisor:
             self.lifecycle.trigger("reload")
             try:
                 new = await build_generation(self.proc, reason="reload", previous=self.current)
-            except BootRefused as refused:
+            except Exception as exc:  # noqa: BLE001 - a failed build never costs the old runtime
+                refused = exc if isinstance(exc, BootRefused) else BootRefused(
+                    "reload", f"reload failed unexpectedly: {describe_failure(exc)}")
                 if self.lifecycle.state == "reloading":
                     self.lifecycle.trigger("keep")
                 self.log.error("config reload failed", gate=refused.gate, reason=refused.reason,
@@ -94,6 +99,9 @@ class Supervisor:
             if self._stop.is_set():
                 return ReloadResult(False, "the gateway is stopping", gate="stop")
             self._current = new
+            self.proc.log.set_level(new.config.service.log_level)
+            if self._app is not None:
+                self._app.config["MAX_CONTENT_LENGTH"] = new.config.api.max_body_size
             self.lifecycle.trigger("swap")
             self.proc.wake_dispatcher()
             self.log.info("config reloaded successfully", generation=new.generation,
@@ -177,7 +185,7 @@ class Supervisor:
         config.errorlog = None
         config.graceful_timeout = 10.0
         config.keep_alive_timeout = 60.0
-        app = create_app(self)
+        app = self._app = create_app(self)
 
         async def serve_then_seal(*, task_status: Any) -> None:
             await serve(app, config, shutdown_trigger=api_stop.wait, task_status=task_status)

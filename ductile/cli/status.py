@@ -54,17 +54,19 @@ def collect_status(config_path: str | None) -> dict[str, Any]:
 
     lock = lock_path_for(cfg.state_path)
     running_pid: int | None = None
-    if not os.path.exists(lock):
-        add("pid_lock", True, "no active PID lock file", path=lock)
+    # Healthy means "a gateway holds the lock and serves": a stopped gateway is DEGRADED.
+    pid = read_pid(lock) if os.path.exists(lock) else None
+    if pid is not None and pid_alive(pid):
+        running_pid = pid
+        add("pid_lock", True, f"gateway running (pid {pid})", path=lock, active_pid=pid)
+    elif not os.path.exists(lock):
+        add("pid_lock", False, "no PID lock file: the gateway is not running", path=lock)
+    elif pid is None:
+        add("pid_lock", False, "lock file empty or invalid: the gateway is not running",
+            path=lock)
     else:
-        pid = read_pid(lock)
-        if pid is None:
-            add("pid_lock", True, "lock file present but empty or invalid (not active)", path=lock)
-        elif pid_alive(pid):
-            running_pid = pid
-            add("pid_lock", True, f"gateway running (pid {pid})", path=lock, active_pid=pid)
-        else:
-            add("pid_lock", True, f"stale lock file detected (pid {pid} not running)", path=lock)
+        add("pid_lock", False, f"stale lock file (pid {pid} not running): the gateway is not "
+            "running", path=lock)
 
     if not cfg.api.enabled:
         add("healthz", True, "API disabled (posture closed); nothing to probe")

@@ -27,7 +27,7 @@ import yaml
 from ductile.config.durations import DurationError, parse_duration
 from ductile.config.envfile import expand_home, load_env_includes
 from ductile.config.interpolate import interpolate
-from ductile.config.merge import ignored_include_keys, merge_config
+from ductile.config.merge import YAML11_FALSE, YAML11_TRUE, ignored_include_keys, merge_config
 from ductile.config.resolve import SOURCE_EXPLICIT, config_file_for
 from ductile.config.schema import (
     DEFAULT_TIMEOUTS,
@@ -74,8 +74,8 @@ SCHEDULE_STRINGS = ("id", "command", "every", "cron", "at", "after", "catch_up",
 SCHEDULE_KEYS = frozenset({*SCHEDULE_STRINGS, "jitter", "payload", "not_on",
                            "preferred_window"})
 
-_YAML11_BOOLS_TRUE = frozenset({"y", "Y", "yes", "Yes", "YES", "on", "On", "ON"})
-_YAML11_BOOLS_FALSE = frozenset({"n", "N", "no", "No", "NO", "off", "Off", "OFF"})
+_YAML11_BOOLS_TRUE = YAML11_TRUE
+_YAML11_BOOLS_FALSE = YAML11_FALSE
 
 
 class _YamlLoader(yaml.SafeLoader):

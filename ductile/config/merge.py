@@ -139,12 +139,18 @@ def _merge_state(base: Any, overlay: Any) -> Any:
     return merged
 
 
+# yaml.v3 reads these words as booleans for typed bool fields only (see load._YamlLoader).
+YAML11_TRUE = frozenset({"y", "Y", "yes", "Yes", "YES", "on", "On", "ON"})
+YAML11_FALSE = frozenset({"n", "N", "no", "No", "NO", "off", "Off", "OFF"})
+
+
 def _merge_api(base: Any, overlay: Any) -> Any:
     if base is None and overlay is None:
         return _ABSENT
     merged = _map(base)
     extra = _map(overlay)
-    if extra.get("enabled") is True:
+    enabled = extra.get("enabled")
+    if enabled is True or (isinstance(enabled, str) and enabled in YAML11_TRUE):
         merged["enabled"] = True
     _override_nonzero(merged, extra, API_OVERRIDE_KEYS)
     for key in API_APPENDED_KEYS:

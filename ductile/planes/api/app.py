@@ -114,7 +114,7 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
             "name": "Ductile Gateway",
             "description": "Lightweight, open-source integration engine for the agentic era.",
             "version": __version__,
-            "uptime_seconds": _uptime(rt),
+            "uptime_seconds": _uptime(supervisor),
             "discovery": {"health": "/healthz", "plugins": "/plugins", "jobs": "/jobs",
                           "run": "/plugins/{name}/run", "enqueue": "/plugin/{plugin}/{command}"},
         })
@@ -128,7 +128,7 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
             raise ApiError(503, "failed to compute queue depth") from None
         return respond({
             "status": "ok",
-            "uptime_seconds": _uptime(rt),
+            "uptime_seconds": _uptime(supervisor),
             "queue_depth": depth,
             "plugins_loaded": len(rt.plugins),
             "plugins_circuit_open": 0,
@@ -279,8 +279,9 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
     return app
 
 
-def _uptime(rt: Runtime) -> int:
-    return int(time.monotonic() - rt.started_monotonic)
+def _uptime(supervisor: Supervisor) -> int:
+    """Seconds since the process started serving (a reload does not reset it)."""
+    return int(time.monotonic() - supervisor.started_monotonic)
 
 
 def _require_command_scope(principal: Principal, command: Any) -> None:
