@@ -87,3 +87,21 @@ def test_bind_listener_binds_and_reports_address_in_use() -> None:
 def test_bind_listener_rejects_a_malformed_address() -> None:
     with pytest.raises(OSError, match="invalid listen address"):
         bind_listener("localhost:http", {})
+
+
+def test_socket_activation_adopts_fd_3_and_keeps_it_from_plugins() -> None:
+    script = (
+        "import os, socket\n"
+        "from ductile.boot.runtime import bind_listener\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+        "os.dup2(s.fileno(), 3)\n"
+        "env = {'LISTEN_PID': str(os.getpid()), 'LISTEN_FDS': '1'}\n"
+        "got = bind_listener('127.0.0.1:1', env)\n"
+        "assert got.fileno() == 3, got.fileno()\n"
+        "assert got.getsockname() == s.getsockname()\n"
+        "assert not os.get_inheritable(3)\n"
+        "print('adopted')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "adopted"

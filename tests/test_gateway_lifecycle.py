@@ -247,3 +247,20 @@ def test_help_lists_the_nouns() -> None:
 def test_bundled_plugins_root_exists() -> None:
     assert (BUNDLED_PLUGINS / "echo" / "manifest.yaml").exists()
     assert TOKEN
+
+
+def test_plugins_inherit_no_socket_from_the_gateway(tmp_path: Path) -> None:
+    root = tmp_path / "plugins"
+    make_plugin(root, "fdspy",
+                'cat >/dev/null; n=$(ls -l /proc/$$/fd | grep -c "socket:\\["); '
+                'echo "{\\"status\\":\\"ok\\",\\"result\\":\\"sockets=$n\\"}"')
+    port = free_port()
+    cfg = write_config(tmp_path / "cfg", port=port,
+                       plugin_roots=[str(root), str(BUNDLED_PLUGINS)],
+                       plugins={"fdspy": {"enabled": True}})
+    gw = Gateway(cfg, port=port).start()
+    try:
+        body = gw.post("/plugins/fdspy/run", {"command": "poll", "sync": True}).json()
+        assert body["result"]["result"] == "sockets=0", body
+    finally:
+        gw.stop()

@@ -288,11 +288,3 @@ def bind_listener(listen: str, environ: Mapping[str, str]) -> socket.socket:
         raise
     return sock
 
-
-def describe(rt: Runtime) -> dict[str, Any]:
-    return {
-        "generation": rt.generation,
-        "snapshot_id": rt.snapshot_id,
-        "posture": rt.posture,
-        "plugins": sorted(rt.plugins),
-    }
