@@ -212,3 +212,33 @@ async def test_jobs_enqueued_while_the_dispatcher_is_busy_are_all_run(tmp_path: 
                 await trio.sleep(0.01)
         finished = [await h.wait(j.id, timeout=20) for j in jobs]
         assert {j.status for j in finished} == {"succeeded"}
+
+
+@pytest.mark.parametrize(("config", "max_attempts", "reasons"), [
+    ({"mode": "error", "message": "nope"}, 2,
+     ["plugin_error: nope", "attempts_exhausted: nope"]),
+    ({"mode": "error", "message": "nope", "retry": False}, 3, ["plugin_retry_false: nope"]),
+    ({"mode": "error", "message": "nope", "exit_code": 78}, 3, ["exit_code_78: nope"]),
+    ({"mode": "protocol_error"}, 1, ["attempts_exhausted: plugin spawn failed: decode response"]),
+])
+async def test_every_retry_decision_is_recorded_with_its_reason(
+    tmp_path: Path, config: dict, max_attempts: int, reasons: list[str]
+) -> None:
+    async with harness(tmp_path, plugins=echo(**config)) as h:
+        job = await h.run("echo", max_attempts=max_attempts)
+        decided = [t.reason for t in await h.rt.queue.transitions(job.id)
+                   if t.from_status == "running"]
+    assert len(decided) == len(reasons)
+    for got, expected in zip(decided, reasons):
+        assert got is not None and got.startswith(expected), (got, expected)
+
+
+async def test_a_timeout_is_recorded_as_timeout(tmp_path: Path) -> None:
+    plugins = echo(mode="hang")
+    plugins["echo"]["timeouts"] = {"poll": "200ms"}
+    async with harness(tmp_path, plugins=plugins, kill_grace=0.1) as h:
+        job = await h.run("echo", max_attempts=2)
+        decided = [t.reason for t in await h.rt.queue.transitions(job.id)
+                   if t.from_status == "running"]
+    assert decided[0].startswith("timeout: plugin execution timed out after 200ms")
+    assert decided[1].startswith("attempts_exhausted: plugin execution timed out")

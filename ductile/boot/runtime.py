@@ -134,6 +134,8 @@ async def build_generation(
 
     if proc.db is None:
         await _open_database(proc, cfg, facts)
+    if proc.db is not None and reason == "startup":
+        await _recover_orphans(proc, facts, log)
     machine.advance("open_state")
 
     from ductile.config.snapshot import snapshot_fields
@@ -142,14 +144,6 @@ async def build_generation(
     from ductile.store.state import StateStore
 
     assert proc.db is not None
-    if reason == "startup":
-        try:
-            recovered = await Queue(proc.db, snapshot_id=lambda: None, dedupe_ttl=0).recover_orphans()
-            for job in recovered:
-                log.warn("recovered orphaned job", job_id=job.id, plugin=job.plugin,
-                         status=job.status, attempt=job.attempt)
-        except StoreError as exc:
-            facts.recovery_error = str(exc)
     try:
         facts.snapshot_id = await Snapshots(proc.db).record(
             snapshot_fields(cfg), reason=reason, version=__version__,
@@ -256,6 +250,22 @@ async def _discover(cfg: Config, facts: BootFacts, log: Logger) -> None:
         return
     log.info("plugin discovery complete", count=len(facts.plugins),
              plugins=sorted(facts.plugins))
+
+
+async def _recover_orphans(proc: Process, facts: BootFacts, log: Logger) -> None:
+    """At-least-once: jobs a crash left `running` go back to the queue as a new attempt, or to
+    `dead` when their attempts are used up. Runs before any dispatcher can claim."""
+    from ductile.store.queue import Queue
+
+    assert proc.db is not None
+    try:
+        recovered = await Queue(proc.db, snapshot_id=lambda: None, dedupe_ttl=0).recover_orphans()
+    except StoreError as exc:
+        facts.recovery_error = str(exc)
+        return
+    for job in recovered:
+        log.warn("recovered orphaned job", job_id=job.id, plugin=job.plugin, status=job.status,
+                 attempt=job.attempt)
 
 
 async def _open_database(proc: Process, cfg: Config, facts: BootFacts) -> None:

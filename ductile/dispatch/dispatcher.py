@@ -266,13 +266,17 @@ async def _finish(
                  error=outcome.error, retry_in_s=round(delay, 3),
                  stderr_tail=_tail(stderr_text))
         return finished.next
+    # A retryable failure with no attempt left ends because attempts ran out; the attempt
+    # itself keeps its own classification.
+    decision = "attempts_exhausted" if outcome.retryable else None
     finished = await rt.queue.complete_and_claim(
         job, outcome.status, result=stdout_text, last_error=outcome.error, stderr=stderr_text,
         exit_code=exit_code, duration_ms=duration_ms, outcome=outcome.reason,
-        claim_next=claim_next,
+        claim_next=claim_next, decision=decision,
     )
     log.warn("job " + outcome.status.replace("_", " "), **fields, attempt=job.attempt,
-             reason=outcome.reason, error=outcome.error, stderr_tail=_tail(stderr_text))
+             reason=decision or outcome.reason, error=outcome.error,
+             stderr_tail=_tail(stderr_text))
     return finished.next
 
 

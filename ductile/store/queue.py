@@ -213,8 +213,12 @@ class Queue:
         outcome: str,
         state_update: tuple[str, Mapping[str, Any]] | None = None,
         claim_next: Collection[str] | None = None,
+        decision: str | None = None,
     ) -> Finished:
         """End the job in terminal `status`, write its job_log row and finish its attempt.
+
+        `outcome` classifies the attempt (timeout, plugin_error, ...); `decision`, when the job's
+        fate differs from it (attempts_exhausted), heads the transition's reason instead.
 
         `state_update = (plugin, updates)` is shallow-merged into plugin_state in the same
         transaction; if the merged state is over 1 MiB nothing at all is written (StoreError),
@@ -235,6 +239,7 @@ class Queue:
             duration_ms=duration_ms,
             outcome=outcome,
             stderr=stderr,
+            decision=decision,
         )
         claim = self._claimer(claim_next) if claim_next is not None else None
 
@@ -507,6 +512,12 @@ class _Ending:
     duration_ms: int | None
     outcome: str
     stderr: str | None
+    decision: str | None = None  # why the job moved (e.g. attempts_exhausted); else outcome
+
+    def reason(self) -> str:
+        """The job_transitions reason: the decision code, then the error text if any."""
+        code = self.decision or self.outcome
+        return f"{code}: {self.last_error}" if self.last_error else code
 
 
 def _insert_job(conn: sqlite3.Connection, machine: MachineSpec, job: Job, dedupe: _Dedupe) -> None:
@@ -613,7 +624,7 @@ def _complete(
         conn,
         current,
         status,
-        reason=end.last_error or end.outcome,
+        reason=end.reason(),
         now=end.now,
         completed_at=end.now,
         last_error=end.last_error,
@@ -640,7 +651,7 @@ def _retry(
         conn,
         current,
         "queued",
-        reason=end.last_error or end.outcome,
+        reason=end.reason(),
         now=end.now,
         attempt=current.attempt + 1,
         next_retry_at=due,
