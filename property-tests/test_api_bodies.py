@@ -30,15 +30,18 @@ def test_arbitrary_bytes_either_parse_or_raise_body_error(data: bytes) -> None:
     assert isinstance(run.sync, bool)
 
 
-@given(st.dictionaries(st.sampled_from(["payload", "command", "sync", "other"]), json_values,
-                       max_size=4))
+@given(st.dictionaries(st.sampled_from(["payload", "command", "sync", "dedupe_key", "other"]),
+                       json_values, max_size=5))
 def test_structured_bodies_are_accepted_exactly_when_well_typed(body: dict) -> None:
     data = json.dumps(body).encode()
     well_typed = (
-        set(body) <= {"payload", "command", "sync"}
+        set(body) <= {"payload", "command", "sync", "dedupe_key"}
         and (body.get("command") is None or (isinstance(body["command"], str)
                                              and body["command"] != ""))
         and isinstance(body.get("sync", False), bool)
+        and (body.get("dedupe_key") is None or (isinstance(body["dedupe_key"], str)
+                                                and body["dedupe_key"].strip() != ""
+                                                and len(body["dedupe_key"]) <= 256))
     )
     try:
         run = parse_run_request(data)

@@ -205,3 +205,23 @@ def test_early_error_responses_never_stall_a_keep_alive_connection(
             assert client.post("/plugins/echo/run", json=body,
                                headers={"Authorization": "Bearer bad"}).status_code == 401
             assert client.post("/nowhere", json=body).status_code == 404
+
+
+def test_a_dedupe_key_returns_the_existing_job_instead_of_a_second_one(
+    shared_gateway: Gateway,
+) -> None:
+    gw = shared_gateway
+    first = gw.post("/plugins/echo/run", {"payload": {}, "command": "poll",
+                                          "dedupe_key": "order-42", "sync": True})
+    assert first.status_code == 200 and first.json()["status"] == "succeeded"
+    again = gw.post("/plugins/echo/run", {"payload": {}, "command": "poll",
+                                          "dedupe_key": "order-42"})
+    assert again.status_code == 200
+    assert again.json() == {"job_id": first.json()["job_id"], "status": "succeeded",
+                            "plugin": "echo", "command": "poll", "deduplicated": True}
+    direct = gw.post("/plugin/echo/poll", {"payload": {}, "dedupe_key": "order-42"})
+    assert direct.status_code == 200 and direct.json()["deduplicated"] is True
+    other_command = gw.post("/plugin/echo/health", {"dedupe_key": "order-42"})
+    assert other_command.status_code == 202  # scoped to plugin + command
+    bad = gw.post("/plugins/echo/run", {"dedupe_key": ""})
+    assert bad.status_code == 400 and "dedupe_key" in bad.json()["error"]

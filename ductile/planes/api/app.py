@@ -23,7 +23,7 @@ from werkzeug.exceptions import HTTPException
 
 from ductile import __version__
 from ductile.errors import DedupeDropped, StoreError
-from ductile.planes.api.bodies import (BodyError, event_payload, parse_json_object,
+from ductile.planes.api.bodies import (BodyError, event_payload, parse_enqueue_request,
                                        parse_run_request)
 from ductile.planes.api.auth import AuthError, Principal, authenticate, require
 
@@ -175,13 +175,11 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
             raise ApiError(400, "command not supported by plugin")
         _require_command_scope(principal, found.command(command))
         try:
-            body = parse_json_object(await request.get_data(as_text=False))
+            body = parse_enqueue_request(await request.get_data(as_text=False))
         except BodyError as exc:
             raise ApiError(400, str(exc)) from None
-        payload = body.get("payload") if body is not None else None
-        job = await _enqueue(rt, plugin, command, payload)
-        return respond({"job_id": job.id, "status": job.status, "plugin": plugin,
-                        "command": command}, 202)
+        job, duplicate = await _enqueue(rt, plugin, command, body.payload, body.dedupe_key)
+        return respond(_accepted(job, duplicate), 200 if duplicate else 202)
 
     @app.route("/plugins/<name>/run", methods=["POST"])
     @guarded("plugin:ro", "plugin:rw")
@@ -199,13 +197,12 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
             raise ApiError(400, f"command {command!r} not supported by plugin {name!r} "
                                 f"(declared: {declared})")
         _require_command_scope(principal, found.command(command))
-        job = await _enqueue(rt, name, command, run.payload)
+        job, duplicate = await _enqueue(rt, name, command, run.payload, run.dedupe_key)
         if not run.sync:
-            return respond({"job_id": job.id, "status": job.status, "plugin": name,
-                            "command": command}, 202)
-        return await _run_sync(rt, job)
+            return respond(_accepted(job, duplicate), 200 if duplicate else 202)
+        return await _run_sync(rt, job, duplicate)
 
-    async def _run_sync(rt: Runtime, job: Job) -> Response:
+    async def _run_sync(rt: Runtime, job: Job, duplicate: bool) -> Response:
         limit = rt.config.api.max_sync_timeout or math.inf
         deadline = trio.current_time() + limit
         completions = supervisor.proc.completions
@@ -222,7 +219,10 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
                 current = await rt.queue.get(job.id)
                 if current is not None and current.status in TERMINAL:
                     completions.discard(job.id, event)
-                    return respond(await _job_view(rt, current), 200)
+                    view = await _job_view(rt, current)
+                    if duplicate:
+                        view["deduplicated"] = True
+                    return respond(view, 200)
                 with trio.move_on_at(deadline) as scope:
                     await event.wait()
                 if scope.cancelled_caught:
@@ -290,18 +290,37 @@ def _require_command_scope(principal: Principal, command: Any) -> None:
         raise ApiError(403, "insufficient scope")
 
 
-async def _enqueue(rt: Runtime, plugin: str, command: str, payload: Any) -> Job:
+async def _enqueue(rt: Runtime, plugin: str, command: str, payload: Any,
+                   dedupe_key: str | None) -> tuple[Job, bool]:
+    """Enqueue, or find the job a dedupe key points at; the flag says which happened."""
     try:
         payload = event_payload(command, payload)
     except BodyError as exc:
         raise ApiError(400, str(exc)) from None
     max_attempts = rt.config.plugin(plugin).retry.max_attempts
     try:
-        return await rt.queue.enqueue(plugin, command, payload, "api", max_attempts=max_attempts)
+        job = await rt.queue.enqueue(
+            plugin, command, payload, "api", max_attempts=max_attempts, dedupe_key=dedupe_key,
+            # An explicit TTL also drops duplicates of a queued or running job.
+            dedupe_ttl=rt.config.service.dedupe_ttl if dedupe_key else None,
+        )
+        return job, False
     except DedupeDropped as exc:
-        raise ApiError(409, str(exc)) from None
+        existing = await rt.queue.get(exc.existing_job_id) if exc.existing_job_id else None
+        if existing is None:
+            raise ApiError(409, str(exc)) from None
+        return existing, True
     except StoreError as exc:
-        raise ApiError(503, f"failed to enqueue job: {exc}") from None
+        message = f"failed to enqueue job: {exc}; nothing was queued, retry later"
+        raise ApiError(503, message) from None
+
+
+def _accepted(job: Job, duplicate: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"job_id": job.id, "status": job.status, "plugin": job.plugin,
+                            "command": job.command}
+    if duplicate:
+        body["deduplicated"] = True
+    return body
 
 
 def _job_summary(job: Job) -> dict[str, Any]:

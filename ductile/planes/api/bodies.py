@@ -11,7 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-RUN_FIELDS = ("payload", "command", "sync")
+RUN_FIELDS = ("payload", "command", "sync", "dedupe_key")
+MAX_DEDUPE_KEY = 256
 
 
 class BodyError(ValueError):
@@ -23,6 +24,7 @@ class RunRequest:
     payload: Any = None
     command: str | None = None
     sync: bool = False
+    dedupe_key: str | None = None
 
 
 def parse_json_object(data: bytes) -> dict[str, Any] | None:
@@ -51,7 +53,28 @@ def parse_run_request(data: bytes) -> RunRequest:
     sync = body.get("sync", False)
     if not isinstance(sync, bool):
         raise BodyError("field sync must be true or false")
-    return RunRequest(payload=body.get("payload"), command=command, sync=sync)
+    return RunRequest(payload=body.get("payload"), command=command, sync=sync,
+                      dedupe_key=parse_dedupe_key(body))
+
+
+def parse_enqueue_request(data: bytes) -> RunRequest:
+    """`POST /plugin/{plugin}/{command}`: `{"payload": ..., "dedupe_key"?: str}`; other keys
+    are ignored, as the Go gateway does."""
+    body = parse_json_object(data) or {}
+    return RunRequest(payload=body.get("payload"), dedupe_key=parse_dedupe_key(body))
+
+
+def parse_dedupe_key(body: dict[str, Any]) -> str | None:
+    """An optional non-blank string: duplicates of an outstanding job, or of a success inside
+    `service.dedupe_ttl`, with the same plugin, command and key are not enqueued again."""
+    key = body.get("dedupe_key")
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key.strip():
+        raise BodyError("field dedupe_key must be a non-empty string")
+    if len(key) > MAX_DEDUPE_KEY:
+        raise BodyError(f"field dedupe_key must be at most {MAX_DEDUPE_KEY} characters")
+    return key.strip()
 
 
 def event_payload(command: str, payload: Any) -> Any:
