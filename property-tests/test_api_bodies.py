@@ -78,3 +78,16 @@ def test_any_authorization_header_authenticates_only_the_real_token(header: str 
     assert header is not None and header.startswith("Bearer ")
     assert header[len("Bearer "):].strip() == "s3cret-token"
     assert principal.allows(["anything"])
+
+
+@given(st.dictionaries(st.sampled_from(["limit", "status", "from", "to", "since", "query",
+                                        "plugin"]), st.text(max_size=30), max_size=5))
+def test_log_query_parameters_parse_or_raise_body_error(args: dict) -> None:
+    from ductile.planes.api.logquery import parse_log_filter
+
+    try:
+        where = parse_log_filter(args)
+    except BodyError as exc:
+        assert str(exc)
+        return
+    assert 1 <= where.limit <= 200

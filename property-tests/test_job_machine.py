@@ -1,17 +1,33 @@
-"""states/job.yaml, driven through a real Queue on a real SQLite file.
+"""states/job.yaml, driven through a real Queue on a real SQLite file, against a model.
 
-Hypothesis picks sequences of enqueue / claim / complete / retry / cancel / crash recovery /
-clock moves (including the illegal ones a buggy dispatcher might try) and checks after every
-step that the database still tells a consistent story:
+Hypothesis picks sequences of enqueue (with and without a dedupe key, with and without the
+scheduler's outstanding check) / claim / succeed / retryable and permanent failure / cancel /
+crash and recovery / late reports from workers lost in a crash / clock moves, plus the illegal
+calls a buggy dispatcher might make. A plain-Python model predicts every outcome (which job a
+claim returns, whether dedupe drops an enqueue, what recovery does), and after every step the
+database must agree with the model and tell a consistent story:
 
-- every job's status is a state declared in states/job.yaml;
-- every recorded job_transitions pair is an edge the machine allows, and each job's latest
-  transition leads to its current status;
-- no job is lost: the table holds exactly the jobs whose enqueue succeeded;
-- `attempt` never exceeds `max_attempts + 1` (+1 only for a job killed by crash recovery).
+- no accepted job disappears, and each row's status, attempt and next_retry_at are the model's;
+- every job_transitions pair is an edge of states/job.yaml, and each job's latest transition
+  leads to its current status;
+- attempts: the store refuses a retry on the last attempt, so `attempt <= max_attempts` holds
+  for every row except one killed by crash recovery, which is `dead` with
+  `attempt == max_attempts + 1` (recovery counts the crashed attempt, then gives up; Go does the
+  same). A queued or running row is always within max_attempts;
+- a terminal row never changes again (snapshots of every terminal row are compared);
+- dedupe: the dedupe key is a concurrency key, so two jobs with the same plugin+command+key are
+  never running together. Two may be *queued* together: only an enqueue carrying a TTL
+  override (the scheduler) checks outstanding jobs (execution-core §7.3), and such an enqueue
+  is dropped whenever a same-target job is queued or running (checked against the model);
+- a job is never claimed before its next_retry_at, and a claim takes exactly the oldest
+  eligible job;
+- the execution ledger matches: one open job_attempts row per running job (none otherwise),
+  and one job_log row per terminal job, at its final attempt.
 
 Each rule runs its coroutine with `trio.run`; the Database and its writer thread outlive the
-individual runs, which is also a test that a write only needs the caller's trio token.
+individual runs, which is also a test that a write only needs the caller's trio token. A crash
+abandons the running jobs (their Job objects become "zombies" whose late reports must be
+refused), closes the database, opens it again with a fresh Queue and runs recover_orphans.
 """
 
 from __future__ import annotations
@@ -19,6 +35,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import tempfile
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
@@ -30,10 +47,15 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from ductile.errors import DedupeDropped, InvalidTransition, StoreError
 from ductile.machines import load_machine
-from ductile.store import Database, Job, Queue, open_readonly
+from ductile.store import Database, Job, Queue, format_time, open_readonly
+from ductile.store.queue import RECOVERY_DEAD_ERROR
 
 SPEC = load_machine("job")
 TERMINAL = list(SPEC.terminal)
+PERMANENT = ["failed", "timed_out", "dead", "skipped"]
+COMMAND = "poll"
+QUEUE_DEDUPE_TTL = 30.0  # service.dedupe_ttl: recent-success dedupe for every keyed enqueue
+SCHEDULER_TTL = 60.0  # the per-enqueue override: also turns the outstanding check on
 T = TypeVar("T")
 
 
@@ -47,112 +69,213 @@ def run(fn: Callable[[], Awaitable[T]]) -> T:
     return trio.run(fn)
 
 
+@dataclass
+class ModelJob:
+    """What the model expects of one accepted job."""
+
+    id: str
+    seq: int
+    plugin: str
+    key: str | None
+    created_at: str
+    max_attempts: int
+    status: str = "queued"
+    attempt: int = 1
+    next_retry_at: str | None = None
+    completed_at: str | None = None
+
+    @property
+    def outstanding(self) -> bool:
+        return self.status in ("queued", "running")
+
+    def same_target(self, plugin: str, key: str | None) -> bool:
+        return key is not None and self.key == key and self.plugin == plugin
+
+
 class JobMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="ductile-jobs-"))
+        self.path = str(self.dir / "ductile.db")
         self.now = datetime(2026, 1, 1, tzinfo=timezone.utc)
-        self.db: Database = run(lambda: Database.open(str(self.dir / "ductile.db")))
-        self.queue = Queue(self.db, snapshot_id=lambda: "cfg_test", dedupe_ttl=0, clock=self.clock)
-        self.conn: sqlite3.Connection = open_readonly(str(self.dir / "ductile.db"))
-        self.enqueued = 0
-        self.running: dict[str, Job] = {}
+        self.db: Database = run(lambda: Database.open(self.path))
+        self.queue = self.new_queue()
+        self.conn: sqlite3.Connection = open_readonly(self.path)
+        self.model: dict[str, ModelJob] = {}
+        self.running: dict[str, Job] = {}  # what live workers hold
+        self.zombies: list[Job] = []  # what workers lost in a crash still hold
+        self.terminal_rows: dict[str, tuple[Any, ...]] = {}
+
+    def new_queue(self) -> Queue:
+        return Queue(
+            self.db, snapshot_id=lambda: "cfg_test", dedupe_ttl=QUEUE_DEDUPE_TTL, clock=self.clock
+        )
 
     def clock(self) -> datetime:
         return self.now
+
+    @property
+    def now_text(self) -> str:
+        return format_time(self.now)
 
     def teardown(self) -> None:
         self.conn.close()
         run(self.db.close)
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def jobs(self, status: str) -> list[str]:
-        return [
-            row[0]
-            for row in self.conn.execute(
-                "SELECT id FROM job_queue WHERE status = ? ORDER BY created_at", (status,)
-            )
-        ]
-
-    # -- rules ------------------------------------------------------------------------------
+    # -- rules: the dispatcher's normal calls ---------------------------------------------
 
     @rule(
         plugin=st.sampled_from(["a", "b"]),
-        max_attempts=st.integers(1, 3),
-        dedupe_key=st.sampled_from([None, "k"]),
+        max_attempts=st.integers(1, 4),
+        dedupe_key=st.sampled_from([None, "k1", "k2"]),
         outstanding_check=st.booleans(),
     )
     def enqueue(
         self, plugin: str, max_attempts: int, dedupe_key: str | None, outstanding_check: bool
     ) -> None:
         self.now += timedelta(microseconds=1)
+        expected_drop = self.predict_dedupe(plugin, dedupe_key, outstanding_check)
         try:
-            run(lambda: self.queue.enqueue(
-                plugin, "poll", {"n": self.enqueued}, "test",
+            job = run(lambda: self.queue.enqueue(
+                plugin, COMMAND, {"n": len(self.model)}, "test",
                 max_attempts=max_attempts, dedupe_key=dedupe_key,
-                dedupe_ttl=60 if outstanding_check else None,
+                dedupe_ttl=SCHEDULER_TTL if outstanding_check else None,
             ))
-        except DedupeDropped:
+        except DedupeDropped as exc:
+            assert exc.reason == expected_drop, (exc.reason, expected_drop)
             return
-        self.enqueued += 1
+        assert expected_drop is None, f"expected a {expected_drop} drop"
+        self.model[job.id] = ModelJob(
+            id=job.id, seq=len(self.model), plugin=plugin, key=dedupe_key,
+            created_at=job.created_at, max_attempts=max_attempts,
+        )
 
     @rule(skip=st.sampled_from([(), ("a",), ("b",)]))
     def claim(self, skip: tuple[str, ...]) -> None:
+        expected = self.predict_claim(skip)
         job = run(lambda: self.queue.claim(skip))
-        if job is not None:
-            assert job.plugin not in skip
-            assert job.status == "running"
-            self.running[job.id] = job
-
-    @precondition(lambda self: self.running)
-    @rule(index=st.integers(0, 100), status=st.sampled_from(TERMINAL))
-    def complete(self, index: int, status: str) -> None:
-        job = self.pick_running(index)
-        done = run(lambda: self.queue.complete(
-            job, status, result="{}", last_error=None, stderr="", exit_code=0,
-            duration_ms=1, outcome="test",
-        ))
-        assert done.status == status
-        del self.running[job.id]
-
-    @precondition(lambda self: self.running)
-    @rule(index=st.integers(0, 100), delay=st.sampled_from([0.0, 5.0]))
-    def retry(self, index: int, delay: float) -> None:
-        job = self.pick_running(index)
-        try:
-            again = run(lambda: self.queue.retry(
-                job, delay=delay, last_error="nope", exit_code=1, duration_ms=1,
-                outcome="plugin_error", stderr="",
-            ))
-        except StoreError as exc:
-            assert job.attempt >= job.max_attempts, exc
-            assert not isinstance(exc, InvalidTransition)
+        if expected is None:
+            assert job is None, f"claimed {job} but nothing was eligible"
             return
-        assert (again.status, again.attempt) == ("queued", job.attempt + 1)
-        del self.running[job.id]
+        assert job is not None, f"nothing claimed but {expected.id} was eligible"
+        assert job.id == expected.id, "claim did not take the oldest eligible job"
+        # Never before its due time: the claimed row still carries the next_retry_at it had.
+        assert not job.next_retry_at or job.next_retry_at <= self.now_text
+        assert (job.status, job.started_at, job.attempt) == (
+            "running", self.now_text, expected.attempt
+        )
+        expected.status = "running"
+        self.running[job.id] = job
 
     @precondition(lambda self: self.running)
     @rule(index=st.integers(0, 100))
-    def crash_and_recover(self, index: int) -> None:
-        recovered = run(self.queue.recover_orphans)
-        assert {job.id for job in recovered} == set(self.running)
-        for job in recovered:
-            assert job.status in ("queued", "dead")
-        self.running.clear()
+    def succeed(self, index: int) -> None:
+        self.finish(self.pick_running(index), "succeeded")
+
+    @precondition(lambda self: self.running)
+    @rule(index=st.integers(0, 100), delay=st.sampled_from([0.0, 5.0, 20.0]))
+    def fail_retryable(self, index: int, delay: float) -> None:
+        """What the dispatcher does with a retryable failure: retry while attempts remain,
+        else complete as failed."""
+        job = self.pick_running(index)
+        if job.attempt >= job.max_attempts:
+            self.finish(job, "failed")
+            return
+        again = run(lambda: self.queue.retry(
+            job, delay=delay, last_error="nope", exit_code=1, duration_ms=1,
+            outcome="plugin_error", stderr="",
+        ))
+        due = format_time(self.now + timedelta(seconds=delay))
+        assert (again.status, again.attempt, again.next_retry_at) == (
+            "queued", job.attempt + 1, due
+        )
+        model = self.model[job.id]
+        model.status, model.attempt, model.next_retry_at = "queued", job.attempt + 1, due
+        del self.running[job.id]
+
+    @precondition(lambda self: self.running)
+    @rule(index=st.integers(0, 100), status=st.sampled_from(PERMANENT))
+    def fail_permanent(self, index: int, status: str) -> None:
+        self.finish(self.pick_running(index), status)
 
     @rule(index=st.integers(0, 100))
     def cancel_queued(self, index: int) -> None:
-        queued = self.jobs("queued")
-        if queued:
-            dead = run(lambda: self.queue.cancel(queued[index % len(queued)]))
-            assert dead.status == "dead"
+        queued = self.model_jobs("queued")
+        if not queued:
+            return
+        model = queued[index % len(queued)]
+        dead = run(lambda: self.queue.cancel(model.id))
+        assert dead.status == "dead"
+        model.status, model.completed_at = "dead", self.now_text
+
+    @rule(seconds=st.sampled_from([1.0, 10.0, 45.0]))
+    def time_passes(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    @rule()
+    def crash_and_recover(self) -> None:
+        """The process dies with jobs running: their workers' Job objects are abandoned, the
+        next process opens the file and recovers the orphans before dispatching."""
+        self.zombies.extend(self.running.values())
+        orphans = {job_id: self.model[job_id] for job_id in self.running}
+        self.running.clear()
+        run(self.db.close)
+        self.db = run(lambda: Database.open(self.path))
+        self.queue = self.new_queue()
+        recovered = run(self.queue.recover_orphans)
+        assert {job.id for job in recovered} == set(orphans)
+        for job in recovered:
+            self.expect_recovery(orphans[job.id], job)
+
+    # -- rules: calls a buggy or late caller might make -----------------------------------
+
+    @precondition(lambda self: self.zombies)
+    @rule(index=st.integers(0, 100), succeed=st.booleans())
+    def a_zombie_report_is_refused(self, index: int, succeed: bool) -> None:
+        """A worker lost in a crash reports late: whatever the job became since, the store
+        refuses (stale attempt, or not running) and changes nothing."""
+        zombie = self.zombies[index % len(self.zombies)]
+        try:
+            if succeed:
+                run(lambda: self.queue.complete(
+                    zombie, "succeeded", result="{}", last_error=None, stderr="",
+                    exit_code=0, duration_ms=1, outcome="late",
+                ))
+            else:
+                run(lambda: self.queue.retry(
+                    zombie, delay=0.0, last_error="late", exit_code=1, duration_ms=1,
+                    outcome="late", stderr="",
+                ))
+        except StoreError:
+            return
+        raise AssertionError(f"a zombie report for {zombie.id} was accepted")
+
+    @precondition(lambda self: any(j.attempt >= j.max_attempts for j in self.running.values()))
+    @rule(index=st.integers(0, 100))
+    def retry_past_the_last_attempt_is_refused(self, index: int) -> None:
+        last = sorted(
+            (j for j in self.running.values() if j.attempt >= j.max_attempts),
+            key=lambda job: job.created_at,
+        )
+        job = last[index % len(last)]
+        try:
+            run(lambda: self.queue.retry(
+                job, delay=0.0, last_error="nope", exit_code=1, duration_ms=1,
+                outcome="plugin_error", stderr="",
+            ))
+        except InvalidTransition as exc:
+            raise AssertionError(f"running -> queued is an edge: {exc}") from exc
+        except StoreError:
+            return
+        raise AssertionError(f"retry past attempt {job.attempt}/{job.max_attempts} accepted")
 
     @rule(index=st.integers(0, 100), status=st.sampled_from(TERMINAL))
     def completing_a_non_running_job_is_refused(self, index: int, status: str) -> None:
-        others = [job_id for job_id in self.jobs_not_running()]
+        others = [m for m in self.ordered_models() if m.status != "running"]
         if not others:
             return
-        job = self.fetch(others[index % len(others)])
+        job = self.fetch(others[index % len(others)].id)
         try:
             run(lambda: self.queue.complete(
                 job, status, result=None, last_error=None, stderr=None, exit_code=None,
@@ -163,10 +286,6 @@ class JobMachine(RuleBasedStateMachine):
             assert not has_edge("complete", job.status, status)
         else:
             raise AssertionError(f"completing a {job.status} job was accepted")
-
-    @rule(seconds=st.sampled_from([1.0, 10.0]))
-    def time_passes(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
     # -- invariants -------------------------------------------------------------------------
 
@@ -186,43 +305,149 @@ class JobMachine(RuleBasedStateMachine):
     @invariant()
     def the_latest_transition_explains_the_status(self) -> None:
         mismatched = self.conn.execute(
-            "SELECT q.id FROM job_queue q WHERE q.status != ("
+            "SELECT q.id FROM job_queue q WHERE q.status IS NOT ("
             " SELECT t.to_status FROM job_transitions t WHERE t.job_id = q.id"
             " ORDER BY t.id DESC LIMIT 1)"
         ).fetchall()
         assert mismatched == []
 
     @invariant()
-    def no_job_is_lost(self) -> None:
-        count = self.conn.execute("SELECT count(*) FROM job_queue").fetchone()[0]
-        assert count == self.enqueued
+    def the_database_matches_the_model(self) -> None:
+        """No accepted job disappears (and none appears); each row is where the model says."""
+        rows = {
+            row["id"]: (row["status"], row["attempt"], row["next_retry_at"])
+            for row in self.conn.execute(
+                "SELECT id, status, attempt, next_retry_at FROM job_queue"
+            )
+        }
+        expected = {
+            m.id: (m.status, m.attempt, m.next_retry_at) for m in self.model.values()
+        }
+        assert rows == expected
 
     @invariant()
     def attempts_stay_bounded(self) -> None:
         over = self.conn.execute(
-            "SELECT id, attempt, max_attempts FROM job_queue WHERE attempt > max_attempts + 1"
+            "SELECT id, status, attempt, max_attempts, last_error FROM job_queue "
+            "WHERE attempt > max_attempts"
         ).fetchall()
-        assert over == []
+        for row in over:
+            assert row["status"] == "dead", tuple(row)
+            assert row["attempt"] == row["max_attempts"] + 1, tuple(row)
+            assert row["last_error"] == RECOVERY_DEAD_ERROR.format(row["max_attempts"])
+
+    @invariant()
+    def terminal_rows_never_change(self) -> None:
+        placeholders = ", ".join("?" for _ in TERMINAL)
+        for row in self.conn.execute(
+            f"SELECT * FROM job_queue WHERE status IN ({placeholders})", TERMINAL
+        ):
+            snapshot = tuple(row)
+            assert self.terminal_rows.setdefault(row["id"], snapshot) == snapshot, row["id"]
+        assert len(self.terminal_rows) == len(self.model_jobs(*TERMINAL))
+
+    @invariant()
+    def a_dedupe_key_never_runs_twice_per_target(self) -> None:
+        doubled = self.conn.execute(
+            "SELECT plugin, command, dedupe_key, count(*) FROM job_queue "
+            "WHERE status = 'running' AND dedupe_key IS NOT NULL "
+            "GROUP BY plugin, command, dedupe_key HAVING count(*) > 1"
+        ).fetchall()
+        assert doubled == []
 
     @invariant()
     def the_running_set_matches_the_database(self) -> None:
-        assert set(self.jobs("running")) == set(self.running)
+        running = {
+            row[0] for row in self.conn.execute("SELECT id FROM job_queue WHERE status = 'running'")
+        }
+        assert running == set(self.running)
+
+    @invariant()
+    def open_attempts_are_the_running_jobs(self) -> None:
+        open_rows = set(self.conn.execute(
+            "SELECT job_id, attempt FROM job_attempts WHERE finished_at IS NULL"
+        ).fetchall())
+        assert open_rows == {(job.id, job.attempt) for job in self.running.values()}
+
+    @invariant()
+    def each_terminal_job_has_one_log_row(self) -> None:
+        logs = self.conn.execute(
+            "SELECT q.id, q.status, q.attempt, count(l.id), max(l.status), max(l.attempt) "
+            "FROM job_queue q LEFT JOIN job_log l ON l.job_id = q.id GROUP BY q.id"
+        ).fetchall()
+        for job_id, status, attempt, count, log_status, log_attempt in logs:
+            if status in TERMINAL:
+                assert (count, log_status, log_attempt) == (1, status, attempt), job_id
+            else:
+                assert count == 0, job_id
+
+    # -- model ------------------------------------------------------------------------------
+
+    def predict_dedupe(self, plugin: str, key: str | None, outstanding_check: bool) -> str | None:
+        """The drop reason the store must give (None: the enqueue is accepted)."""
+        if key is None:
+            return None
+        same = [m for m in self.model.values() if m.same_target(plugin, key)]
+        if outstanding_check and any(m.outstanding for m in same):
+            return "outstanding"
+        ttl = SCHEDULER_TTL if outstanding_check else QUEUE_DEDUPE_TTL
+        cutoff = format_time(self.now - timedelta(seconds=ttl))
+        recent = [
+            m for m in same
+            if m.status == "succeeded" and m.completed_at is not None and m.completed_at >= cutoff
+        ]
+        return "recent_success" if recent else None
+
+    def predict_claim(self, skip: tuple[str, ...]) -> ModelJob | None:
+        """The oldest queued job that is due, not skipped, and whose key+target is not
+        running."""
+        running = [m for m in self.model.values() if m.status == "running"]
+        eligible = [
+            m for m in self.ordered_models()
+            if m.status == "queued"
+            and (not m.next_retry_at or m.next_retry_at <= self.now_text)
+            and m.plugin not in skip
+            and not any(r.same_target(m.plugin, m.key) for r in running)
+        ]
+        return eligible[0] if eligible else None
+
+    def expect_recovery(self, model: ModelJob, job: Job) -> None:
+        """Recovery: attempt + 1, back to queued (not due-delayed) or dead when used up."""
+        attempt = model.attempt + 1
+        if attempt <= model.max_attempts:
+            assert (job.status, job.attempt, job.next_retry_at, job.last_error) == (
+                "queued", attempt, None, None
+            )
+            model.status, model.attempt, model.next_retry_at = "queued", attempt, None
+            return
+        assert (job.status, job.attempt) == ("dead", attempt)
+        assert job.last_error == RECOVERY_DEAD_ERROR.format(model.max_attempts)
+        model.status, model.attempt, model.completed_at = "dead", attempt, self.now_text
+        model.next_retry_at = None
+
+    def finish(self, job: Job, status: str) -> None:
+        done = run(lambda: self.queue.complete(
+            job, status, result="{}", last_error=None if status == "succeeded" else "boom",
+            stderr="", exit_code=0, duration_ms=1, outcome="test",
+        ))
+        assert (done.status, done.completed_at) == (status, self.now_text)
+        model = self.model[job.id]
+        model.status, model.completed_at, model.next_retry_at = status, self.now_text, None
+        del self.running[job.id]
 
     # -- helpers ----------------------------------------------------------------------------
 
+    def ordered_models(self) -> list[ModelJob]:
+        """Jobs in claim order (created_at, then insertion): ids are random uuids, so ordering
+        by them would make Hypothesis replay a different job for the same index."""
+        return sorted(self.model.values(), key=lambda m: (m.created_at, m.seq))
+
+    def model_jobs(self, *statuses: str) -> list[ModelJob]:
+        return [m for m in self.ordered_models() if m.status in statuses]
+
     def pick_running(self, index: int) -> Job:
-        """Pick by creation order: ids are random uuids, so ordering by them would make
-        Hypothesis replay a different job for the same index."""
         jobs = sorted(self.running.values(), key=lambda job: job.created_at)
         return jobs[index % len(jobs)]
-
-    def jobs_not_running(self) -> list[str]:
-        return [
-            row[0]
-            for row in self.conn.execute(
-                "SELECT id FROM job_queue WHERE status != 'running' ORDER BY created_at"
-            )
-        ]
 
     def fetch(self, job_id: str) -> Job:
         job: Any = run(lambda: self.queue.get(job_id))

@@ -225,3 +225,19 @@ def test_a_dedupe_key_returns_the_existing_job_instead_of_a_second_one(
     assert other_command.status_code == 202  # scoped to plugin + command
     bad = gw.post("/plugins/echo/run", {"dedupe_key": ""})
     assert bad.status_code == 400 and "dedupe_key" in bad.json()["error"]
+
+
+def test_job_logs_route_searches_terminal_attempts(shared_gateway: Gateway) -> None:
+    gw = shared_gateway
+    job = gw.post("/plugins/echo/run", {"payload": {"needle": "haystack-7"},
+                                        "sync": True}).json()
+    found = gw.get("/job-logs", params={"query": "haystack-7", "include_result": "true"}).json()
+    assert [e["job_id"] for e in found["logs"]] == [job["job_id"]]
+    assert "haystack-7" in found["logs"][0]["result"]
+    without = gw.get("/job-logs", params={"job_id": job["job_id"]}).json()
+    assert "result" not in without["logs"][0]
+    for params, message in (({"from": "nope"}, "invalid from timestamp"),
+                            ({"limit": "500"}, "limit must be <= 200"),
+                            ({"status": "weird"}, "invalid status filter")):
+        resp = gw.get("/job-logs", params=params)
+        assert resp.status_code == 400 and message in resp.json()["error"]

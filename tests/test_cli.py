@@ -125,3 +125,22 @@ def test_system_reload_without_a_daemon_fails_cleanly(tmp_path: Path) -> None:
     result = run_cli("system", "reload", "--config", str(cfg))
     assert result.returncode == 1
     assert "is the gateway running?" in result.stderr
+
+
+def test_job_logs_filters_by_status_text_and_time(gateway: Gateway) -> None:
+    cfg = str(gateway.config_dir)
+    ok = gateway.post("/plugins/echo/run", {"payload": {}, "sync": True}).json()
+    result = run_cli("job", "logs", "--config", cfg, "--status", "ok", "--since", "1h", "--json",
+                     "--include-result")
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["total"] >= 1
+    assert body["logs"][0]["job_id"] == ok["job_id"] and "result" in body["logs"][0]
+    none = run_cli("job", "logs", "--config", cfg, "--query", "no-such-text-anywhere", "--json")
+    assert json.loads(none.stdout)["total"] == 0
+    future = run_cli("job", "logs", "--config", cfg, "--since", "2999-01-01T00:00:00Z", "--json")
+    assert json.loads(future.stdout)["total"] == 0
+    human = run_cli("job", "logs", "--config", cfg)
+    assert f"job={ok['job_id']}" in human.stdout
+    bad = run_cli("job", "logs", "--config", cfg, "--since", "yesterday")
+    assert bad.returncode == 1 and "invalid since timestamp" in bad.stderr

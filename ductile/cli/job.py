@@ -11,7 +11,6 @@ import click
 
 from ductile.cli.common import config_option, emit_json, fail, json_option, load
 
-STATUS_ALIASES = {"pending": "queued", "ok": "succeeded", "error": "failed"}
 STATUSES = ("queued", "running", "succeeded", "failed", "timed_out", "dead", "skipped")
 
 
@@ -43,12 +42,14 @@ def _connect(config_path: str | None) -> sqlite3.Connection:
 def list_jobs(config_path: str | None, plugin: str | None, status: str | None, limit: int,
               as_json: bool) -> None:
     """List jobs, newest first."""
+    from ductile.planes.api.bodies import BodyError
+    from ductile.planes.api.logquery import parse_log_filter
     from ductile.store.queue import fetch_jobs
 
-    if status is not None:
-        status = STATUS_ALIASES.get(status.lower(), status.lower())
-        if status not in STATUSES:
-            fail(f"invalid status filter {status!r}; use one of {', '.join(STATUSES)}")
+    try:
+        status = parse_log_filter({"status": status} if status else {}).status
+    except BodyError as exc:
+        fail(f"{exc}; use one of {', '.join(STATUSES)}")
     conn = _connect(config_path)
     try:
         jobs, total = fetch_jobs(conn, plugin=plugin, command=None, status=status, limit=limit)
@@ -62,6 +63,55 @@ def list_jobs(config_path: str | None, plugin: str | None, status: str | None, l
         click.echo(f"{j.id:<36}  {j.status:<10} {j.plugin + ':' + j.command:<24} "
                    f"{j.attempt:<7} {j.created_at}")
     click.echo(f"({len(jobs)} of {total})")
+
+
+@job.command("logs")
+@config_option
+@click.option("--plugin", default=None, help="Only this plugin.")
+@click.option("--command", "command_name", default=None, help="Only this command.")
+@click.option("--status", default=None, help="Terminal status (succeeded, failed, ...).")
+@click.option("--submitted-by", default=None, help="api, the service name, webhook:..., ...")
+@click.option("--since", default=None,
+              help="Completed at or after: RFC 3339 time, or a duration ago (1h, 7d).")
+@click.option("--until", default=None, help="Completed at or before (same forms as --since).")
+@click.option("--query", default=None, help="Text to find in the error, stderr or result.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 200))
+@click.option("--include-result", is_flag=True, help="Show each attempt's result.")
+@json_option
+def logs(config_path: str | None, plugin: str | None, command_name: str | None,
+         status: str | None, submitted_by: str | None, since: str | None, until: str | None,
+         query: str | None, limit: int, include_result: bool, as_json: bool) -> None:
+    """Search terminal attempts in the job log, newest first."""
+    from ductile.planes.api.bodies import BodyError
+    from ductile.planes.api.logquery import parse_log_filter
+    from ductile.store.joblog import log_view, search_logs
+
+    args = {"plugin": plugin, "command": command_name, "status": status,
+            "submitted_by": submitted_by, "since": since, "until": until, "query": query,
+            "limit": str(limit)}
+    try:
+        where = parse_log_filter({k: v for k, v in args.items() if v})
+    except BodyError as exc:
+        fail(str(exc))
+    conn = _connect(config_path)
+    try:
+        entries, total = search_logs(conn, where)
+    finally:
+        conn.close()
+    if as_json:
+        emit_json({"logs": [log_view(e, include_result=include_result) for e in entries],
+                   "total": total})
+        return
+    for e in entries:
+        click.echo(f"- {e.completed_at} {e.status} {e.plugin}:{e.command} job={e.job_id} "
+                   f"attempt={e.attempt} submitted_by={e.submitted_by}")
+        if e.last_error:
+            click.echo(f"    error: {e.last_error}")
+        if e.stderr:
+            click.echo("    stderr: " + e.stderr.strip()[-500:].replace("\n", "\n            "))
+        if include_result and e.result:
+            click.echo(f"    result: {e.result[:2000]}")
+    click.echo(f"({len(entries)} of {total})")
 
 
 @job.command()

@@ -37,6 +37,7 @@ from ductile.store.jobs import (
     shift_time,
     utcnow,
 )
+from ductile.store.joblog import LogFilter, search_logs
 from ductile.store.snapshots import fetch_snapshot
 from ductile.store.state import apply_state_update, encode_updates, load_state
 
@@ -337,6 +338,10 @@ class Queue:
     async def log_entries(self, job_id: str) -> list[LogEntry]:
         """The job's job_log rows (one per terminal attempt), by attempt."""
         return await self._db.read(lambda conn: fetch_log_entries(conn, job_id))
+
+    async def search_logs(self, where: LogFilter) -> tuple[list[LogEntry], int]:
+        """Job log rows matching `where`, newest first, and the total (see store/joblog.py)."""
+        return await self._db.read(lambda conn: search_logs(conn, where))
 
     async def running_counts(self) -> dict[str, int]:
         """Running jobs per plugin (the dispatcher's parallelism skip-list input)."""

@@ -25,6 +25,8 @@ from ductile import __version__
 from ductile.errors import DedupeDropped, StoreError
 from ductile.planes.api.bodies import (BodyError, event_payload, parse_enqueue_request,
                                        parse_run_request)
+from ductile.planes.api.logquery import parse_log_filter
+from ductile.store.joblog import LogFilter, log_view
 from ductile.planes.api.auth import AuthError, Principal, authenticate, require
 
 if TYPE_CHECKING:
@@ -33,8 +35,6 @@ if TYPE_CHECKING:
     from ductile.store.jobs import Job
 
 TERMINAL = {"succeeded", "failed", "timed_out", "dead", "skipped"}
-STATUS_ALIASES = {"pending": "queued", "ok": "succeeded", "error": "failed"}
-STATUSES = {"queued", "running", *TERMINAL}
 
 Handler = Callable[..., Coroutine[Any, Any, Response]]
 
@@ -247,21 +247,19 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
     @app.route("/jobs", methods=["GET"])
     @guarded("jobs:ro", "jobs:rw")
     async def list_jobs(rt: Runtime, _p: Principal | None) -> Response:
-        args = request.args
-        limit_text = args.get("limit", "50")
-        if not limit_text.isdigit() or int(limit_text) < 1:
-            raise ApiError(400, "limit must be a positive integer")
-        if int(limit_text) > 200:
-            raise ApiError(400, "limit must be <= 200")
-        status = args.get("status")
-        if status is not None:
-            status = STATUS_ALIASES.get(status.lower(), status.lower())
-            if status not in STATUSES:
-                raise ApiError(400, "invalid status filter")
-        jobs, total = await rt.queue.list(plugin=args.get("plugin") or None,
-                                          command=args.get("command") or None,
-                                          status=status, limit=int(limit_text))
+        where = _log_filter(request.args)
+        jobs, total = await rt.queue.list(plugin=where.plugin, command=where.command,
+                                          status=where.status, limit=where.limit)
         return respond({"jobs": [_job_summary(j) for j in jobs], "total": total})
+
+    @app.route("/job-logs", methods=["GET"])
+    @guarded("jobs:ro", "jobs:rw")
+    async def job_logs(rt: Runtime, _p: Principal | None) -> Response:
+        where = _log_filter(request.args)
+        include = request.args.get("include_result", "").lower() == "true"
+        entries, total = await rt.queue.search_logs(where)
+        return respond({"logs": [log_view(e, include_result=include) for e in entries],
+                        "total": total})
 
     @app.route("/system/reload", methods=["POST"])
     @guarded("system:rw")
@@ -282,6 +280,13 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
 def _uptime(supervisor: Supervisor) -> int:
     """Seconds since the process started serving (a reload does not reset it)."""
     return int(time.monotonic() - supervisor.started_monotonic)
+
+
+def _log_filter(args: Any) -> LogFilter:
+    try:
+        return parse_log_filter(args)
+    except BodyError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def _require_command_scope(principal: Principal, command: Any) -> None:
