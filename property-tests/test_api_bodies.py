@@ -81,7 +81,9 @@ def test_any_authorization_header_authenticates_only_the_real_token(header: str 
 
 
 @given(st.dictionaries(st.sampled_from(["limit", "status", "from", "to", "since", "query",
-                                        "plugin"]), st.text(max_size=30), max_size=5))
+                                        "plugin"]),
+                       st.one_of(st.text(max_size=30), st.sampled_from(["²", "٣", "0", "201"])),
+                       max_size=5))
 def test_log_query_parameters_parse_or_raise_body_error(args: dict) -> None:
     from ductile.planes.api.logquery import parse_log_filter
 

@@ -35,6 +35,6 @@ def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
     env = os.environ if environ is None else environ
     usec = env.get("WATCHDOG_USEC", "")
     pid = env.get("WATCHDOG_PID", "")
-    if not usec.isdigit() or (pid and pid != str(os.getpid())):
+    if not (usec.isascii() and usec.isdigit()) or (pid and pid != str(os.getpid())):
         return None
     return int(usec) / 2_000_000

@@ -70,7 +70,7 @@ def read_pid(path: str) -> int | None:
         text = Path(path).read_text(encoding="ascii", errors="replace").strip()
     except OSError:
         return None
-    return int(text) if text.isdigit() else None
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def pid_alive(pid: int) -> bool:

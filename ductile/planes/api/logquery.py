@@ -20,7 +20,7 @@ STATUS_ALIASES = {"pending": "queued", "ok": "succeeded", "error": "failed"}
 
 def parse_log_filter(args: Mapping[str, str], now: datetime | None = None) -> LogFilter:
     limit_text = args.get("limit", "50")
-    if not limit_text.isdigit() or int(limit_text) < 1:
+    if not limit_text.isdecimal() or int(limit_text) < 1:
         raise BodyError("limit must be a positive integer")
     if int(limit_text) > MAX_LIMIT:
         raise BodyError(f"limit must be <= {MAX_LIMIT}")
