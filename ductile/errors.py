@@ -11,6 +11,7 @@ job it is about so the message can tell an operator what to fix.
     ├── ProtocolError               a plugin's stdout is not one valid protocol v2 response
     ├── PluginSpawnError            a plugin could not be started or waited for
     ├── StoreError                  the SQLite store refused an operation
+    │   ├── StoreUnavailable        the database cannot be written now (disk full, I/O, locked)
     │   ├── InvalidTransition       a job status change that states/job.yaml does not allow
     │   ├── DedupeDropped           an enqueue was dropped by dedupe
     │   ├── SourceEventConflict     a routed event was already enqueued for that target
@@ -78,6 +79,11 @@ class PluginSpawnError(DuctileError):
 
 class StoreError(DuctileError):
     """The SQLite store refused an operation."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot take the operation right now (disk full, I/O error, read-only,
+    busy). Nothing was written; the same operation may succeed later."""
 
 
 class InvalidTransition(StoreError):

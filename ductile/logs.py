@@ -60,8 +60,8 @@ class Logger:
         try:
             self.sink.stream.write(json.dumps(record, default=str, separators=(",", ":")) + "\n")
             self.sink.stream.flush()
-        except (BrokenPipeError, ValueError):
-            # A closed stdout must never take the gateway down.
+        except (OSError, ValueError):
+            # A closed stdout or a full log disk must never take the gateway down.
             pass
 
     def debug(self, msg: str, **fields: Any) -> None:

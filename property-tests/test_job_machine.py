@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
 
 import trio
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -144,6 +144,7 @@ class JobMachine(RuleBasedStateMachine):
             ))
         except DedupeDropped as exc:
             assert exc.reason == expected_drop, (exc.reason, expected_drop)
+            event(f"enqueue dropped: {exc.reason}")
             return
         assert expected_drop is None, f"expected a {expected_drop} drop"
         self.model[job.id] = ModelJob(
@@ -158,6 +159,8 @@ class JobMachine(RuleBasedStateMachine):
         if expected is None:
             assert job is None, f"claimed {job} but nothing was eligible"
             return
+        if expected.attempt > 1:
+            event("claimed a retry")
         assert job is not None, f"nothing claimed but {expected.id} was eligible"
         assert job.id == expected.id, "claim did not take the oldest eligible job"
         # Never before its due time: the claimed row still carries the next_retry_at it had.
@@ -213,6 +216,7 @@ class JobMachine(RuleBasedStateMachine):
     def time_passes(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
 
+    @precondition(lambda self: self.running)
     @rule()
     def crash_and_recover(self) -> None:
         """The process dies with jobs running: their workers' Job objects are abandoned, the
@@ -227,6 +231,7 @@ class JobMachine(RuleBasedStateMachine):
         assert {job.id for job in recovered} == set(orphans)
         for job in recovered:
             self.expect_recovery(orphans[job.id], job)
+            event(f"recovered to {job.status}")
 
     # -- rules: calls a buggy or late caller might make -----------------------------------
 
@@ -247,7 +252,8 @@ class JobMachine(RuleBasedStateMachine):
                     zombie, delay=0.0, last_error="late", exit_code=1, duration_ms=1,
                     outcome="late", stderr="",
                 ))
-        except StoreError:
+        except StoreError as exc:
+            event(f"zombie refused: {type(exc).__name__}")
             return
         raise AssertionError(f"a zombie report for {zombie.id} was accepted")
 
@@ -304,11 +310,11 @@ class JobMachine(RuleBasedStateMachine):
 
     @invariant()
     def the_latest_transition_explains_the_status(self) -> None:
-        mismatched = self.conn.execute(
+        mismatched = [row[0] for row in self.conn.execute(
             "SELECT q.id FROM job_queue q WHERE q.status IS NOT ("
             " SELECT t.to_status FROM job_transitions t WHERE t.job_id = q.id"
             " ORDER BY t.id DESC LIMIT 1)"
-        ).fetchall()
+        )]
         assert mismatched == []
 
     @invariant()
@@ -348,11 +354,11 @@ class JobMachine(RuleBasedStateMachine):
 
     @invariant()
     def a_dedupe_key_never_runs_twice_per_target(self) -> None:
-        doubled = self.conn.execute(
+        doubled = [tuple(row) for row in self.conn.execute(
             "SELECT plugin, command, dedupe_key, count(*) FROM job_queue "
             "WHERE status = 'running' AND dedupe_key IS NOT NULL "
             "GROUP BY plugin, command, dedupe_key HAVING count(*) > 1"
-        ).fetchall()
+        )]
         assert doubled == []
 
     @invariant()
@@ -364,9 +370,12 @@ class JobMachine(RuleBasedStateMachine):
 
     @invariant()
     def open_attempts_are_the_running_jobs(self) -> None:
-        open_rows = set(self.conn.execute(
-            "SELECT job_id, attempt FROM job_attempts WHERE finished_at IS NULL"
-        ).fetchall())
+        open_rows = {
+            (row[0], row[1])
+            for row in self.conn.execute(
+                "SELECT job_id, attempt FROM job_attempts WHERE finished_at IS NULL"
+            )
+        }
         assert open_rows == {(job.id, job.attempt) for job in self.running.values()}
 
     @invariant()
@@ -457,7 +466,7 @@ class JobMachine(RuleBasedStateMachine):
 
 JobMachine.TestCase.settings = settings(
     max_examples=50,
-    stateful_step_count=30,
+    stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,7 @@ import trio
 
 from ductile.dispatch.completions import Completions
 from ductile.dispatch.outcome import Outcome, backoff_delay, classify
-from ductile.errors import PluginSpawnError, StoreError
+from ductile.errors import PluginSpawnError, StoreError, StoreUnavailable
 from ductile.logs import Logger
 from ductile.plugin.protocol import build_request
 from ductile.plugin.spawn import child_env, spawn_plugin
@@ -31,9 +31,11 @@ from ductile.plugin.spawn import child_env, spawn_plugin
 if TYPE_CHECKING:
     from ductile.boot.runtime import Runtime
     from ductile.store.jobs import Job
-    from ductile.store.queue import Claim
+    from ductile.store.queue import Claim, Finished
 
 STDERR_LOG_TAIL = 2048
+UNAVAILABLE_PAUSE = 1.0  # seconds between claim attempts while the database refuses writes
+PERSIST_BACKOFF_MAX = 5.0
 
 
 class Dispatcher:
@@ -99,9 +101,16 @@ class Dispatcher:
         while not self._dry and self._claiming and self._active < service.max_workers:
             skip = self._skip_list(rt)
             seq = self._work_seq
-            claim = await rt.queue.claim_next(skip)
+            try:
+                claim = await rt.queue.claim_next(skip)
+                due = await rt.queue.next_due_at() if claim is None else None
+            except StoreUnavailable as exc:
+                # Claim nothing until the database takes writes again; running jobs keep
+                # retrying their own writes (see _persist).
+                self._log.error("database unavailable: claiming paused", error=str(exc),
+                                retry_in_s=UNAVAILABLE_PAUSE)
+                return UNAVAILABLE_PAUSE
             if claim is None:
-                due = await rt.queue.next_due_at()
                 overdue = due is not None and due <= _now()
                 blocked = bool(skip)
                 self._next_due = None if overdue else due
@@ -237,18 +246,18 @@ async def _finish(
         response = outcome.response
         updates = response.state_updates if response is not None else None
         try:
-            finished = await rt.queue.complete_and_claim(
+            finished = await _persist(log, job, lambda: rt.queue.complete_and_claim(
                 job, "succeeded", result=stdout_text, last_error=None, stderr=stderr_text,
                 exit_code=exit_code, duration_ms=duration_ms, outcome=outcome.reason,
                 state_update=(job.plugin, updates) if updates else None, claim_next=claim_next,
-            )
+            ))
         except StoreError as exc:
             # A success whose state cannot be stored is a failure, never retried (reference §5.6).
-            finished = await rt.queue.complete_and_claim(
+            finished = await _persist(log, job, lambda: rt.queue.complete_and_claim(
                 job, "failed", result=stdout_text, last_error=f"state update rejected: {exc}",
                 stderr=stderr_text, exit_code=exit_code, duration_ms=duration_ms,
                 outcome="state_error", claim_next=claim_next,
-            )
+            ))
             log.warn("job failed", **fields, error=str(exc))
             return finished.next
         log.info("job succeeded", **fields, attempt=job.attempt, duration_ms=duration_ms)
@@ -257,11 +266,11 @@ async def _finish(
     max_attempts = job.max_attempts or retry_conf.max_attempts
     if outcome.retryable and job.attempt < max_attempts:
         delay = backoff_delay(retry_conf.backoff_base, job.attempt)
-        finished = await rt.queue.retry_and_claim(
+        finished = await _persist(log, job, lambda: rt.queue.retry_and_claim(
             job, delay=delay, last_error=outcome.error, exit_code=exit_code,
             duration_ms=duration_ms, outcome=outcome.reason, stderr=stderr_text,
             claim_next=claim_next,
-        )
+        ))
         log.warn("job retry scheduled", **fields, attempt=job.attempt, reason=outcome.reason,
                  error=outcome.error, retry_in_s=round(delay, 3),
                  stderr_tail=_tail(stderr_text))
@@ -269,11 +278,11 @@ async def _finish(
     # A retryable failure with no attempt left ends because attempts ran out; the attempt
     # itself keeps its own classification.
     decision = "attempts_exhausted" if outcome.retryable else None
-    finished = await rt.queue.complete_and_claim(
+    finished = await _persist(log, job, lambda: rt.queue.complete_and_claim(
         job, outcome.status, result=stdout_text, last_error=outcome.error, stderr=stderr_text,
         exit_code=exit_code, duration_ms=duration_ms, outcome=outcome.reason,
         claim_next=claim_next, decision=decision,
-    )
+    ))
     log.warn("job " + outcome.status.replace("_", " "), **fields, attempt=job.attempt,
              reason=decision or outcome.reason, error=outcome.error,
              stderr_tail=_tail(stderr_text))
@@ -283,13 +292,28 @@ async def _finish(
 async def _fail_permanently(
     rt: Runtime, job: Job, error: str, log: Logger, claim_next: list[str] | None
 ) -> Claim | None:
-    finished = await rt.queue.complete_and_claim(
+    finished = await _persist(log, job, lambda: rt.queue.complete_and_claim(
         job, "failed", result=json.dumps({"status": "error", "error": error}), last_error=error,
         stderr=None, exit_code=None, duration_ms=0, outcome="not_runnable",
         claim_next=claim_next,
-    )
+    ))
     log.warn("job failed", job_id=job.id, plugin=job.plugin, command=job.command, error=error)
     return finished.next
+
+
+async def _persist(log: Logger, job: Job, write: Callable[[], Awaitable[Finished]]) -> Finished:
+    """Record a job's outcome, waiting out a database that cannot take writes (disk full,
+    I/O error) instead of losing the outcome or crashing: the job stays `running` until the
+    write lands, and if the process dies first, crash recovery runs it again."""
+    delay = 0.1
+    while True:
+        try:
+            return await write()
+        except StoreUnavailable as exc:
+            log.error("database unavailable: cannot record job outcome; retrying",
+                      job_id=job.id, plugin=job.plugin, error=str(exc), retry_in_s=delay)
+            await trio.sleep(delay)
+            delay = min(delay * 2, PERSIST_BACKOFF_MAX)
 
 
 def _now() -> datetime:

@@ -39,7 +39,7 @@ from typing import Any, Callable, TypeVar
 import outcome
 import trio
 
-from ductile.errors import SchemaMismatch, StoreError
+from ductile.errors import SchemaMismatch, StoreError, StoreUnavailable
 
 T = TypeVar("T")
 
@@ -312,8 +312,22 @@ def _run_read(path: str, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connect
         raise _store_error(path, "read failed", exc) from exc
 
 
+# SQLite primary result codes that describe the medium, not the request: the same write can
+# succeed later (space freed, lock released, permissions restored).
+_TRANSIENT_CODES = {
+    5: "busy",  # SQLITE_BUSY
+    6: "locked",  # SQLITE_LOCKED
+    8: "read-only",  # SQLITE_READONLY
+    10: "I/O error",  # SQLITE_IOERR
+    13: "disk full",  # SQLITE_FULL
+    14: "cannot open",  # SQLITE_CANTOPEN
+}
+
+
 def _store_error(path: str, what: str, exc: BaseException) -> StoreError:
-    error = StoreError(f"database {path}: {what}: {exc}")
+    code = getattr(exc, "sqlite_errorcode", None)
+    kind = StoreUnavailable if code is not None and (code & 0xFF) in _TRANSIENT_CODES else StoreError
+    error = kind(f"database {path}: {what}: {exc}")
     error.__cause__ = exc
     return error
 
@@ -361,6 +375,7 @@ def _open_connections(
         opened.append(writer)
         _configure_writer(writer, path)
         _ensure_schema(writer, path)
+        _check_writable(writer, path)
         for _ in range(readers):
             reader = _connect(path)
             opened.append(reader)
@@ -374,6 +389,22 @@ def _open_connections(
         for conn in opened:
             conn.close()
         raise
+
+
+def _check_writable(conn: sqlite3.Connection, path: str) -> None:
+    """Refuse at boot, naming the file, when SQLite can read but not write it (a read-only
+    file or mount): otherwise the first job would find out. The probe is rolled back."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE _ductile_write_probe (x)")
+        finally:
+            conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        raise StoreError(
+            f"database {path} is not writable: {exc}; make the file, its -wal/-shm files and "
+            "its directory writable by the gateway's user"
+        ) from exc
 
 
 def _make_parent(path: str) -> None:
