@@ -114,6 +114,7 @@ class Supervisor:
     async def run(self) -> int:
         """Boot, serve until a stop signal, drain, and return the process exit code."""
         from ductile.dispatch.dispatcher import Dispatcher
+        from ductile.dispatch.retention import run_retention
 
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             try:
@@ -132,6 +133,9 @@ class Supervisor:
                 async with trio.open_nursery() as outer:
                     outer.start_soon(self._handle_signals, signals, outer)
                     outer.start_soon(self._watchdog)
+                    assert self.proc.db is not None
+                    outer.start_soon(run_retention, lambda: self.current, self.proc.db,
+                                     self.proc.log)
                     for component in self.components:
                         outer.start_soon(component)
                     async with trio.open_nursery() as planes:
