@@ -43,7 +43,13 @@ from typing import Any, Awaitable, Callable, TypeVar
 import trio
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from ductile.errors import DedupeDropped, InvalidTransition, StoreError
 from ductile.machines import load_machine
@@ -57,6 +63,10 @@ COMMAND = "poll"
 QUEUE_DEDUPE_TTL = 30.0  # service.dedupe_ttl: recent-success dedupe for every keyed enqueue
 SCHEDULER_TTL = 60.0  # the per-enqueue override: also turns the outstanding check on
 T = TypeVar("T")
+
+PLUGINS = st.sampled_from(["a", "b"])
+MAX_ATTEMPTS = st.integers(1, 4)
+DEDUPE_KEYS = st.sampled_from([None, "k1", "k2"])
 
 
 def has_edge(trigger: str, source: str, dest: str) -> bool:
@@ -125,10 +135,19 @@ class JobMachine(RuleBasedStateMachine):
 
     # -- rules: the dispatcher's normal calls ---------------------------------------------
 
+    @initialize(
+        jobs=st.lists(st.tuples(PLUGINS, MAX_ATTEMPTS, DEDUPE_KEYS, st.booleans()), max_size=4)
+    )
+    def seed_the_queue(self, jobs: list[tuple[str, int, str | None, bool]]) -> None:
+        """Start most runs with a few jobs queued, so the 30 steps reach retries, crashes
+        and recovery instead of spending themselves on enqueues."""
+        for plugin, max_attempts, dedupe_key, outstanding_check in jobs:
+            self.enqueue(plugin, max_attempts, dedupe_key, outstanding_check)
+
     @rule(
-        plugin=st.sampled_from(["a", "b"]),
-        max_attempts=st.integers(1, 4),
-        dedupe_key=st.sampled_from([None, "k1", "k2"]),
+        plugin=PLUGINS,
+        max_attempts=MAX_ATTEMPTS,
+        dedupe_key=DEDUPE_KEYS,
         outstanding_check=st.booleans(),
     )
     def enqueue(
@@ -170,6 +189,7 @@ class JobMachine(RuleBasedStateMachine):
         )
         expected.status = "running"
         self.running[job.id] = job
+        self.zombies_of_a_reclaimed_job_are_refused(job)
 
     @precondition(lambda self: self.running)
     @rule(index=st.integers(0, 100))
@@ -185,10 +205,7 @@ class JobMachine(RuleBasedStateMachine):
         if job.attempt >= job.max_attempts:
             self.finish(job, "failed")
             return
-        again = run(lambda: self.queue.retry(
-            job, delay=delay, last_error="nope", exit_code=1, duration_ms=1,
-            outcome="plugin_error", stderr="",
-        ))
+        again = self.retry(job, delay=delay)
         due = format_time(self.now + timedelta(seconds=delay))
         assert (again.status, again.attempt, again.next_retry_at) == (
             "queued", job.attempt + 1, due
@@ -220,7 +237,8 @@ class JobMachine(RuleBasedStateMachine):
     @rule()
     def crash_and_recover(self) -> None:
         """The process dies with jobs running: their workers' Job objects are abandoned, the
-        next process opens the file and recovers the orphans before dispatching."""
+        next process opens the file and recovers the orphans before dispatching. (Only with
+        jobs running: a new Queue parses states/job.yaml, ~10 ms.)"""
         self.zombies.extend(self.running.values())
         orphans = {job_id: self.model[job_id] for job_id in self.running}
         self.running.clear()
@@ -235,63 +253,74 @@ class JobMachine(RuleBasedStateMachine):
 
     # -- rules: calls a buggy or late caller might make -----------------------------------
 
-    @precondition(lambda self: self.zombies)
-    @rule(index=st.integers(0, 100), succeed=st.booleans())
-    def a_zombie_report_is_refused(self, index: int, succeed: bool) -> None:
-        """A worker lost in a crash reports late: whatever the job became since, the store
-        refuses (stale attempt, or not running) and changes nothing."""
+    @rule(
+        kind=st.sampled_from(["zombie", "retry_past_last", "complete_not_running"]),
+        index=st.integers(0, 100),
+        status=st.sampled_from(TERMINAL),
+    )
+    def a_bad_report_is_refused(self, kind: str, index: int, status: str) -> None:
+        """One rule for the three refusals, so they do not crowd out the lifecycle rules.
+
+        zombie: a worker lost in a crash reports late; whatever the job became since, the
+        store refuses (stale attempt, or not running). retry_past_last: the store refuses a
+        retry on the last attempt (the caller must complete). complete_not_running: a
+        queued or terminal job cannot be completed. In every case nothing changes (the
+        invariants check the rows against the model).
+        """
+        refusals = {
+            "zombie": self.refuse_zombie,
+            "retry_past_last": self.refuse_retry_past_last,
+            "complete_not_running": self.refuse_completing_not_running,
+        }
+        refusals[kind](index, status)
+
+    def zombies_of_a_reclaimed_job_are_refused(self, job: Job) -> None:
+        """The sharpest zombie case: the job runs again (a new attempt) while a worker lost
+        in the crash still holds the old one; its report must not end the new attempt."""
+        for zombie in [z for z in self.zombies if z.id == job.id]:
+            self.refuse_zombie(self.zombies.index(zombie), "succeeded")
+            self.refuse_zombie(self.zombies.index(zombie), "failed")
+
+    def refuse_zombie(self, index: int, status: str) -> None:
+        if not self.zombies:
+            return
         zombie = self.zombies[index % len(self.zombies)]
         try:
-            if succeed:
-                run(lambda: self.queue.complete(
-                    zombie, "succeeded", result="{}", last_error=None, stderr="",
-                    exit_code=0, duration_ms=1, outcome="late",
-                ))
+            if status == "succeeded":
+                self.complete(zombie, status)
             else:
-                run(lambda: self.queue.retry(
-                    zombie, delay=0.0, last_error="late", exit_code=1, duration_ms=1,
-                    outcome="late", stderr="",
-                ))
+                self.retry(zombie, delay=0.0)
         except StoreError as exc:
-            event(f"zombie refused: {type(exc).__name__}")
+            event(f"zombie refused: {type(exc).__name__}: {str(exc).split(': ', 1)[-1][:20]}")
             return
         raise AssertionError(f"a zombie report for {zombie.id} was accepted")
 
-    @precondition(lambda self: any(j.attempt >= j.max_attempts for j in self.running.values()))
-    @rule(index=st.integers(0, 100))
-    def retry_past_the_last_attempt_is_refused(self, index: int) -> None:
-        last = sorted(
-            (j for j in self.running.values() if j.attempt >= j.max_attempts),
-            key=lambda job: job.created_at,
-        )
+    def refuse_retry_past_last(self, index: int, status: str) -> None:
+        last = [j for j in self.sorted_running() if j.attempt >= j.max_attempts]
+        if not last:
+            return
         job = last[index % len(last)]
         try:
-            run(lambda: self.queue.retry(
-                job, delay=0.0, last_error="nope", exit_code=1, duration_ms=1,
-                outcome="plugin_error", stderr="",
-            ))
+            self.retry(job, delay=0.0)
         except InvalidTransition as exc:
             raise AssertionError(f"running -> queued is an edge: {exc}") from exc
         except StoreError:
+            event("retry past the last attempt refused")
             return
         raise AssertionError(f"retry past attempt {job.attempt}/{job.max_attempts} accepted")
 
-    @rule(index=st.integers(0, 100), status=st.sampled_from(TERMINAL))
-    def completing_a_non_running_job_is_refused(self, index: int, status: str) -> None:
+    def refuse_completing_not_running(self, index: int, status: str) -> None:
         others = [m for m in self.ordered_models() if m.status != "running"]
         if not others:
             return
         job = self.fetch(others[index % len(others)].id)
         try:
-            run(lambda: self.queue.complete(
-                job, status, result=None, last_error=None, stderr=None, exit_code=None,
-                duration_ms=None, outcome="bogus",
-            ))
+            self.complete(job, status)
         except InvalidTransition as exc:
             assert (exc.from_status, exc.to_status) == (job.status, status)
             assert not has_edge("complete", job.status, status)
-        else:
-            raise AssertionError(f"completing a {job.status} job was accepted")
+            return
+        raise AssertionError(f"completing a {job.status} job was accepted")
 
     # -- invariants -------------------------------------------------------------------------
 
@@ -435,10 +464,7 @@ class JobMachine(RuleBasedStateMachine):
         model.next_retry_at = None
 
     def finish(self, job: Job, status: str) -> None:
-        done = run(lambda: self.queue.complete(
-            job, status, result="{}", last_error=None if status == "succeeded" else "boom",
-            stderr="", exit_code=0, duration_ms=1, outcome="test",
-        ))
+        done = self.complete(job, status)
         assert (done.status, done.completed_at) == (status, self.now_text)
         model = self.model[job.id]
         model.status, model.completed_at, model.next_retry_at = status, self.now_text, None
@@ -454,9 +480,24 @@ class JobMachine(RuleBasedStateMachine):
     def model_jobs(self, *statuses: str) -> list[ModelJob]:
         return [m for m in self.ordered_models() if m.status in statuses]
 
+    def sorted_running(self) -> list[Job]:
+        return sorted(self.running.values(), key=lambda job: job.created_at)
+
     def pick_running(self, index: int) -> Job:
-        jobs = sorted(self.running.values(), key=lambda job: job.created_at)
+        jobs = self.sorted_running()
         return jobs[index % len(jobs)]
+
+    def complete(self, job: Job, status: str) -> Job:
+        return run(lambda: self.queue.complete(
+            job, status, result="{}", last_error=None if status == "succeeded" else "boom",
+            stderr="", exit_code=0, duration_ms=1, outcome="test",
+        ))
+
+    def retry(self, job: Job, *, delay: float) -> Job:
+        return run(lambda: self.queue.retry(
+            job, delay=delay, last_error="nope", exit_code=1, duration_ms=1,
+            outcome="plugin_error", stderr="",
+        ))
 
     def fetch(self, job_id: str) -> Job:
         job: Any = run(lambda: self.queue.get(job_id))
@@ -466,7 +507,7 @@ class JobMachine(RuleBasedStateMachine):
 
 JobMachine.TestCase.settings = settings(
     max_examples=50,
-    stateful_step_count=50,
+    stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

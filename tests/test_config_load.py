@@ -484,3 +484,14 @@ def test_unknown_keys_warn(tmp_path: Path) -> None:
     )
     assert cfg.raw["webhooks"] == {"listen": ":9000"}
     assert cfg.service.max_workers == default_max_workers()
+
+
+def test_a_list_where_a_boolean_belongs_is_a_config_error(tmp_path) -> None:
+    import pytest as _pytest
+
+    from ductile.config.load import parse_config
+    from ductile.errors import ConfigError
+
+    (tmp_path / "config.yaml").write_text("plugin_roots: [.]\napi:\n  enabled: []\n")
+    with _pytest.raises(ConfigError, match="api.enabled"):
+        parse_config(str(tmp_path / "config.yaml"))

@@ -74,8 +74,6 @@ SCHEDULE_STRINGS = ("id", "command", "every", "cron", "at", "after", "catch_up",
 SCHEDULE_KEYS = frozenset({*SCHEDULE_STRINGS, "jitter", "payload", "not_on",
                            "preferred_window"})
 
-_YAML11_BOOLS_TRUE = YAML11_TRUE
-_YAML11_BOOLS_FALSE = YAML11_FALSE
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -486,8 +484,8 @@ class _Reader:
     def boolean(self, value: Any, key: str) -> bool | None:
         if value is None or isinstance(value, bool):
             return value
-        if value in _YAML11_BOOLS_TRUE or value in _YAML11_BOOLS_FALSE:
-            return value in _YAML11_BOOLS_TRUE
+        if isinstance(value, str) and (value in YAML11_TRUE or value in YAML11_FALSE):
+            return value in YAML11_TRUE
         raise self.fail(key, "true or false", value)
 
     def duration(self, value: Any, key: str) -> float | None:

@@ -253,12 +253,13 @@ async def _finish(
             ))
         except StoreError as exc:
             # A success whose state cannot be stored is a failure, never retried (reference §5.6).
+            rejected = f"state update rejected: {exc}"
             finished = await _persist(log, job, lambda: rt.queue.complete_and_claim(
-                job, "failed", result=stdout_text, last_error=f"state update rejected: {exc}",
+                job, "failed", result=stdout_text, last_error=rejected,
                 stderr=stderr_text, exit_code=exit_code, duration_ms=duration_ms,
                 outcome="state_error", claim_next=claim_next,
             ))
-            log.warn("job failed", **fields, error=str(exc))
+            log.warn("job failed", **fields, error=rejected)
             return finished.next
         log.info("job succeeded", **fields, attempt=job.attempt, duration_ms=duration_ms)
         return finished.next

@@ -544,7 +544,9 @@ def _check_dedupe(conn: sqlite3.Connection, job: Job, dedupe: _Dedupe) -> None:
     target = (job.dedupe_key, job.plugin, job.command)
     if dedupe.check_outstanding:
         row = conn.execute(
-            "SELECT id FROM job_queue WHERE dedupe_key = ? AND plugin = ? AND command = ? "
+            # `+plugin`/`+command` keep SQLite on the dedupe-key index even before ANALYZE has
+            # run; otherwise it scans every outstanding job of the target.
+            "SELECT id FROM job_queue WHERE dedupe_key = ? AND +plugin = ? AND +command = ? "
             "AND status IN ('queued', 'running') ORDER BY created_at LIMIT 1",
             target,
         ).fetchone()
