@@ -15,10 +15,9 @@ database must agree with the model and tell a consistent story:
   `attempt == max_attempts + 1` (recovery counts the crashed attempt, then gives up; Go does the
   same). A queued or running row is always within max_attempts;
 - a terminal row never changes again (snapshots of every terminal row are compared);
-- dedupe: the dedupe key is a concurrency key, so two jobs with the same plugin+command+key are
-  never running together. Two may be *queued* together: only an enqueue carrying a TTL
-  override (the scheduler) checks outstanding jobs (execution-core §7.3), and such an enqueue
-  is dropped whenever a same-target job is queued or running (checked against the model);
+- dedupe: two outstanding (queued or running) jobs never share plugin+command+key: every
+  enqueue with a key is dropped while a same-target job is outstanding (stricter than Go, which
+  checked this only for the scheduler), and a success within the TTL drops it too;
 - a job is never claimed before its next_retry_at, and a claim takes exactly the oldest
   eligible job;
 - the execution ledger matches: one open job_attempts row per running job (none otherwise),
@@ -382,10 +381,10 @@ class JobMachine(RuleBasedStateMachine):
         assert len(self.terminal_rows) == len(self.model_jobs(*TERMINAL))
 
     @invariant()
-    def a_dedupe_key_never_runs_twice_per_target(self) -> None:
+    def no_two_outstanding_jobs_share_a_dedupe_key(self) -> None:
         doubled = [tuple(row) for row in self.conn.execute(
             "SELECT plugin, command, dedupe_key, count(*) FROM job_queue "
-            "WHERE status = 'running' AND dedupe_key IS NOT NULL "
+            "WHERE status IN ('queued', 'running') AND dedupe_key IS NOT NULL "
             "GROUP BY plugin, command, dedupe_key HAVING count(*) > 1"
         )]
         assert doubled == []
@@ -426,7 +425,7 @@ class JobMachine(RuleBasedStateMachine):
         if key is None:
             return None
         same = [m for m in self.model.values() if m.same_target(plugin, key)]
-        if outstanding_check and any(m.outstanding for m in same):
+        if any(m.outstanding for m in same):
             return "outstanding"
         ttl = SCHEDULER_TTL if outstanding_check else QUEUE_DEDUPE_TTL
         cutoff = format_time(self.now - timedelta(seconds=ttl))

@@ -223,13 +223,12 @@ async def test_claim_skips_plugins_at_their_limit(queue: Queue, clock: Clock) ->
 
 async def test_the_dedupe_key_is_a_concurrency_key_per_target(queue: Queue, clock: Clock) -> None:
     first = await enqueue(queue, clock, dedupe_key="k")
-    second = await enqueue(queue, clock, dedupe_key="k")
+    with pytest.raises(DedupeDropped):
+        await enqueue(queue, clock, dedupe_key="k")  # same key and target: never two at once
     sibling = await enqueue(queue, clock, plugin="other", dedupe_key="k")
     assert (await claim(queue)).id == first.id
     assert (await claim(queue)).id == sibling.id
-    assert await queue.claim() is None  # second waits for first: same key and target
-    await succeed(queue, await current(queue, first.id))
-    assert (await claim(queue)).id == second.id
+    assert await queue.claim() is None
 
 
 async def test_retry_requeues_with_backoff_and_keeps_fifo_place(
@@ -376,15 +375,16 @@ async def test_an_oversized_state_update_writes_nothing(
     assert failed.status == "failed"
 
 
-async def test_dedupe_outstanding_needs_a_ttl_override(queue: Queue, clock: Clock) -> None:
+async def test_dedupe_drops_a_duplicate_of_an_outstanding_job(queue: Queue,
+                                                               clock: Clock) -> None:
     first = await enqueue(queue, clock, dedupe_key="echo:poll:s1", dedupe_ttl=60)
-    await enqueue(queue, clock, dedupe_key="echo:poll:s1")  # no override: allowed
-    with pytest.raises(DedupeDropped) as info:
-        await enqueue(queue, clock, dedupe_key=" echo:poll:s1 ", dedupe_ttl=60)
-    assert info.value.reason == "outstanding"
-    assert info.value.existing_job_id == first.id
+    for ttl in (None, 60):  # with or without a TTL override
+        with pytest.raises(DedupeDropped) as info:
+            await enqueue(queue, clock, dedupe_key=" echo:poll:s1 ", dedupe_ttl=ttl)
+        assert info.value.reason == "outstanding"
+        assert info.value.existing_job_id == first.id
     await enqueue(queue, clock, command="health", dedupe_key="echo:poll:s1", dedupe_ttl=60)
-    assert (await queue.list())[1] == 3
+    assert (await queue.list())[1] == 2
 
 
 async def test_dedupe_recent_success_honours_the_ttl(queue: Queue, clock: Clock) -> None:
@@ -395,9 +395,13 @@ async def test_dedupe_recent_success_honours_the_ttl(queue: Queue, clock: Clock)
         await enqueue(queue, clock, dedupe_key="k")
     assert (info.value.reason, info.value.existing_job_id) == ("recent_success", done.id)
     await enqueue(queue, clock, plugin="other", dedupe_key="k")  # scoped by target
-    await enqueue(queue, clock, dedupe_key="k", dedupe_ttl=0)  # override disables it
     clock.advance(3601)
-    await enqueue(queue, clock, dedupe_key="k")  # expired
+    again = await enqueue(queue, clock, dedupe_key="k")  # expired
+    assert (await claim(queue)).plugin == "other"
+    claimed = await claim(queue)
+    assert claimed.id == again.id
+    await succeed(queue, claimed)
+    await enqueue(queue, clock, dedupe_key="k", dedupe_ttl=0)  # a zero TTL disables it
 
 
 async def test_a_failed_job_does_not_dedupe(queue: Queue, clock: Clock) -> None:

@@ -112,9 +112,10 @@ class Queue:
     ) -> Job:
         """Insert a queued job and wake the dispatcher.
 
-        Dedupe (scoped to plugin + command): with a per-enqueue `dedupe_ttl` (the scheduler),
-        a queued or running job with the same key drops this one (`outstanding`); with an
-        effective TTL > 0, a job with the same key that succeeded within the TTL drops it
+        Dedupe (scoped to plugin + command): a queued or running job with the same key drops
+        this one (`outstanding`; the Go gateway checked this only for the scheduler, so two
+        outstanding duplicates could coexist); with an effective TTL > 0 (`dedupe_ttl`, else
+        `service.dedupe_ttl`), a job with the same key that succeeded within it drops it too
         (`recent_success`). Raises DedupeDropped or, for a redelivered routed event,
         SourceEventConflict.
         """
@@ -144,7 +145,7 @@ class Queue:
             started_config_snapshot_id=None,
         )
         dedupe = _Dedupe(
-            check_outstanding=dedupe_ttl is not None,
+            check_outstanding=True,
             success_cutoff=shift_time(now, -ttl) if ttl > 0 else None,
         )
         await self._db.write(lambda conn: _insert_job(conn, self.machine, job, dedupe))
