@@ -172,6 +172,7 @@ def check_queue_invariants(path: Path, acked: Iterable[str]) -> dict[str, dict[s
 
 
 def recovered(job: dict[str, Any]) -> bool:
-    """True when crash recovery re-queued (or buried) this job at some boot."""
-    return any(RECOVERED in (t["reason"] or "") or "crash recovery" in (t["reason"] or "")
+    """True when crash recovery re-queued (or buried) this job at some boot: a transition out
+    of `running` whose reason mentions recovery."""
+    return any(t["from_status"] == "running" and "recover" in (t["reason"] or "").lower()
                for t in job["transitions"])

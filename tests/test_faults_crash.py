@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import shutil
 import signal
+import subprocess
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -33,11 +35,9 @@ RETRY = {"max_attempts": 3, "backoff_base": "10ms"}
 SERVICE = {"max_workers": 2, "tick_interval": "1s", "shutdown_grace": "2s"}
 
 
-def worker_script(name: str, sleep: str, sockets: Path) -> str:
-    """Read the whole request, sleep, answer ok naming the payload's index. A socket among the
-    plugin's descriptors (the API listener leaking into a child) is noted in `sockets`."""
+def worker_script(name: str, sleep: str) -> str:
+    """Read the whole request, sleep, answer ok naming the payload's index."""
     return f"""req=$(cat)
-for f in /proc/$$/fd/*; do [ -S "$f" ] && echo "$$ $f" >> '{sockets}'; done
 i=${{req#*\\"index\\":}}
 i=${{i%%[!0-9]*}}
 sleep {sleep}
@@ -45,12 +45,11 @@ printf '{{"status":"ok","result":"{name} index %s"}}\\n' "$i"
 """
 
 
-def load_config(tmp_path: Path, *, service: dict | None = None) -> tuple[Path, int, Path]:
+def load_config(tmp_path: Path, *, service: dict | None = None) -> tuple[Path, int]:
     """Two plugins on two workers: `quick` (50 ms, two lanes) and `slow` (3 s, one lane)."""
     root = tmp_path / "plugins"
-    sockets = tmp_path / "inherited-sockets.txt"
-    make_plugin(root, "quick", worker_script("quick", "0.05", sockets))
-    make_plugin(root, "slow", worker_script("slow", "3", sockets))
+    make_plugin(root, "quick", worker_script("quick", "0.05"))
+    make_plugin(root, "slow", worker_script("slow", "3"))
     plugins = {
         "quick": {"enabled": True, "parallelism": 2, "retry": RETRY, "timeouts": {"poll": "20s"}},
         "slow": {"enabled": True, "parallelism": 1, "retry": RETRY, "timeouts": {"poll": "20s"}},
@@ -58,7 +57,7 @@ def load_config(tmp_path: Path, *, service: dict | None = None) -> tuple[Path, i
     port = free_port()
     cfg = write_config(tmp_path / "cfg", port=port, plugins=plugins, plugin_roots=[str(root)],
                        service={**SERVICE, **(service or {})})
-    return cfg, port, sockets
+    return cfg, port
 
 
 class Enqueuer(threading.Thread):
@@ -103,9 +102,19 @@ def succeeded_total(gw: Gateway) -> int:
     return int(gw.get("/jobs?status=succeeded&limit=1").json()["total"])
 
 
-def first_slow(enq: Enqueuer) -> str:
-    return wait_for(lambda: next((j for j, (i, _) in enq.acked.items() if i == 0), None),
-                    10, "the first slow job to be acknowledged")
+def slow_running(gw: Gateway) -> dict | None:
+    """A job of the slow plugin that is running now (its API view), if any."""
+    try:
+        jobs = gw.get("/jobs?plugin=slow&status=running&limit=5").json()["jobs"]
+    except (httpx.HTTPError, KeyError, ValueError):
+        return None
+    return jobs[0] if jobs else None
+
+
+def age(timestamp: str) -> float:
+    """Seconds since a job timestamp (`YYYY-MM-DDTHH:MM:SS.ffffffZ`, UTC)."""
+    when = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    return (datetime.now(timezone.utc) - when).total_seconds()
 
 
 def running_jobs(path: Path) -> dict[str, int]:
@@ -141,10 +150,9 @@ def check_recovered_exactly(jobs: dict, orphans: dict[str, int]) -> None:
             continue
         crashed_at = orphans[job_id]
         assert any(t["from_status"] == "running" and t["to_status"] == "queued"
-                   and t["reason"] == RECOVERED for t in job["transitions"]), job_id
+                   and "recover" in (t["reason"] or "") for t in job["transitions"]), job_id
         rows = {a["attempt"]: a for a in job["attempt_rows"]}
         assert rows[crashed_at]["outcome"] == "crashed", dict(rows[crashed_at])
-        assert rows[crashed_at]["error"] == RECOVERED
         assert job["attempt"] == crashed_at + 1, (job_id, job["attempt"], crashed_at)
         assert [r["attempt"] for r in job["logs"]] == [crashed_at + 1]
 
@@ -152,14 +160,13 @@ def check_recovered_exactly(jobs: dict, orphans: dict[str, int]) -> None:
 def test_sigkill_under_load_then_restart_loses_nothing_and_runs_nothing_twice(
     tmp_path: Path,
 ) -> None:
-    cfg, port, sockets = load_config(tmp_path)
+    cfg, port = load_config(tmp_path)
     gw = Gateway(cfg, port=port).start()
     enq = Enqueuer(gw, plan(200, slow_every=100))
     enq.start()
     try:
-        slow = first_slow(enq)
-        wait_for(lambda: running_now(gw, slow) and succeeded_total(gw) >= 15, 30,
-                 "the slow job running and 15 quick jobs done")
+        wait_for(lambda: succeeded_total(gw) >= 15 and slow_running(gw), 30,
+                 "a slow job running and 15 quick jobs done")
         gw.proc.kill()  # SIGKILL: no drain, no close, no lock release but the kernel's
         assert gw.proc.wait(10) == -signal.SIGKILL
     finally:
@@ -171,7 +178,8 @@ def test_sigkill_under_load_then_restart_loses_nothing_and_runs_nothing_twice(
     keep_logs(gw, "gateway-killed.stdout")
 
     orphans = running_jobs(db_path(cfg))
-    assert slow in orphans, "the 3 s job was running at the kill"
+    slow_ids = {job_id for job_id, (_, plugin) in enq.acked.items() if plugin == "slow"}
+    assert orphans.keys() & slow_ids, "a 3 s job was running at the kill"
     assert 1 <= len(orphans) <= 2  # two workers
 
     again = Gateway(cfg, port=port).start()
@@ -186,32 +194,32 @@ def test_sigkill_under_load_then_restart_loses_nothing_and_runs_nothing_twice(
     check_results_name_their_index(jobs, enq.acked)
     check_recovered_exactly(jobs, orphans)
     assert all(j["status"] == "succeeded" for j in jobs.values())
-    assert not sockets.exists(), f"a plugin inherited a socket:\n{sockets.read_text()}"
 
 
 def test_sigterm_under_load_exits_0_within_grace_and_restart_finishes_the_rest(
     tmp_path: Path,
 ) -> None:
     grace = 1.0  # the slow job (3 s) cannot finish in it; the quick ones (50 ms) can
-    cfg, port, sockets = load_config(tmp_path, service={"shutdown_grace": "1s"})
+    cfg, port = load_config(tmp_path, service={"shutdown_grace": "1s"})
     gw = Gateway(cfg, port=port).start()
+    # The client is done (its keep-alive connection closed) before the stop: an open HTTP
+    # connection holds the stop longer (test_sigterm_with_an_idle_keep_alive_connection...).
     enq = Enqueuer(gw, plan(120, slow_every=60))
-    enq.start()
+    enq.run()
+    assert len(enq.acked) == 120, enq.refused
     try:
-        slow = first_slow(enq)
-        wait_for(lambda: running_now(gw, slow) and succeeded_total(gw) >= 5, 30,
-                 "the slow job running and 5 quick jobs done")
+        slow = wait_for(lambda: succeeded_total(gw) >= 3 and slow_running(gw), 30,
+                        "a slow job running and 3 quick jobs done")
+        slow_age = age(slow["started_at"])
         sent = time.monotonic()
         gw.signal(signal.SIGTERM)
-        code = gw.wait_exit(grace + 10)
+        code = gw.wait_exit(grace + 15)
         took = time.monotonic() - sent
     finally:
-        enq.join(15)
         if gw.proc.poll() is None:
             gw.proc.kill()
     assert code == 0, gw.stderr()
     assert took < grace + 4, f"SIGTERM to exit took {took:.1f}s (grace {grace}s)"
-    assert not enq.refused or all(" 503 " in r for r in enq.refused), enq.refused
     stopped = [r for r in gw.log_records() if r.get("msg") == "ductile stopped"]
     assert stopped and stopped[-1]["exit_code"] == 0
     keep_logs(gw, "gateway-stopped.stdout")
@@ -219,12 +227,17 @@ def test_sigterm_under_load_exits_0_within_grace_and_restart_finishes_the_rest(
     # A clean stop: the database was closed (checkpointed), the quick jobs in flight finished
     # in the grace period; only what outlived the grace (the slow job) is still `running`.
     left_running = running_jobs(db_path(cfg))
-    assert slow in left_running, "the 3 s job cannot finish within a 1 s grace"
-    with connect_ro(db_path(cfg)) as conn:
+    if slow_age < 3 - grace - 0.5:  # true unless the host crawls
+        assert slow["job_id"] in left_running, "a 3 s job cannot finish within a 1 s grace"
+    wal = db_path(cfg).with_name("state.db-wal")
+    assert not wal.exists() or wal.stat().st_size == 0, "closed cleanly: WAL checkpointed"
+    conn = connect_ro(db_path(cfg))
+    try:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         queued_before = conn.execute(
             "SELECT count(*) FROM job_queue WHERE status = 'queued'").fetchone()[0]
-    conn.close()
+    finally:
+        conn.close()
     assert queued_before > 0, "the load should outlast the stop"
 
     again = Gateway(cfg, port=port).start()
@@ -237,7 +250,6 @@ def test_sigterm_under_load_exits_0_within_grace_and_restart_finishes_the_rest(
     check_results_name_their_index(jobs, enq.acked)
     check_recovered_exactly(jobs, left_running)
     assert all(j["status"] == "succeeded" for j in jobs.values())
-    assert not sockets.exists(), f"a plugin inherited a socket:\n{sockets.read_text()}"
 
 
 def test_a_plugin_outliving_a_killed_gateway_never_reports_and_its_job_succeeds_once(
@@ -294,9 +306,9 @@ printf '{{"status":"ok","result":"late pid %s"}}\\n' $$
     assert all(str(first_pid) not in (r["result"] or "") for r in job["logs"])
     assert [(a["attempt"], a["outcome"]) for a in job["attempt_rows"]] == [(1, "crashed"),
                                                                           (2, "ok")]
-    assert [(t["to_status"], t["reason"]) for t in job["transitions"]] == [
-        ("queued", "enqueued by api"), ("running", "claimed"), ("queued", RECOVERED),
-        ("running", "claimed"), ("succeeded", "ok")]
+    assert [t["to_status"] for t in job["transitions"]] == [
+        "queued", "running", "queued", "running", "succeeded"]
+    assert job["transitions"][2]["reason"] == RECOVERED
 
 
 def test_stop_claims_nothing_new_while_draining(tmp_path: Path) -> None:
@@ -318,6 +330,7 @@ def test_stop_claims_nothing_new_while_draining(tmp_path: Path) -> None:
         first = gw.post("/plugin/medium/poll", {}).json()["job_id"]
         wait_for(lambda: running_now(gw, first), 10, "the first job to run")
         second = gw.post("/plugin/slow/poll", {}).json()["job_id"]
+        signalled = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         gw.signal(signal.SIGTERM)
         assert gw.wait_exit(15) == 0
     finally:
@@ -326,11 +339,193 @@ def test_stop_claims_nothing_new_while_draining(tmp_path: Path) -> None:
     try:
         rows = {r["id"]: (r["status"], r["attempt"])
                 for r in conn.execute("SELECT id, status, attempt FROM job_queue")}
+        first_done = conn.execute(
+            "SELECT completed_at FROM job_queue WHERE id = ?", (first,)).fetchone()[0]
         claimed = conn.execute(
             "SELECT count(*) FROM job_attempts WHERE job_id = ?", (second,)).fetchone()[0]
     finally:
         conn.close()
     assert rows[first] == ("succeeded", 1)
+    assert first_done > signalled, "precondition: the signal arrived while the first job ran"
     assert (rows[second], claimed) == (("queued", 1), 0), (
         "a job was claimed after SIGTERM and left running at the grace deadline")
 
+
+
+def test_no_plugin_started_while_the_api_boots_inherits_its_listening_socket(
+    tmp_path: Path,
+) -> None:
+    """A plugin holding the API listener keeps the port bound after the gateway dies (the
+    restart is refused at listeners_bound) and could accept() the gateway's HTTP requests.
+
+    The dispatcher starts before the API, so with a backlog the first claims and spawns happen
+    while hypercorn sets up its sockets. The window is a fraction of a millisecond per boot
+    (one boot in four to seven hits it on this 2-core machine), so boot three copies of a
+    backlogged gateway side by side, round after round, and look at every plugin's descriptors.
+    While the bug lasts this ends in the first rounds; 45 clean boots (~20 s) mean it is fixed
+    (a miss with the bug present is under 0.1% likely)."""
+    rounds, side_by_side = 15, 3
+    root = tmp_path / "plugins"
+    hold, sockets = tmp_path / "hold", tmp_path / "inherited-sockets.txt"
+    hold.write_text("")
+    make_plugin(root, "busy", f"""[ -e '{hold}' ] && exec sleep 5
+for f in /proc/$$/fd/*; do [ -S "$f" ] && echo "$$ $f" >> '{sockets}'; done
+echo '{{"status":"ok","result":"done"}}'""")
+    plugins = {"busy": {"enabled": True, "parallelism": 16,
+                        "retry": {"max_attempts": 50, "backoff_base": "10ms"}}}
+    service = {**SERVICE, "max_workers": 16}
+    port = free_port()
+    seed = write_config(tmp_path / "seed", port=port, plugins=plugins,
+                        plugin_roots=[str(root)], service=service)
+    gw = Gateway(seed, port=port).start()
+    try:
+        # The backlog: while `hold` exists the first 16 jobs block and the rest queue up.
+        enq = Enqueuer(gw, [(i, "busy") for i in range(300)])
+        enq.run()
+        assert len(enq.acked) == 300, enq.refused
+    finally:
+        gw.proc.kill()
+        gw.proc.wait(10)
+    hold.unlink()
+    copies = []
+    for k in range(side_by_side):
+        directory = shutil.copytree(seed, tmp_path / f"copy{k}")
+        port = free_port()
+        write_config(directory, port=port, plugins=plugins, plugin_roots=[str(root)],
+                     service=service)
+        copies.append((directory, port))
+    booted = 0
+    for _ in range(rounds):
+        trials = [Gateway(d, port=p).start(wait=False) for d, p in copies]
+        try:
+            for trial in trials:
+                trial.wait_healthy()
+        finally:
+            for trial in trials:
+                trial.proc.kill()
+                trial.proc.wait(10)
+        booted += len(trials)
+        if sockets.exists():
+            break
+    assert not sockets.exists(), (
+        f"after {booted} boots, plugin processes held a socket:\n{sockets.read_text()}")
+
+
+def test_crashes_that_use_up_the_attempts_bury_the_job_dead(tmp_path: Path) -> None:
+    """Killed twice while its plugin runs, a job allowed two attempts is marked dead by the
+    recovery at the third boot (and the orphaned processes never report)."""
+    root = tmp_path / "plugins"
+    started = tmp_path / "started.txt"
+    make_plugin(root, "slow", f"req=$(cat); echo $$ >> '{started}'; sleep 3; "
+                "echo '{\"status\":\"ok\",\"result\":\"slow\"}'")
+    plugins = {"slow": {"enabled": True, "retry": {"max_attempts": 2, "backoff_base": "10ms"},
+                        "timeouts": {"poll": "20s"}}}
+
+    def boot_on_a_fresh_port() -> Gateway:
+        # A plugin spawned while the API boots may hold the old port (see the listener test
+        # below): each boot listens elsewhere so that bug cannot refuse the next one.
+        port = free_port()
+        cfg = write_config(tmp_path / "cfg", port=port, plugins=plugins,
+                           plugin_roots=[str(root)], service=SERVICE)
+        return Gateway(cfg, port=port).start()
+
+    cfg = tmp_path / "cfg"
+    job_id = None
+    for boot in (1, 2):
+        gw = boot_on_a_fresh_port()
+        try:
+            if job_id is None:
+                job_id = gw.post("/plugin/slow/poll", {}).json()["job_id"]
+            wait_for(lambda: started.exists() and len(started.read_text().split()) == boot,
+                     10, f"attempt {boot} to start")
+            assert running_now(gw, job_id)
+        finally:
+            gw.proc.kill()
+            gw.proc.wait(10)
+        assert running_jobs(db_path(cfg)) == {job_id: boot}
+    last = boot_on_a_fresh_port()
+    try:
+        view = last.get(f"/job/{job_id}").json()
+        assert view["status"] == "dead"
+        assert view["last_error"] == ("Job marked dead during crash recovery: max attempts (2) "
+                                      "reached")
+        time.sleep(0.3)
+        assert len(started.read_text().split()) == 2, "a dead job must not run again"
+    finally:
+        assert last.stop() == 0
+    jobs = check_queue_invariants(db_path(cfg), [job_id])
+    job = jobs[job_id]
+    assert (job["status"], job["attempt"], job["max_attempts"]) == ("dead", 3, 2)
+    assert [(a["attempt"], a["outcome"]) for a in job["attempt_rows"]] == [(1, "crashed"),
+                                                                          (2, "crashed")]
+    assert [(t["from_status"], t["to_status"]) for t in job["transitions"]] == [
+        (None, "queued"), ("queued", "running"), ("running", "queued"), ("queued", "running"),
+        ("running", "dead")]
+    assert [(r["attempt"], r["status"]) for r in job["logs"]] == [(3, "dead")]
+
+
+def test_sigterm_with_an_idle_keep_alive_connection_stops_within_the_grace(
+    tmp_path: Path,
+) -> None:
+    grace = 1.0
+    port = free_port()
+    cfg = write_config(tmp_path / "cfg", port=port,
+                       service={**SERVICE, "shutdown_grace": "1s"})
+    gw = Gateway(cfg, port=port).start()
+    client = httpx.Client(base_url=gw.url, headers=gw.headers(), timeout=30)
+    try:
+        assert client.post("/plugin/echo/poll", json={}).status_code == 202  # then idle
+        sent = time.monotonic()
+        gw.signal(signal.SIGTERM)
+        try:
+            code = gw.wait_exit(grace + 4)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running {time.monotonic() - sent:.1f}s after SIGTERM with one "
+                        f"idle keep-alive connection (shutdown_grace {grace}s)")
+    finally:
+        if gw.proc.poll() is None:
+            gw.proc.kill()
+            gw.proc.wait(10)
+        client.close()
+    assert code == 0
+
+
+def test_sigterm_with_a_sync_request_waiting_stops_within_the_grace(tmp_path: Path) -> None:
+    grace = 1.0
+    root = tmp_path / "plugins"
+    make_plugin(root, "slow", "cat >/dev/null; sleep 3; "
+                "echo '{\"status\":\"ok\",\"result\":\"slow\"}'")
+    port = free_port()
+    cfg = write_config(tmp_path / "cfg", port=port, plugins={"slow": {"enabled": True}},
+                       plugin_roots=[str(root)],
+                       service={**SERVICE, "shutdown_grace": "1s"})
+    gw = Gateway(cfg, port=port).start()
+    answer: dict = {}
+
+    def call() -> None:
+        try:
+            resp = gw.post("/plugins/slow/run", {"payload": {"n": 1}, "sync": True}, timeout=30)
+            answer["status"], answer["body"] = resp.status_code, resp.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            answer["error"] = repr(exc)
+
+    client = threading.Thread(target=call, daemon=True)
+    client.start()
+    try:
+        wait_for(lambda: int(gw.get("/jobs?status=running&limit=1").json()["total"]) == 1, 10,
+                 "the sync job to run")
+        sent = time.monotonic()
+        gw.signal(signal.SIGTERM)
+        try:
+            code = gw.wait_exit(grace + 4)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running {time.monotonic() - sent:.1f}s after SIGTERM "
+                        f"(shutdown_grace {grace}s)")
+    finally:
+        if gw.proc.poll() is None:
+            gw.proc.kill()
+            gw.proc.wait(10)
+        client.join(10)
+    assert code == 0
+    assert "error" not in answer, answer  # a JSON answer (job id, status), not a dropped socket
+    assert answer["body"]["job_id"]

@@ -38,6 +38,7 @@ from ductile.logs import Logger
 EXIT_OK = 0
 EXIT_COMPONENT_FAILED = 1
 EXIT_REFUSED = 78  # EX_CONFIG
+IDLE_HTTP_DRAIN = 0.2  # seconds to close idle connections at stop when no request is in flight
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class Supervisor:
         self.started_at = datetime.now(timezone.utc)
         self.started_monotonic = time.monotonic()
         self._app: Any = None
+        self._hyper_config: Any = None
+        self.stopping = False
+        self.http_inflight = 0  # requests being handled, counted by the API app
 
     @property
     def current(self) -> Runtime:
@@ -139,10 +143,12 @@ class Supervisor:
                     for component in self.components:
                         outer.start_soon(component)
                     async with trio.open_nursery() as planes:
-                        await planes.start(dispatcher.run)
                         api_stop = trio.Event()
+                        # The API first: hypercorn briefly marks the listening socket
+                        # inheritable, and no plugin may be spawned until that is undone.
                         if self.proc.listener is not None:
                             await planes.start(self._serve_api, api_stop)
+                        await planes.start(dispatcher.run)
                         notify.notify(
                             f"READY=1\nSTATUS=serving generation {self.current.generation}\n"
                             f"MAINPID={os.getpid()}", self.proc.environ,
@@ -173,6 +179,15 @@ class Supervisor:
         self.log.info("stopping: no new claims; draining HTTP and running plugins",
                       running=dispatcher.active, grace_s=grace)
         dispatcher.stop(grace)
+        self.stopping = True
+        # Sync waiters re-check their job: a queued one answers at once (it stays queued for
+        # the next start); a running one waits for the drain.
+        self.proc.completions.notify_all()
+        if self._hyper_config is not None:
+            # hypercorn reads this when the trigger fires: drain in-flight requests within the
+            # grace, but do not hold the exit for idle keep-alive connections.
+            busy = self.http_inflight > 0
+            self._hyper_config.graceful_timeout = grace if busy else IDLE_HTTP_DRAIN
         api_stop.set()
 
     async def _serve_api(self, api_stop: trio.Event, *, task_status: Any) -> None:
@@ -187,7 +202,8 @@ class Supervisor:
         config.bind = [f"fd://{fd}"]
         config.accesslog = None
         config.errorlog = None
-        config.graceful_timeout = 10.0
+        config.graceful_timeout = self.current.config.service.shutdown_grace
+        self._hyper_config = config
         config.keep_alive_timeout = 60.0
         app = self._app = create_app(self)
 

@@ -146,7 +146,7 @@ def _report(ledger: dict[str, Any]) -> dict[str, Any]:
     if final is not None and final.result:
         try:
             result = json.loads(final.result)
-        except ValueError:
+        except (ValueError, RecursionError):
             result = final.result
     snapshot = ledger.get("snapshot")
     return {

@@ -78,7 +78,7 @@ def run(name: str, command: str | None, payload: str | None, payload_file: str |
     if text:
         try:
             body["payload"] = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             fail(f"--payload is not valid JSON: {exc}")
         if not isinstance(body["payload"], dict):
             fail("--payload must be a JSON object, such as '{\"message\": \"hi\"}'")

@@ -27,3 +27,10 @@ class Completions:
     def notify(self, job_id: str) -> None:
         for event in self._waiters.pop(job_id, ()):
             event.set()
+
+    def notify_all(self) -> None:
+        """Wake every waiter (at stop): each re-reads its job and decides what to answer."""
+        waiters, self._waiters = self._waiters, {}
+        for events in waiters.values():
+            for event in events:
+                event.set()

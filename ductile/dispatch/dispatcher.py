@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ductile.store.queue import Claim, Finished
 
 STDERR_LOG_TAIL = 2048
+NextSkip = Callable[[], "list[str] | None"]  # skip list for chaining a claim, or None: don't
 UNAVAILABLE_PAUSE = 1.0  # seconds between claim attempts while the database refuses writes
 PERSIST_BACKOFF_MAX = 5.0
 
@@ -143,11 +144,17 @@ class Dispatcher:
             next_claim: Claim | None = claim
             while next_claim is not None:
                 job = next_claim.job
-                chain = self._claiming and rt is self._current() and not self._dry
+
+                def chain(job: Job = job) -> list[str] | None:
+                    # Decided when the outcome is written, not when the job started: a stop or
+                    # a reload in between must not claim more work.
+                    if self._claiming and rt is self._current() and not self._dry:
+                        return self._skip_list(rt, finishing=job.plugin)
+                    return None
+
                 try:
                     next_claim = await execute(
-                        rt, next_claim, self._log, kill_grace=self.kill_grace,
-                        claim_next=self._skip_list(rt, finishing=job.plugin) if chain else None,
+                        rt, next_claim, self._log, kill_grace=self.kill_grace, claim_next=chain
                     )
                 finally:
                     self._lanes[job.plugin] -= 1
@@ -167,12 +174,12 @@ async def execute(
     log: Logger,
     *,
     kill_grace: float = 5.0,
-    claim_next: list[str] | None = None,
+    claim_next: NextSkip | None = None,
 ) -> Claim | None:
     """Run one claimed job to its next status (terminal, or queued again for a retry).
 
-    With `claim_next` (a skip list), the next eligible job is claimed in the transaction that
-    records this outcome, and returned.
+    With `claim_next` (returning a skip list, or None for "claim nothing"), the next eligible
+    job is claimed in the transaction that records this outcome, and returned.
     """
     job, state = claim.job, claim.state
     plugin = rt.plugins.get(job.plugin)
@@ -233,7 +240,7 @@ async def _finish(
     stderr: bytes,
     duration_ms: int,
     log: Logger,
-    claim_next: list[str] | None,
+    claim_next: NextSkip | None,
 ) -> Claim | None:
     stderr_text = stderr.decode("utf-8", errors="replace") if stderr else None
     stdout_text = stdout.decode("utf-8", errors="replace") if stdout else None
@@ -249,7 +256,8 @@ async def _finish(
             finished = await _persist(log, job, lambda: rt.queue.complete_and_claim(
                 job, "succeeded", result=stdout_text, last_error=None, stderr=stderr_text,
                 exit_code=exit_code, duration_ms=duration_ms, outcome=outcome.reason,
-                state_update=(job.plugin, updates) if updates else None, claim_next=claim_next,
+                state_update=(job.plugin, updates) if updates else None,
+                claim_next=_skip(claim_next),
             ))
         except StoreError as exc:
             # A success whose state cannot be stored is a failure, never retried (reference §5.6).
@@ -257,7 +265,7 @@ async def _finish(
             finished = await _persist(log, job, lambda: rt.queue.complete_and_claim(
                 job, "failed", result=stdout_text, last_error=rejected,
                 stderr=stderr_text, exit_code=exit_code, duration_ms=duration_ms,
-                outcome="state_error", claim_next=claim_next,
+                outcome="state_error", claim_next=_skip(claim_next),
             ))
             log.warn("job failed", **fields, error=rejected)
             return finished.next
@@ -270,7 +278,7 @@ async def _finish(
         finished = await _persist(log, job, lambda: rt.queue.retry_and_claim(
             job, delay=delay, last_error=outcome.error, exit_code=exit_code,
             duration_ms=duration_ms, outcome=outcome.reason, stderr=stderr_text,
-            claim_next=claim_next,
+            claim_next=_skip(claim_next),
         ))
         log.warn("job retry scheduled", **fields, attempt=job.attempt, reason=outcome.reason,
                  error=outcome.error, retry_in_s=round(delay, 3),
@@ -282,7 +290,7 @@ async def _finish(
     finished = await _persist(log, job, lambda: rt.queue.complete_and_claim(
         job, outcome.status, result=stdout_text, last_error=outcome.error, stderr=stderr_text,
         exit_code=exit_code, duration_ms=duration_ms, outcome=outcome.reason,
-        claim_next=claim_next, decision=decision,
+        claim_next=_skip(claim_next), decision=decision,
     ))
     log.warn("job " + outcome.status.replace("_", " "), **fields, attempt=job.attempt,
              reason=decision or outcome.reason, error=outcome.error,
@@ -291,12 +299,12 @@ async def _finish(
 
 
 async def _fail_permanently(
-    rt: Runtime, job: Job, error: str, log: Logger, claim_next: list[str] | None
+    rt: Runtime, job: Job, error: str, log: Logger, claim_next: NextSkip | None
 ) -> Claim | None:
     finished = await _persist(log, job, lambda: rt.queue.complete_and_claim(
         job, "failed", result=json.dumps({"status": "error", "error": error}), last_error=error,
         stderr=None, exit_code=None, duration_ms=0, outcome="not_runnable",
-        claim_next=claim_next,
+        claim_next=_skip(claim_next),
     ))
     log.warn("job failed", job_id=job.id, plugin=job.plugin, command=job.command, error=error)
     return finished.next
@@ -315,6 +323,10 @@ async def _persist(log: Logger, job: Job, write: Callable[[], Awaitable[Finished
                       job_id=job.id, plugin=job.plugin, error=str(exc), retry_in_s=delay)
             await trio.sleep(delay)
             delay = min(delay * 2, PERSIST_BACKOFF_MAX)
+
+
+def _skip(claim_next: NextSkip | None) -> list[str] | None:
+    return claim_next() if claim_next is not None else None
 
 
 def _now() -> datetime:

@@ -203,5 +203,5 @@ def _json_or_text(text: str) -> Any:
     """Decode `text` as JSON when it is JSON, else return it unchanged."""
     try:
         return json.loads(text)
-    except ValueError:
-        return text
+    except (ValueError, RecursionError):
+        return text  # not JSON, or nested too deeply to decode: show it as the text it is

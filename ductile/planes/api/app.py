@@ -89,7 +89,12 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
         is sent before the request body was consumed; the next request on it never gets an
         answer. Reading the body (capped by MAX_CONTENT_LENGTH, 413 beyond) avoids that.
         """
+        supervisor.http_inflight += 1
         await request.get_data(cache=True)
+
+    @app.teardown_request
+    async def count_done(_exc: BaseException | None) -> None:
+        supervisor.http_inflight -= 1
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
@@ -214,6 +219,7 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
                             "error": "too many concurrent synchronous requests; "
                                      "poll GET /job/{id}"}, 503)
         try:
+            woken_while_stopping = False
             while True:
                 event = completions.register(job.id)
                 current = await rt.queue.get(job.id)
@@ -223,8 +229,17 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
                     if duplicate:
                         view["deduplicated"] = True
                     return respond(view, 200)
+                status = current.status if current is not None else job.status
+                if supervisor.stopping and (status == "queued" or woken_while_stopping):
+                    completions.discard(job.id, event)
+                    return respond({"job_id": job.id, "status": status, "plugin": job.plugin,
+                                    "command": job.command,
+                                    "message": "the gateway is stopping; the job is kept and "
+                                               "runs after the next start; poll GET /job/"
+                                               + job.id}, 202)
                 with trio.move_on_at(deadline) as scope:
                     await event.wait()
+                woken_while_stopping = supervisor.stopping
                 if scope.cancelled_caught:
                     completions.discard(job.id, event)
                     latest = await rt.queue.get(job.id) or job
