@@ -107,7 +107,9 @@ def test_throughput(tmp_path: Path) -> None:
                     break
                 if errors:
                     break
-                time.sleep(0.02)
+                # The rate comes from completed_at in the database, so coarse polling loses no
+                # precision and keeps the poller from competing with the plugins for CPU.
+                time.sleep(0.25)
         for t in threads:
             t.join()
         assert not errors, errors[:5]
