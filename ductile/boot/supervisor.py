@@ -67,11 +67,9 @@ class Supervisor:
         # The process-level lifecycle (ready -> reloading -> ready -> stopping -> stopped) uses
         # the same declared machine; each build walks its own copy from idle.
         self.lifecycle = BootMachine(BootFacts(), initial="ready")
-        self.started_at = datetime.now(timezone.utc)
         self.started_monotonic = time.monotonic()
         self._app: Any = None
         self._hyper_config: Any = None
-        self.stopping = False
         self.http_inflight = 0  # requests being handled, counted by the API app
 
     @property
@@ -81,6 +79,11 @@ class Supervisor:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """A stop was requested: no new claims, drains under way."""
+        return self._stop.is_set()
 
     async def reload(self, reason: str = "api") -> ReloadResult:
         """Build a new generation beside the current one; swap only if it reached ready."""
@@ -179,7 +182,6 @@ class Supervisor:
         self.log.info("stopping: no new claims; draining HTTP and running plugins",
                       running=dispatcher.active, grace_s=grace)
         dispatcher.stop(grace)
-        self.stopping = True
         # Sync waiters re-check their job: a queued one answers at once (it stays queued for
         # the next start); a running one waits for the drain.
         self.proc.completions.notify_all()
