@@ -577,19 +577,36 @@ def _check_source_event(conn: sqlite3.Connection, job: Job) -> None:
         raise SourceEventConflict(job.parent_job_id, job.source_event_id, job.plugin, job.command)
 
 
-_CLAIM_SQL = f"""
-UPDATE job_queue
-SET status = 'running', started_at = :now, started_config_snapshot_id = :snapshot
-WHERE status = 'queued' AND id = (
-    SELECT q.id FROM job_queue AS q
-    WHERE q.status = 'queued'
-      AND (q.next_retry_at IS NULL OR q.next_retry_at = '' OR q.next_retry_at <= :now)
+_ELIGIBLE = """
       AND q.plugin NOT IN (SELECT value FROM json_each(:skip))
       AND (q.dedupe_key IS NULL OR NOT EXISTS (
             SELECT 1 FROM job_queue AS r
             WHERE r.status = 'running' AND r.dedupe_key = q.dedupe_key
-              AND r.plugin = q.plugin AND r.command = q.command))
-    ORDER BY q.created_at, q.rowid
+              AND r.plugin = q.plugin AND r.command = q.command))"""
+
+# The oldest eligible queued row, found as the older of two candidates: the oldest fresh row
+# (no retry time; partial index job_queue_fresh_idx, FIFO) and the oldest due retry (partial
+# index job_queue_retry_due_idx bounds the scan to retries already due). Retries keep their
+# created_at, so FIFO order across both kinds is unchanged; retries not yet due are never read.
+# INDEXED BY pins the plan: without statistics SQLite would walk (status, created_at) instead.
+_CLAIM_SQL = f"""
+UPDATE job_queue
+SET status = 'running', started_at = :now, started_config_snapshot_id = :snapshot
+WHERE status = 'queued' AND id = (
+    SELECT id FROM (
+        SELECT * FROM (
+            SELECT q.id, q.created_at, q.rowid AS rid
+            FROM job_queue AS q INDEXED BY job_queue_fresh_idx
+            WHERE q.status = 'queued' AND q.next_retry_at IS NULL{_ELIGIBLE}
+            ORDER BY q.created_at, q.rowid LIMIT 1)
+        UNION ALL
+        SELECT * FROM (
+            SELECT q.id, q.created_at, q.rowid AS rid
+            FROM job_queue AS q INDEXED BY job_queue_retry_due_idx
+            WHERE q.status = 'queued' AND q.next_retry_at IS NOT NULL
+              AND q.next_retry_at <= :now{_ELIGIBLE}
+            ORDER BY q.created_at, q.rowid LIMIT 1))
+    ORDER BY created_at, rid
     LIMIT 1)
 RETURNING {_JOB_COLUMNS}
 """

@@ -30,6 +30,13 @@ CREATE TABLE IF NOT EXISTS job_queue (
 );
 CREATE INDEX IF NOT EXISTS job_queue_status_created_at_idx
     ON job_queue (status, created_at);
+-- The claim looks at two kinds of queued rows separately so that a backlog of retries that are
+-- not yet due never slows down claiming fresh work: fresh rows in FIFO order, and retries by due
+-- time.
+CREATE INDEX IF NOT EXISTS job_queue_fresh_idx
+    ON job_queue (created_at) WHERE status = 'queued' AND next_retry_at IS NULL;
+CREATE INDEX IF NOT EXISTS job_queue_retry_due_idx
+    ON job_queue (next_retry_at) WHERE status = 'queued' AND next_retry_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS job_queue_plugin_command_status_idx
     ON job_queue (plugin, command, status);
 CREATE INDEX IF NOT EXISTS job_queue_dedupe_status_completed_idx
