@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,22 +13,7 @@ from ductile.errors import DedupeDropped, InvalidTransition, SourceEventConflict
 from ductile.machines import load_machine
 from ductile.store import Database, Queue, Snapshots, StateStore, open_readonly, read_job_ledger
 from ductile.store.jobs import Job, format_time
-
-START = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
-
-
-@dataclass
-class Clock:
-    """A hand-moved clock so due times and TTLs are tested without sleeping."""
-
-    now: datetime = START
-    wakes: list[str] = field(default_factory=list)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+from store_util import Clock, open_database
 
 
 @pytest.fixture
@@ -39,9 +23,8 @@ def clock() -> Clock:
 
 @pytest.fixture
 async def db(tmp_path: Path):
-    database = await Database.open(str(tmp_path / "ductile.db"))
-    yield database
-    await database.close()
+    async for database in open_database(tmp_path):
+        yield database
 
 
 @pytest.fixture

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,30 +14,18 @@ import trio
 from ductile.errors import StoreError
 from ductile.store import Database, Queue
 from ductile.store.jobs import Job, format_time
+from store_util import START, Clock, open_database
 from ductile.store.retention import PruneReport, RetentionPolicy, prune
 
-START = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
 DAY = 86400.0
 TABLES = ("job_log", "job_queue", "job_transitions", "job_attempts")
 TERMINAL = ("succeeded", "failed", "timed_out", "dead", "skipped")
 
 
-@dataclass
-class Clock:
-    now: datetime = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
 @pytest.fixture
 async def db(tmp_path: Path):
-    database = await Database.open(str(tmp_path / "ductile.db"))
-    yield database
-    await database.close()
+    async for database in open_database(tmp_path):
+        yield database
 
 
 @pytest.fixture

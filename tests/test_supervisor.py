@@ -23,6 +23,21 @@ def make_supervisor(tmp_path: Path, components=(), **config) -> tuple[Supervisor
     return Supervisor(proc, components=components), stream
 
 
+async def run_then_stop(supervisor: Supervisor, during=None) -> int:
+    """Run the supervisor, do `during` once it serves, then request a stop; return the code."""
+    results: list[int] = []
+    async with trio.open_nursery() as nursery:
+        async def run() -> None:
+            results.append(await supervisor.run())
+
+        nursery.start_soon(run)
+        await trio.sleep(0.3)
+        if during is not None:
+            await during()
+        supervisor.request_stop()
+    return results[0]
+
+
 async def test_a_crashing_component_cancels_the_tree_and_exits_1(tmp_path: Path) -> None:
     async def explode() -> None:
         await trio.sleep(0.05)
@@ -37,32 +52,19 @@ async def test_a_crashing_component_cancels_the_tree_and_exits_1(tmp_path: Path)
     assert "ductile stopped" in log
     # The database was closed cleanly and the lock released: a new instance can start.
     again, _ = make_supervisor(tmp_path)
-    async with trio.open_nursery() as nursery:
-        results = []
-
-        async def run_again() -> None:
-            results.append(await again.run())
-
-        nursery.start_soon(run_again)
-        await trio.sleep(0.3)
-        again.request_stop()
-    assert results == [EXIT_OK]
+    assert await run_then_stop(again) == EXIT_OK
 
 
 async def test_request_stop_drains_and_exits_0_with_the_database_sound(tmp_path: Path) -> None:
     supervisor, stream = make_supervisor(tmp_path)
-    async with trio.open_nursery() as nursery:
-        results = []
+    jobs = []
 
-        async def run() -> None:
-            results.append(await supervisor.run())
+    async def enqueue_one() -> None:
+        jobs.append(await supervisor.current.queue.enqueue("echo", "poll", None, "test"))
+        await trio.sleep(0.3)
 
-        nursery.start_soon(run)
-        await trio.sleep(0.3)
-        job = await supervisor.current.queue.enqueue("echo", "poll", None, "test")
-        await trio.sleep(0.3)
-        supervisor.request_stop()
-    assert results == [EXIT_OK]
+    assert await run_then_stop(supervisor, enqueue_one) == EXIT_OK
+    [job] = jobs
     assert supervisor.lifecycle.state == "stopped"
     db = tmp_path / "cfg" / "data" / "state.db"
     with sqlite3.connect(db) as conn:
