@@ -166,12 +166,59 @@ def test_scalars_follow_go_yaml_v3(tmp_path: Path) -> None:
 def test_api_tokens_not_wiped_when_disabled(tmp_path: Path) -> None:
     write(tmp_path, "config.yaml", """\
         plugin_roots: [p]
-        api: {enabled: false, auth: {tokens: [{token: abc, scopes: [read]}]}}
+        api: {enabled: false, auth: {tokens: [{secret_ref: abc, scopes: [read]}]}}
         """)
     api = load_config(str(tmp_path), environ={}).api
     assert api.enabled is False
     assert api.listen == "127.0.0.1:8080"
-    assert [(t.token, t.scopes) for t in api.tokens] == [("abc", ("read",))]
+    assert [(t.secret_ref, t.token, t.scopes) for t in api.tokens] == [("abc", "", ("read",))]
+
+
+@pytest.mark.parametrize("entry", ["{token: abc}", "{token: '${T}', secret_ref: x}"])
+def test_literal_api_token_is_refused_in_its_file(tmp_path: Path, entry: str) -> None:
+    write(tmp_path, "config.yaml", "plugin_roots: [p]\ninclude: [api.yaml]\n")
+    write(tmp_path, "api.yaml", f"api: {{auth: {{tokens: [{entry}]}}}}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(tmp_path), environ={"T": "secret-value"})
+    message = str(caught.value)
+    assert message.startswith("api.yaml: api.auth.tokens[0]: a literal token value is not "
+                              "allowed: API secrets live in the vault")
+    assert "secret_ref" in message and "secret-value" not in message
+
+
+def test_api_token_needs_secret_ref(tmp_path: Path) -> None:
+    write(tmp_path, "config.yaml", "plugin_roots: [p]\napi: {auth: {tokens: [{scopes: ['*']}]}}\n")
+    with pytest.raises(ConfigError, match=r"config.yaml: api.auth.tokens\[0\]: secret_ref is "
+                                          r"required \(API tokens are vault-only"):
+        load_config(str(tmp_path), environ={})
+
+
+def test_secrets_and_management_socket_and_vault_keys(tmp_path: Path) -> None:
+    write(tmp_path, "config.yaml", """\
+        plugin_roots: [p]
+        secrets: {vault_file: ~/v.nacl, key_file: keys/vault.key}
+        api: {management_socket: ~/admin.sock}
+        plugins: {p: {vault_principal: team-a, requires_vault: true}, q: {}}
+        """)
+    cfg = load_config(str(tmp_path), environ={"HOME": "/home/op"})
+    assert cfg.secrets.vault_file == "/home/op/v.nacl"
+    assert cfg.secrets.key_file == "keys/vault.key"
+    assert cfg.api.management_socket == "/home/op/admin.sock"
+    assert (cfg.plugins["p"].principal, cfg.plugins["p"].requires_vault) == ("team-a", True)
+    assert (cfg.plugins["q"].principal, cfg.plugins["q"].requires_vault) == ("q", False)
+
+
+def test_pipelines_are_collected_from_every_file(tmp_path: Path) -> None:
+    write(tmp_path, "config.yaml", """\
+        plugin_roots: [p]
+        include: [more.yaml]
+        pipelines: [{name: a}]
+        """)
+    write(tmp_path, "more.yaml", "pipelines: [{name: b}, {name: c}]\n")
+    cfg = load_config(str(tmp_path), environ={})
+    assert [(p.file, p.index, p.raw["name"]) for p in cfg.pipelines] == [
+        ("config.yaml", 0, "a"), ("more.yaml", 0, "b"), ("more.yaml", 1, "c")]
+    assert not cfg.warnings
 
 
 # ------------------------------------------------------------------ paths
@@ -401,10 +448,11 @@ def test_ordinary_aliases_and_merge_keys_work(tmp_path: Path) -> None:
         ("include: [a, '']", 'config.yaml: include[1]: expected a non-empty string, got ""'),
         ("api: {enabled: 1}", "config.yaml: api.enabled: expected true or false, got 1"),
         ("api: {auth: {tokens: [abc]}}",
-         'config.yaml: api.auth.tokens[0]: expected a map such as {token: ${DUCTILE_TOKEN}, '
+         'config.yaml: api.auth.tokens[0]: expected a map such as {secret_ref: api-token, '
          'scopes: ["*"]}, got "abc"'),
-        ("api: {auth: {tokens: [{token: 12345}]}}",
-         "config.yaml: api.auth.tokens[0].token: expected a string, got 12345"),
+        ("api: {auth: {tokens: [{secret_ref: 12345}]}}",
+         "config.yaml: api.auth.tokens[0].secret_ref: expected a string, got 12345"),
+        ("pipelines: {name: x}", "config.yaml: pipelines: expected a list, got a map"),
         ("plugins: [echo]",
          "config.yaml: plugins: expected a map of plugin name to settings, got a list"),
         ("plugins: {echo: {retry: {max_attempts: many}}}",
@@ -457,7 +505,7 @@ def test_unknown_keys_warn(tmp_path: Path) -> None:
         service: {log_levle: debug, admission: {fail_on_drift: true}}
         tokens: []
         webhooks: {listen: ":9000"}
-        api: {auth: {tokens: [{token: x, scope: [a]}]}, managment: 1}
+        api: {auth: {tokens: [{secret_ref: x, scope: [a]}]}, managment: 1}
         include: [plugins.yaml]
         """)
     write(tmp_path, "plugins.yaml", """\
@@ -470,7 +518,6 @@ def test_unknown_keys_warn(tmp_path: Path) -> None:
     cfg = load_config(str(tmp_path), environ={})
     assert cfg.warnings == (
         "config.yaml: unknown key tokens (ignored)",
-        "config.yaml: webhooks is not supported yet (ignored)",
         "config.yaml: unknown key service.log_levle (ignored)",
         "config.yaml: service.admission is not supported yet (ignored)",
         "config.yaml: unknown key api.managment (ignored)",

@@ -118,19 +118,19 @@ def test_rules_through_real_include_files(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text(
         "service: {name: root, max_workers: 3}\n"
         "plugin_roots: [a]\n"
-        "api: {enabled: true, auth: {tokens: [{token: t1, scopes: ['*']}]}}\n"
+        "api: {enabled: true, auth: {tokens: [{secret_ref: t1, scopes: ['*']}]}}\n"
         "plugins: {echo: {enabled: true, config: {keep: 1}}}\n"
         "include: [inc.yaml]\n")
     (tmp_path / "inc.yaml").write_text(
         "service: {name: inc, max_workers: 1}\n"
         "plugin_roots: [b]\n"
-        "api: {enabled: false, auth: {tokens: [{token: t2, scopes: [read]}]}}\n"
+        "api: {enabled: false, auth: {tokens: [{secret_ref: t2, scopes: [read]}]}}\n"
         "plugins: {echo: {config: {only: 2}}}\n")
     cfg = load_config(str(tmp_path), environ={})
     assert cfg.service.name == "inc"
     assert cfg.service.max_workers == 3
     assert cfg.plugin_roots == (str(tmp_path / "a"), str(tmp_path / "b"))
     assert cfg.api.enabled is True
-    assert [t.token for t in cfg.api.tokens] == ["t1", "t2"]
+    assert [t.secret_ref for t in cfg.api.tokens] == ["t1", "t2"]
     assert cfg.plugins["echo"].enabled is False  # the stanza was replaced whole
     assert cfg.plugins["echo"].config == {"only": 2}

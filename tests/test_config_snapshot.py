@@ -26,8 +26,8 @@ api:
   enabled: true
   auth:
     tokens:
-      - {{token: "${{TOKEN}}", scopes: ["*"]}}
-      - {{token: other-token-value, scopes: [read], name: ro}}
+      - {{secret_ref: "${{TOKEN_REF}}", scopes: ["*"]}}
+      - {{secret_ref: ro-token, scopes: [read], name: ro}}
 plugins:
   echo:
     enabled: true
@@ -39,7 +39,8 @@ plugins:
     schedules:
       - {{every: 5m, payload: {{auth_token: sched-SECRET, n: 1}}}}
 webhooks:
-  endpoints: [{{path: /hook, secret_ref: gh, signature_header: X-Sig}}]
+  listen: 127.0.0.1:9000
+  endpoints: [{{path: /hook, plugin: echo, secret_ref: gh, signature_header: X-Sig}}]
 """
 
 
@@ -49,7 +50,8 @@ def write(tmp_path: Path, text: str = CONFIG) -> Path:
 
 
 def fields(directory: Path, token: str = SECRET_TOKEN) -> dict:
-    return snapshot_fields(load_config(str(directory), environ={"TOKEN": token}))
+    cfg = load_config(str(directory), environ={"TOKEN_REF": "api-token"})
+    return snapshot_fields(cfg, {"api-token": token, "ro-token": "other-token-value"})
 
 
 def test_shape_and_store_compatibility(tmp_path: Path) -> None:
@@ -70,8 +72,8 @@ def test_sanitized_config_shape(tmp_path: Path) -> None:
     assert sanitized["service"]["job_log_retention"] == "720h0m0s"
     assert sanitized["state"] == {"path": str(tmp_path / "data" / "state.db")}
     assert sanitized["api"]["auth"]["tokens"] == [
-        {"token": "[redacted:api.auth.tokens[0].token]", "scopes": ["*"]},
-        {"token": "[redacted:api.auth.tokens[1].token]", "scopes": ["read"], "name": "ro"},
+        {"secret_ref": "api-token", "scopes": ["*"]},
+        {"secret_ref": "ro-token", "scopes": ["read"], "name": "ro"},
     ]
     echo = sanitized["plugins"]["echo"]
     assert echo["config"] == {
@@ -104,16 +106,17 @@ def test_secret_fingerprints(tmp_path: Path) -> None:
     expected = "secretfp_blake2b:" + hashlib.blake2b(
         b"ductile config secret fingerprint v1\0api.auth.tokens[0]\0" + SECRET_TOKEN.encode(),
         digest_size=32).hexdigest()
-    assert prints[0] == {"purpose": "api.auth.tokens[0]", "source": "config", "present": True,
-                         "fingerprint": expected}
+    assert prints[0] == {"purpose": "api.auth.tokens[0]", "source": "vault",
+                         "secret_ref": "api-token", "present": True, "fingerprint": expected}
     assert prints[1]["fingerprint"] == fingerprint("api.auth.tokens[1]", "other-token-value")
     assert len(prints) == 2
 
 
-def test_absent_token_has_no_fingerprint(tmp_path: Path) -> None:
-    write(tmp_path, "plugin_roots: [p]\napi: {auth: {tokens: [{scopes: [read]}]}}\n")
+def test_unresolved_token_has_no_fingerprint(tmp_path: Path) -> None:
+    write(tmp_path, "plugin_roots: [p]\napi: {auth: {tokens: [{secret_ref: unminted}]}}\n")
     assert fields(tmp_path)["secret_fingerprints"] == [
-        {"purpose": "api.auth.tokens[0]", "source": "config", "present": False}]
+        {"purpose": "api.auth.tokens[0]", "source": "vault", "secret_ref": "unminted",
+         "present": False}]
 
 
 def test_hashes_deterministic(tmp_path: Path) -> None:

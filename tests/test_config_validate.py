@@ -9,7 +9,7 @@ import pytest
 
 from ductile.config.durations import DurationError
 from ductile.config.load import load_config, parse_config
-from ductile.config.validate import parse_interval, validate_config
+from ductile.config.validate import api_without_token, parse_interval, validate_config
 from ductile.errors import ConfigError
 
 BASE = "plugin_roots: [p]\n"
@@ -36,16 +36,6 @@ def invalid(tmp_path: Path, text: str, **env: str) -> ConfigError:
          "because dedupe checks use terminal rows in job_queue"),
         ("service: {log_level: verbose}",
          'service.log_level must be one of: debug, info, warn, error (got "verbose")'),
-        ("api: {enabled: true}", "api.auth.tokens must be configured when API is enabled"),
-        ("api: {enabled: true, auth: {tokens: [{token: ok}, {scopes: ['*']}]}}",
-         "api.auth.tokens[1].token is required"),
-        ("api: {enabled: true, auth: {tokens: [{token: '  '}]}}",
-         "api.auth.tokens[0].token is required"),
-        ("api: {enabled: true, auth: {tokens: [{token: '${NOT_SET_TOKEN}'}]}}",
-         "api.auth.tokens[0].token: environment variable ${NOT_SET_TOKEN} is not set"),
-        ("api: {enabled: true, auth: {tokens: [{secret_ref: api_main, scopes: ['*']}]}}",
-         "api.auth.tokens[0]: secret_ref needs the vault, which is not available yet; "
-         "use token: ${ENV_VAR}"),
         ("plugins: {p: {enabled: true, schedule: {every: 5m}}}",
          'plugin "p": schedule is no longer supported; use schedules[]'),
         ("plugins: {p: {enabled: true, parallelism: -1}}",
@@ -98,7 +88,7 @@ def test_first_error_wins_in_reference_order(tmp_path: Path) -> None:
 def test_disabled_plugins_and_disabled_api_are_not_checked(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text(
         BASE
-        + "api: {enabled: false, auth: {tokens: [{token: '${NOT_SET_X}'}]}}\n"
+        + "api: {enabled: false, auth: {tokens: [{secret_ref: '${NOT_SET_X}'}]}}\n"
         + "plugins: {p: {schedule: x, parallelism: 99, config: {a: '${NOT_SET_Y}'}}}\n")
     load_config(str(tmp_path), environ={})
 
@@ -125,3 +115,12 @@ def test_parse_interval(text: str, seconds: float) -> None:
 def test_parse_interval_rejects(text: str) -> None:
     with pytest.raises(DurationError):
         parse_interval(text)
+
+
+def test_enabled_api_without_token_needs_a_vault(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(BASE + "api: {enabled: true}\n")
+    cfg = load_config(str(tmp_path), environ={})
+    message = api_without_token(cfg, has_vault=False)
+    assert message is not None
+    assert message.startswith("api.auth.tokens must be configured when API is enabled")
+    assert api_without_token(cfg, has_vault=True) is None

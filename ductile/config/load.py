@@ -35,13 +35,16 @@ from ductile.config.schema import (
     ApiToken,
     BreakerConf,
     Config,
+    PipelineSource,
     PluginConf,
     RetryConf,
     ScheduleConf,
+    SecretsConfig,
     ServiceConfig,
     SourceFile,
 )
 from ductile.config.validate import validate_config
+from ductile.config.webhooks import WebhooksConfig, decode_webhooks
 from ductile.errors import ConfigError
 
 DEFAULT_STATE_PATH = "./data/state.db"
@@ -49,9 +52,8 @@ DEFAULT_STATE_PATH = "./data/state.db"
 # Keys a section understands. DEFERRED keys are Ductile keys whose feature is not built yet:
 # they are kept in Config.raw (merged) but reported, so nobody thinks they are in effect.
 TOP_KEYS = frozenset({"include", "environment_vars", "service", "state", "database", "api",
-                      "plugin_roots", "plugins"})
-TOP_DEFERRED = frozenset({"secrets", "accounts", "tcc_paths", "instances", "remote_ingress",
-                          "routes", "webhooks", "pipelines"})
+                      "plugin_roots", "plugins", "secrets", "pipelines", "webhooks"})
+TOP_DEFERRED = frozenset({"accounts", "tcc_paths", "instances", "remote_ingress", "routes"})
 SERVICE_DURATIONS = ("tick_interval", "dedupe_ttl", "job_log_retention", "job_queue_retention",
                      "job_transitions_retention", "job_attempts_retention",
                      "breaker_transitions_retention", "shutdown_grace")
@@ -62,13 +64,13 @@ SERVICE_KEYS = frozenset({*SERVICE_DURATIONS, *SERVICE_STRINGS, *SERVICE_INTS, *
                           "plugin_env_passthrough"})
 SERVICE_DEFERRED = frozenset({"admission"})
 API_KEYS = frozenset({"enabled", "listen", "auth", "max_concurrent_sync", "max_sync_timeout",
-                      "allowed_origins", "max_body_size"})
-API_DEFERRED = frozenset({"management_socket"})
+                      "allowed_origins", "max_body_size", "management_socket"})
+SECRETS_KEYS = frozenset({"vault_file", "key_file"})
 TOKEN_KEYS = frozenset({"token", "scopes", "name", "secret_ref"})
 PLUGIN_KEYS = frozenset({"enabled", "uses", "config", "retry", "timeouts", "circuit_breaker",
                          "max_outstanding_polls", "parallelism", "notify_on_complete",
-                         "schedules", "schedule"})
-PLUGIN_DEFERRED = frozenset({"run_as", "requires_vault", "vault_principal"})
+                         "schedules", "schedule", "vault_principal", "requires_vault"})
+PLUGIN_DEFERRED = frozenset({"run_as"})
 SCHEDULE_STRINGS = ("id", "command", "every", "cron", "at", "after", "catch_up", "if_running",
                     "only_between", "timezone")
 SCHEDULE_KEYS = frozenset({*SCHEDULE_STRINGS, "jitter", "payload", "not_on",
@@ -206,6 +208,8 @@ class _Session:
     env: dict[str, str]
     visited: set[str] = field(default_factory=set)
     sources: list[SourceFile] = field(default_factory=list)
+    pipelines: list[PipelineSource] = field(default_factory=list)
+    webhook_files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     def display(self, path: str) -> str:
@@ -233,6 +237,10 @@ class _Session:
         self.sources.append(SourceFile(path=path, data=data))
         reader = _Reader(file, self.warnings)
         _decode(reader, doc)
+        for index, entry in enumerate(reader.sequence(doc.get("pipelines"), "pipelines")):
+            self.pipelines.append(PipelineSource(file=file.display, index=index, raw=entry))
+        if doc.get("webhooks") is not None:
+            self.webhook_files.append(file.display)
         if not is_root:
             self._warn_root_only(file, doc)
         return file, doc
@@ -273,6 +281,8 @@ class _Session:
         for key in ignored_include_keys(doc):
             if key.rpartition(".")[2] in TOP_DEFERRED | SERVICE_DEFERRED:
                 continue  # already reported as not supported
+            if key == "pipelines":
+                continue  # collected from every file, see read_document
             self.warnings.append(
                 f"{file.display}: {key} is read only from the root config file (ignored)"
             )
@@ -308,9 +318,19 @@ class _Session:
             config_dir=self.config_dir,
             source=source,
             source_files=tuple(self.sources),
+            secrets=decoded.secrets,
+            pipelines=tuple(self.pipelines),
+            webhooks=self._webhooks(merged),
             raw=merged,
             warnings=tuple(self.warnings),
         )
+
+
+    def _webhooks(self, merged: Mapping[str, Any]) -> WebhooksConfig:
+        """Decoded after the merge, so `listen` in one file and endpoints in another meet;
+        errors name the file(s) that hold a `webhooks:` section."""
+        label = "+".join(self.webhook_files) or "config"
+        return decode_webhooks(merged.get("webhooks"), file=label, warnings=self.warnings)
 
 
 def _read_bytes(file: _File) -> bytes:
@@ -396,7 +416,7 @@ def _directory_yaml_files(file: _File, key: str, entry: str, directory: str) -> 
 def _expand_tilde(merged: dict[str, Any], home: str | None) -> dict[str, Any]:
     """`~/` in the path fields Go expands, after the merge and before defaults."""
     result = dict(merged)
-    for section, key in (("state", "path"), ("database", "path"), ("secrets", "age_key_file"),
+    for section, key in (("state", "path"), ("database", "path"), ("secrets", "key_file"),
                          ("secrets", "vault_file"), ("api", "management_socket")):
         block = result.get(section)
         if isinstance(block, Mapping) and isinstance(block.get(key), str):
@@ -553,6 +573,7 @@ class _Decoded:
     plugin_roots: tuple[str, ...]
     state_path: str
     database_path: str
+    secrets: SecretsConfig
 
 
 def _decode(r: _Reader, doc: dict[str, Any]) -> _Decoded:
@@ -569,6 +590,20 @@ def _decode(r: _Reader, doc: dict[str, Any]) -> _Decoded:
         plugin_roots=r.str_list(doc.get("plugin_roots"), "plugin_roots"),
         state_path=r.string(state.get("path"), "state.path") or "",
         database_path=r.string(database.get("path"), "database.path") or "",
+        secrets=_decode_secrets(r, doc.get("secrets")),
+    )
+
+
+def _decode_secrets(r: _Reader, value: Any) -> SecretsConfig:
+    m = r.section(value, "secrets", SECRETS_KEYS)
+    if "age_key_file" in m:
+        r.warnings.append(
+            f"{r.file.display}: secrets.age_key_file names an age identity; this gateway's vault "
+            "uses a pynacl key: set secrets.key_file (see docs/vault.md)"
+        )
+    return SecretsConfig(
+        vault_file=r.string(m.get("vault_file"), "secrets.vault_file") or "",
+        key_file=r.string(m.get("key_file"), "secrets.key_file") or "",
     )
 
 
@@ -590,7 +625,7 @@ def _decode_service(r: _Reader, value: Any) -> ServiceConfig:
 
 
 def _decode_api(r: _Reader, value: Any) -> ApiConfig:
-    m = r.section(value, "api", API_KEYS, API_DEFERRED)
+    m = r.section(value, "api", API_KEYS)
     auth = r.section(m.get("auth"), "api.auth", frozenset({"tokens"}))
     entries = r.sequence(auth.get("tokens"), "api.auth.tokens")
     defaults = ApiConfig()
@@ -606,18 +641,29 @@ def _decode_api(r: _Reader, value: Any) -> ApiConfig:
         allowed_origins=r.str_list(m.get("allowed_origins"), "api.allowed_origins"),
         max_body_size=(r.integer(m.get("max_body_size"), "api.max_body_size")
                        or defaults.max_body_size),
+        management_socket=r.string(m.get("management_socket"), "api.management_socket") or "",
     )
 
 
 def _decode_token(r: _Reader, value: Any, key: str) -> ApiToken:
+    """API tokens are vault-only: a literal `token:` is refused here, in the file that holds it,
+    so a secret never sits in a config file (or in a snapshot of one)."""
     if not isinstance(value, dict):
-        raise r.fail(key, "a map such as {token: ${DUCTILE_TOKEN}, scopes: [\"*\"]}", value)
+        raise r.fail(key, 'a map such as {secret_ref: api-token, scopes: ["*"]}', value)
     m = r.section(value, key, TOKEN_KEYS)
+    if m.get("token") not in (None, ""):
+        raise r.file.error(
+            key, "a literal token value is not allowed: API secrets live in the vault; "
+            "mint one (ductile vault set --name api-token ...) and use secret_ref: api-token "
+            "(see docs/vault.md, the credential ladder)")
+    ref = r.string(m.get("secret_ref"), f"{key}.secret_ref") or ""
+    if not ref.strip():
+        raise r.file.error(key, "secret_ref is required (API tokens are vault-only; "
+                                "see docs/vault.md)")
     return ApiToken(
-        token=r.string(m.get("token"), f"{key}.token") or "",
         scopes=r.str_list(m.get("scopes"), f"{key}.scopes"),
         name=r.string(m.get("name"), f"{key}.name") or "",
-        secret_ref=r.string(m.get("secret_ref"), f"{key}.secret_ref") or "",
+        secret_ref=ref.strip(),
     )
 
 
@@ -651,6 +697,8 @@ def _decode_plugin(r: _Reader, name: str, value: Any) -> PluginConf:
         parallelism=r.integer(m.get("parallelism"), f"{key}.parallelism") or None,
         notify_on_complete=bool(r.boolean(m.get("notify_on_complete"),
                                        f"{key}.notify_on_complete")),
+        vault_principal=r.string(m.get("vault_principal"), f"{key}.vault_principal") or "",
+        requires_vault=bool(r.boolean(m.get("requires_vault"), f"{key}.requires_vault")),
         schedules=tuple(_decode_schedule(r, entry, f"{key}.schedules[{i}]")
                         for i, entry in enumerate(r.sequence(m.get("schedules"),
                                                          f"{key}.schedules"))),

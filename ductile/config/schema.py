@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ductile.config.webhooks import WebhooksConfig
+
 DEFAULT_TIMEOUTS: dict[str, float] = {"poll": 60.0, "handle": 120.0, "health": 10.0, "init": 30.0}
 OTHER_COMMAND_TIMEOUT = 60.0
 
@@ -54,6 +56,14 @@ class PluginConf:
     parallelism: int | None = None
     notify_on_complete: bool = False
     schedules: tuple[ScheduleConf, ...] = ()
+    # The vault principal whose granted secrets this plugin receives (default: its own name).
+    vault_principal: str = ""
+    # Fail the job closed when the vault cannot compose secrets for the principal.
+    requires_vault: bool = False
+
+    @property
+    def principal(self) -> str:
+        return self.vault_principal or self.name
 
     def timeout_for(self, command: str) -> float:
         """The operator's per-command timeout, else the documented default."""
@@ -65,11 +75,13 @@ class PluginConf:
 
 @dataclass(frozen=True)
 class ApiToken:
-    token: str
+    """One `api.auth.tokens[]` entry. In the config, `token` is always empty (a literal token is
+    refused at load: API secrets live in the vault); boot resolves `secret_ref` and hands the
+    API a copy with `token` filled in, which never goes back into the Config or a snapshot."""
+
+    token: str = ""
     scopes: tuple[str, ...] = ()
     name: str = ""
-    # Accepted structurally so a Go-ductile config parses; validation refuses it until the vault
-    # exists (the vault issue resolves it into `token`).
     secret_ref: str = ""
 
 
@@ -82,6 +94,27 @@ class ApiConfig:
     max_sync_timeout: float = 300.0
     allowed_origins: tuple[str, ...] = ()
     max_body_size: int = 1024 * 1024
+    # The unix socket of the management-only posture; "" means beside the state database.
+    management_socket: str = ""
+
+
+@dataclass(frozen=True)
+class SecretsConfig:
+    """`secrets:` (root file only): where the vault and its key live, as written (interpolated,
+    `~` expanded, not yet resolved; "" means the default ladder of docs/vault.md)."""
+
+    vault_file: str = ""
+    key_file: str = ""
+
+
+@dataclass(frozen=True)
+class PipelineSource:
+    """One raw entry of a `pipelines:` list and the config file that held it (pipelines are
+    collected from every file, not merged, so refusals can name the file)."""
+
+    file: str
+    index: int
+    raw: Any
 
 
 @dataclass(frozen=True)
@@ -124,6 +157,9 @@ class Config:
     config_dir: str  # its directory; relative paths resolve here
     source: str  # explicit | env:DUCTILE_CONFIG_DIR | auto-discovered
     source_files: tuple[SourceFile, ...] = ()
+    secrets: SecretsConfig = field(default_factory=SecretsConfig)
+    pipelines: tuple[PipelineSource, ...] = ()
+    webhooks: WebhooksConfig = field(default_factory=lambda: WebhooksConfig(None, ()))
     # The merged document after interpolation, for snapshots and later issues (pipelines, ...).
     raw: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()

@@ -35,10 +35,10 @@ SEMANTICS: dict[str, str] = {
 DEFERRED_SECTIONS = ("webhooks", "routes", "instances", "remote_ingress", "pipelines")
 
 
-def snapshot_fields(cfg: Config) -> dict[str, Any]:
+def snapshot_fields(cfg: Config, resolved: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The values `store.snapshots.Snapshots.record` takes for this config."""
     sanitized = sanitized_config(cfg)
-    fingerprints = secret_fingerprints(cfg)
+    fingerprints = secret_fingerprints(cfg, resolved or {})
     return {
         "config_hash": config_hash(sanitized, fingerprints),
         "source_hash": source_hash(cfg.source_files),
@@ -77,15 +77,18 @@ def canonical_json(value: Any) -> bytes:
                       allow_nan=True).encode("utf-8", "surrogatepass")
 
 
-def secret_fingerprints(cfg: Config) -> list[dict[str, Any]]:
-    """One entry per API token: whether it is set, and a one-way fingerprint of its value."""
+def secret_fingerprints(cfg: Config, resolved: Mapping[str, str]) -> list[dict[str, Any]]:
+    """One entry per API token: the vault secret it names and, when `resolved` (the vault's
+    gateway-visible secrets) has it, a one-way fingerprint of its value, so a rolled token
+    changes the config hash without the value ever reaching a snapshot."""
     entries: list[dict[str, Any]] = []
     for index, token in enumerate(cfg.api.tokens):
         purpose = f"api.auth.tokens[{index}]"
-        entry: dict[str, Any] = {"purpose": purpose, "source": "config",
-                                 "present": bool(token.token)}
-        if token.token:
-            entry["fingerprint"] = fingerprint(purpose, token.token)
+        value = resolved.get(token.secret_ref, "")
+        entry: dict[str, Any] = {"purpose": purpose, "source": "vault",
+                                 "secret_ref": token.secret_ref, "present": bool(value)}
+        if value:
+            entry["fingerprint"] = fingerprint(purpose, value)
         entries.append(entry)
     return entries
 
@@ -172,14 +175,14 @@ def _service(service: ServiceConfig) -> dict[str, Any]:
 def _api(api: ApiConfig) -> dict[str, Any]:
     tokens = []
     for index, token in enumerate(api.tokens):
-        entry: dict[str, Any] = {"token": f"[redacted:api.auth.tokens[{index}].token]",
-                                 "scopes": list(token.scopes)}
+        entry: dict[str, Any] = {"secret_ref": token.secret_ref, "scopes": list(token.scopes)}
         if token.name:
             entry["name"] = token.name
         tokens.append(entry)
     return {
         "enabled": api.enabled,
         "listen": api.listen,
+        "management_socket": api.management_socket,
         "auth": {"tokens": tokens},
         "max_concurrent_sync": api.max_concurrent_sync,
         "max_sync_timeout": _duration(api.max_sync_timeout),

@@ -118,23 +118,20 @@ def _check_plugin_roots(cfg: Config) -> None:
 
 
 def _check_api_auth(cfg: Config) -> None:
-    """Older (literal-token) rules; `secret_ref` is refused until the vault exists."""
-    if not cfg.api.enabled:
-        return
-    if not cfg.api.tokens:
-        raise _error(cfg, "api.auth.tokens",
-                     "api.auth.tokens must be configured when API is enabled")
+    """Token entries are checked at load (vault-only, per file). Whether an enabled API with no
+    token may boot depends on the vault (management-only posture), so boot decides that."""
     for index, token in enumerate(cfg.api.tokens):
-        key = f"api.auth.tokens[{index}]"
-        if token.secret_ref:
-            raise _error(cfg, key, f"{key}: secret_ref needs the vault, which is not available "
-                                   "yet; use token: ${ENV_VAR}")
-        if not token.token.strip():
-            raise _error(cfg, f"{key}.token", f"{key}.token is required")
-        name = first_unresolved(token.token)
-        if name is not None:
-            raise _error(cfg, f"{key}.token",
-                         f"{key}.token: environment variable ${{{name}}} is not set")
+        if not token.secret_ref.strip():
+            key = f"api.auth.tokens[{index}]"
+            raise _error(cfg, key, f"{key}: secret_ref is required (API tokens are vault-only)")
+
+
+def api_without_token(cfg: Config, *, has_vault: bool) -> str | None:
+    """The refusal for an enabled API with no token and no vault to mint one, else None."""
+    if cfg.api.enabled and not cfg.api.tokens and not has_vault:
+        return ("api.auth.tokens must be configured when API is enabled (or create a vault to "
+                "bootstrap one: ductile config init, or ductile vault init; see docs/vault.md)")
+    return None
 
 
 def _check_plugins(cfg: Config) -> None:
