@@ -151,3 +151,178 @@ class ReloadRefused(DuctileError):
         super().__init__(reason)
         self.reason = reason
         self.gate = gate
+
+
+# -- scheduler and circuit breakers (issue 6) ------------------------------------------------
+#
+#   DuctileError
+#   └── SchedulerError              the scheduler or a breaker refused an operation
+#       ├── InvalidBreakerChange    a breaker state change that states/breaker.yaml does not allow
+#       └── UnknownSchedule         pause/resume named a plugin or schedule id that is not configured
+
+
+class SchedulerError(DuctileError):
+    """The scheduler, or one of its circuit breakers, refused an operation."""
+
+
+class InvalidBreakerChange(SchedulerError):
+    """A breaker state change that states/breaker.yaml does not allow (a bug, or a row changed
+    behind our back)."""
+
+    def __init__(self, plugin: str, command: str, from_state: str, to_state: str) -> None:
+        super().__init__(
+            f"circuit breaker {plugin}/{command}: {from_state} -> {to_state} is not a transition "
+            "of states/breaker.yaml"
+        )
+        self.plugin = plugin
+        self.command = command
+        self.from_state = from_state
+        self.to_state = to_state
+
+
+class UnknownSchedule(SchedulerError):
+    """`pause`/`resume`/`reset` named a plugin or schedule id the config does not schedule."""
+
+    def __init__(self, target: str, known: list[str]) -> None:
+        hint = ", ".join(known) if known else "none are configured"
+        super().__init__(
+            f"no scheduled plugin or schedule {target!r} in the config (plugins.<name>.schedules[]);"
+            f" known: {hint}"
+        )
+        self.target = target
+        self.known = known
+
+
+# --- Pipelines and routing (ductile/router/) -------------------------------------------------
+#
+#   DuctileError
+#   └── RouterError                 a pipeline cannot be compiled or an event cannot be routed
+#       ├── PipelineCompileError    a `pipelines:` entry is refused at boot (file, pipeline, step)
+#       ├── ConditionError          an `if:` is malformed (`at` names the spot, e.g. `if.all[0].op`)
+#       │   └── ConditionEvalError  a valid `if:` cannot be evaluated on this input (type mismatch)
+#       ├── TemplateError           a `with:` template is malformed or names a missing path
+#       ├── BaggageError            a `baggage:` spec is malformed, a claim's source is missing, or a
+#       │   │                       claim would change an inherited baggage path
+#       │   └── ContextTooLarge     accumulated baggage would exceed 1 MiB (the API answers 413)
+#       └── RoutingError            an emitted event cannot be routed at all (no type, bad payload)
+
+
+class RouterError(DuctileError):
+    """Base class of every pipeline compile and routing error."""
+
+
+class PipelineCompileError(RouterError):
+    """One or more `pipelines:` entries are refused. `problems` holds every refusal message, each
+    naming the config file, the pipeline and the step; the exception text joins them."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems) if len(problems) < 2 else
+                         f"{len(problems)} pipeline problems:\n  " + "\n  ".join(problems))
+        self.problems = tuple(problems)
+
+
+class ConditionError(RouterError):
+    """An `if:` condition is invalid. `at` is the dotted spot (`if`, `if.any[1].path`)."""
+
+    def __init__(self, at: str, message: str) -> None:
+        super().__init__(f"{at}: {message}")
+        self.at = at
+        self.message = message
+
+
+class ConditionEvalError(ConditionError):
+    """A valid condition met a value it cannot compare (e.g. `gt` on a string, or on a path
+    that is absent). The job evaluating it fails; guard optional fields with `exists`."""
+
+
+class TemplateError(RouterError):
+    """A `with:` template is malformed (compile time) or names a path that is absent (routing
+    time). The message names the pipeline, step, key and path when known."""
+
+
+class BaggageError(RouterError):
+    """A `baggage:` spec is malformed, a claim's source path is absent, or a claim would change
+    a value the context inherited (inherited baggage paths are immutable)."""
+
+
+class ContextTooLarge(BaggageError, StoreError):
+    """The accumulated context would exceed its size cap; `actual` and `limit` are bytes."""
+
+    def __init__(self, actual: int, limit: int) -> None:
+        super().__init__(f"accumulated context exceeds max size ({limit} bytes): {actual} bytes")
+        self.actual = actual
+        self.limit = limit
+
+
+class RoutingError(RouterError):
+    """An emitted event cannot be routed at all (missing `type`, payload not an object, unknown
+    pipeline or step in the job's position). The emitting job fails."""
+
+
+# --- The vault (ductile/vault/, issue 5) -----------------------------------------------------
+#
+#   DuctileError
+#   └── VaultError                  the vault refused an operation or cannot be used
+#       ├── VaultKeyError           a key file is missing (when named), unreadable, malformed, or
+#       │                           readable by group/others
+#       ├── VaultFileError          the vault file cannot be read: not a vault file, truncated,
+#       │   │                       tampered, or its plaintext is not a vault model
+#       │   └── VaultWrongKey       the file is sealed to a different key than the one resolved
+#       ├── VaultExists             `vault init` refuses to overwrite an existing vault
+#       ├── VaultModifiedExternally the file changed on disk since the daemon loaded or wrote it
+#       ├── VaultPolicyError        a model operation is refused (name, reserved, revoked, ...);
+#       │   └── VaultReservedEntity the data plane touched `core` or `core-admin-token`
+#       └── VaultPrincipalUnavailable  compose for an unknown or revoked principal (fail closed)
+#
+# No message of this family ever contains a secret value.
+
+
+class VaultError(DuctileError):
+    """Base class of every vault error; `path` names the vault or key file when known."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+
+
+class VaultKeyError(VaultError):
+    """A key file named explicitly is missing, or a key file is unreadable, malformed or has
+    group/other permission bits (the message carries the chmod to run)."""
+
+
+class VaultFileError(VaultError):
+    """The vault file cannot be loaded: unreadable, not a vault file, truncated, tampered or
+    not a valid model. The gateway fails closed on it."""
+
+
+class VaultWrongKey(VaultFileError):
+    """The vault file is sealed to another public key than the resolved key file's."""
+
+
+class VaultExists(VaultError):
+    """`vault init` was pointed at a path that already exists."""
+
+
+class VaultModifiedExternally(VaultError):
+    """The vault file changed underneath the process that owns it; the write is refused."""
+
+
+class VaultPolicyError(VaultError):
+    """A model operation was refused by the rules of the vault (HTTP 400 with this text)."""
+
+
+class VaultReservedEntity(VaultPolicyError):
+    """The data plane tried to change the reserved `core` principal or `core-admin-token`."""
+
+
+class VaultPrincipalUnavailable(VaultError):
+    """Secrets were composed for a principal that is not registered or is revoked."""
+
+    def __init__(self, principal: str, reason: str) -> None:
+        super().__init__(f"vault principal {principal!r} is {reason}: no secrets are delivered "
+                         f"(register it with ductile vault register-principal --name {principal})"
+                         if reason == "not registered" else
+                         f"vault principal {principal!r} is {reason}: no secrets are delivered")
+        self.principal = principal
+        self.reason = reason

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ductile.config.durations import parse_duration
 from ductile.schedule import Schedule, ScheduleError, fire_key, next_fire, parse_schedule
+from ductile.schedule.plan import MAX_CATCH_UP, Memory, due_at, plan
 
 FIELDS = ("every", "cron", "at", "after", "id", "command", "timezone", "jitter", "only_between",
           "not_on", "catch_up", "if_running", "payload")
@@ -109,3 +112,52 @@ def test_fires_strictly_increase_and_keys_never_repeat(
         assert key not in keys
         keys.add(key)
         cursor = nxt
+
+
+# -- the scheduler's decisions (schedule/plan.py) ----------------------------------------------
+
+
+@st.composite
+def planned(draw: st.DrawFn) -> Schedule:
+    """A recurring schedule with the options that change what `plan` fires."""
+    base = draw(schedules())
+    options: dict[str, Any] = {"jitter": draw(st.sampled_from([None, "0s", "10s", "5m", "2h"]))}
+    if base.every is not None:
+        options["catch_up"] = draw(st.sampled_from(["skip", "run_once", "run_all"]))
+    return replace(base, jitter=parse_duration(options["jitter"]) if options["jitter"] else 0.0,
+                   catch_up=options.get("catch_up", "skip"))
+
+
+@settings(max_examples=60)
+@given(planned(), instants, st.lists(st.tuples(st.integers(0, 3 * 86_400), st.booleans()),
+                                     min_size=1, max_size=25))
+def test_plan_fires_each_slot_at_most_once_and_in_order(
+    schedule: Schedule, start: datetime, wakes: list[tuple[int, bool]],
+) -> None:
+    """Irregular wakes, outages and restarts (a new boot): the fired slots strictly increase, so
+    no (id, instant) is ever enqueued twice, and nothing fires before its jittered due time."""
+    memory: Memory | None = None
+    now, boot = start, start
+    fired: list[datetime] = []
+    for gap, restart in wakes:
+        now += timedelta(seconds=gap)
+        if restart:
+            boot = now
+        try:
+            decision = plan(schedule, memory, now, boot=boot, seed=b"fuzz")
+        except ScheduleError as exc:
+            assert "no fire allowed by not_on/only_between" in str(exc)
+            return
+        for slot in decision.fire:
+            assert due_at(schedule, slot, b"fuzz") <= now
+        fired.extend(decision.fire)
+        assert len(decision.fire) <= MAX_CATCH_UP + 1
+        if decision.next_run_at is not None:
+            assert due_at(schedule, decision.next_run_at, b"fuzz") > now
+            assert not fired or decision.next_run_at > fired[-1]
+        memory = Memory(status=decision.status, reason=decision.reason, command=schedule.command,
+                        last_fired_at=fired[-1] if fired else None,
+                        next_run_at=decision.next_run_at)
+    assert fired == sorted(set(fired))
+    keys = [fire_key("p", schedule, slot) for slot in fired]
+    assert len(keys) == len(set(keys))

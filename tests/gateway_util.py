@@ -52,13 +52,29 @@ def write_config(
         doc["api"] = {
             "enabled": True,
             "listen": f"127.0.0.1:{port}",
-            "auth": {"tokens": [{"token": TOKEN, "scopes": ["*"]},
-                                {"token": READ_TOKEN, "scopes": ["plugin:ro", "jobs:ro"]}]},
+            "auth": {"tokens": [{"secret_ref": "api-token", "scopes": ["*"]},
+                                {"secret_ref": "read-token", "scopes": ["plugin:ro", "jobs:ro"]}]},
             **(api or {}),
         }
+        if not (directory / "vault.nacl").exists():
+            make_vault(directory, {"api-token": TOKEN, "read-token": READ_TOKEN})
     doc.update(extra or {})
     (directory / "config.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     return directory
+
+
+def make_vault(directory: Path, secrets: dict[str, str]) -> str:
+    """A real vault (`vault.nacl` sealed to a new `vault.key`) in `directory` holding `secrets`
+    as gateway-visible manual secrets; returns the admin token."""
+    from ductile.vault.keys import keygen
+    from ductile.vault.owner import VaultOwner
+
+    directory.mkdir(parents=True, exist_ok=True)
+    key = keygen(str(directory / "vault.key"))
+    owner, admin_token = VaultOwner.create(str(directory / "vault.nacl"), key)
+    for name, value in secrets.items():
+        owner.set_secret(name, value)
+    return admin_token
 
 
 @dataclass

@@ -98,18 +98,42 @@ def test_schedule_naming_an_undeclared_command_is_refused() -> None:
     assert "schedule 'nightly' references unsupported command 'sync'" in refusal.reason
 
 
-def test_api_enabled_without_tokens_fails_closed() -> None:
+def test_api_enabled_without_tokens_needs_a_vault_for_the_management_posture() -> None:
     cfg = make_config(api=ApiConfig(enabled=True, tokens=()))
     refusal = gates.api_has_tokens(BootFacts(config=cfg))
     assert refusal is not None and "no API tokens configured" in refusal.reason
+    assert gates.api_has_tokens(BootFacts(config=cfg, vault_status="blind")) is not None
+    assert gates.api_has_tokens(BootFacts(config=cfg, vault_status="loaded")) is None
     closed = make_config(api=ApiConfig(enabled=False))
     assert gates.api_has_tokens(BootFacts(config=closed)) is None
-    assert gates.decide_posture(closed) == "closed"
-    assert gates.decide_posture(cfg) == "gateway"
+    assert gates.decide_posture(closed, has_vault=True) == "closed"
+    assert gates.decide_posture(cfg, has_vault=True) == "management-only"
+    with_token = make_config(api=ApiConfig(enabled=True, tokens=(ApiToken(secret_ref="t"),)))
+    assert gates.decide_posture(with_token, has_vault=True) == "gateway"
 
 
-def test_unresolved_or_empty_token_is_refused() -> None:
-    for token in ("${DUCTILE_TOKEN}", "  "):
-        cfg = make_config(api=ApiConfig(enabled=True, tokens=(ApiToken(token=token),)))
-        refusal = gates.api_tokens_resolved(BootFacts(config=cfg))
+def test_unminted_empty_or_blind_token_ref_is_refused_in_gateway_posture() -> None:
+    cfg = make_config(api=ApiConfig(enabled=True, tokens=(ApiToken(secret_ref="api"),)))
+    for secrets, status, needle in (({}, "loaded", "'api' not found in the vault"),
+                                    ({"api": "  "}, "loaded", "resolved to an empty value"),
+                                    ({}, "blind", "cannot be opened without its key")):
+        facts = BootFacts(config=cfg, posture="gateway", secrets=secrets, vault_status=status)
+        refusal = gates.api_tokens_resolved(facts)
         assert refusal is not None and refusal.reason.startswith("api tokens:")
+        assert needle in refusal.reason
+    ok = BootFacts(config=cfg, posture="gateway", secrets={"api": "v"}, vault_status="loaded")
+    assert gates.api_tokens_resolved(ok) is None
+    assert gates.api_tokens_resolved(BootFacts(config=cfg, posture="management-only")) is None
+
+
+def test_vault_errors_and_unresolved_secret_refs_are_refused() -> None:
+    refusal = gates.vault_opened(BootFacts(vault_error="vault: wrong key"))
+    assert refusal == gates.Refusal("vault_opened", "vault: wrong key")
+    cfg = make_config(plugins={"p": PluginConf(name="p", enabled=True,
+                                               config={"token_ref": "gh", "other": "x"})})
+    refusal = gates.secret_refs_resolved(BootFacts(config=cfg, vault_status="absent"))
+    assert refusal is not None
+    assert refusal.reason.startswith("plugins.p.config.token_ref: secret_ref 'gh' not found")
+    assert "there is no vault yet" in refusal.reason
+    assert gates.secret_refs_resolved(
+        BootFacts(config=cfg, vault_status="loaded", secrets={"gh": "s"})) is None

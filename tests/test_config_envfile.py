@@ -116,9 +116,9 @@ def test_env_file_of_included_file_is_relative_to_it(tmp_path: Path) -> None:
     (tmp_path / "sub" / "local.env").write_text("TOKEN_X=tok\n")
     (tmp_path / "sub" / "api.yaml").write_text(
         "environment_vars: {include: [local.env]}\n"
-        "api: {enabled: true, auth: {tokens: [{token: '${TOKEN_X}', scopes: ['*']}]}}\n")
+        "api: {enabled: true, auth: {tokens: [{secret_ref: '${TOKEN_X}', scopes: ['*']}]}}\n")
     (tmp_path / "config.yaml").write_text("plugin_roots: [p]\ninclude: [sub/api.yaml]\n")
-    assert load_config(str(tmp_path), environ={}).api.tokens[0].token == "tok"
+    assert load_config(str(tmp_path), environ={}).api.tokens[0].secret_ref == "tok"
 
 
 def test_env_file_error_names_declaring_file(tmp_path: Path) -> None:

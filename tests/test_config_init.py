@@ -10,24 +10,30 @@ import pytest
 from ductile.config.init import init_config_dir
 from ductile.config.load import load_config
 from ductile.errors import ConfigError
+from ductile.vault.owner import load_vault
 
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_init_writes_a_working_config(tmp_path: Path) -> None:
+def test_init_writes_a_working_config_and_the_credential_ladder(tmp_path: Path) -> None:
     target = tmp_path / "cfg"
     plugins = tmp_path / "my plugins"  # a space must survive YAML quoting
-    written = init_config_dir(str(target), plugin_root=str(plugins))
-    names = ["config.yaml", "plugins.yaml", "api.yaml", ".env"]
-    assert written == [str(target / name) for name in names]
+    result = init_config_dir(str(target), plugin_root=str(plugins))
+    names = ["config.yaml", "plugins.yaml", "api.yaml", ".env", "vault.key", "vault.nacl",
+             "admin-token", "api-token"]
+    assert result.written == tuple(str(target / name) for name in names)
+    assert result.vault_created
     assert mode(target) == 0o700
     assert all(mode(target / name) == 0o600 for name in names)
 
-    env_lines = (target / ".env").read_text().splitlines()
-    token = next(line.split("=", 1)[1] for line in env_lines if line.startswith("DUCTILE_TOKEN="))
-    assert len(token) >= 40
+    token = (target / "api-token").read_text().strip()
+    admin = (target / "admin-token").read_text().strip()
+    assert len(token) >= 40 and len(admin) >= 40 and token != admin
+    for name in ("config.yaml", "plugins.yaml", "api.yaml", ".env"):
+        text = (target / name).read_text()
+        assert token not in text and admin not in text  # no secret in any YAML file
 
     cfg = load_config(str(target), environ={})
     assert cfg.warnings == ()
@@ -39,23 +45,22 @@ def test_init_writes_a_working_config(tmp_path: Path) -> None:
     assert cfg.plugins["echo"].enabled
     assert cfg.plugins["echo"].config == {"message": "hello from ductile"}
     assert cfg.api.enabled and cfg.api.listen == "127.0.0.1:8080"
-    assert [(t.token, t.scopes) for t in cfg.api.tokens] == [(token, ("*",))]
+    assert [(t.secret_ref, t.scopes) for t in cfg.api.tokens] == [("api-token", ("*",))]
 
-
-def test_exported_token_wins_over_env_file(tmp_path: Path) -> None:
-    init_config_dir(str(tmp_path / "cfg"), plugin_root=str(tmp_path))
-    cfg = load_config(str(tmp_path / "cfg"), environ={"DUCTILE_TOKEN": "exported"})
-    assert cfg.api.tokens[0].token == "exported"
+    loaded = load_vault(str(target), "", "", {}, str(tmp_path))
+    assert loaded.status == "loaded" and loaded.owner is not None
+    assert loaded.owner.resolved_secrets().values["api-token"] == token
+    assert loaded.owner.authenticate_admin(admin)
 
 
 def test_refuses_existing_files_without_force(tmp_path: Path) -> None:
     target = tmp_path / "cfg"
     init_config_dir(str(target), plugin_root=str(tmp_path))
-    before = (target / ".env").read_text()
+    before = (target / "vault.nacl").read_bytes()
     with pytest.raises(ConfigError) as info:
         init_config_dir(str(target), plugin_root=str(tmp_path))
     assert str(info.value) == f"{target}/config.yaml already exists; pass --force to overwrite"
-    assert (target / ".env").read_text() == before
+    assert (target / "vault.nacl").read_bytes() == before
 
 
 def test_refuses_when_only_env_exists(tmp_path: Path) -> None:
@@ -63,16 +68,21 @@ def test_refuses_when_only_env_exists(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"/\.env already exists; pass --force"):
         init_config_dir(str(tmp_path), plugin_root=str(tmp_path))
     assert not (tmp_path / "config.yaml").exists()
+    assert not (tmp_path / "vault.nacl").exists()
 
 
-def test_force_overwrites_with_a_new_token_and_tightens_modes(tmp_path: Path) -> None:
+def test_force_rewrites_yaml_keeps_the_vault_and_tightens_modes(tmp_path: Path) -> None:
     target = tmp_path / "cfg"
     init_config_dir(str(target), plugin_root=str(tmp_path))
-    before = (target / ".env").read_text()
-    (target / ".env").chmod(0o644)
+    vault = (target / "vault.nacl").read_bytes()
+    token = (target / "api-token").read_text()
+    (target / "api.yaml").write_text("api: {enabled: false}\n")
+    (target / "api.yaml").chmod(0o644)
     target.chmod(0o755)
-    init_config_dir(str(target), force=True, plugin_root=str(tmp_path))
-    assert (target / ".env").read_text() != before
-    assert mode(target / ".env") == 0o600
+    result = init_config_dir(str(target), force=True, plugin_root=str(tmp_path))
+    assert not result.vault_created
+    assert (target / "vault.nacl").read_bytes() == vault  # never replaced: secrets survive
+    assert (target / "api-token").read_text() == token
+    assert mode(target / "api.yaml") == 0o600
     assert mode(target) == 0o700
-    load_config(str(target), environ={})
+    assert load_config(str(target), environ={}).api.enabled

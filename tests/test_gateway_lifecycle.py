@@ -29,12 +29,11 @@ def test_config_init_then_start_serves_healthz_and_runs_a_sync_job(tmp_path: Pat
     cfg = tmp_path / "demo"
     init = run_cli("config", "init", "--dir", str(cfg))
     assert init.returncode == 0, init.stderr
-    assert stat.S_IMODE(os.stat(cfg / ".env").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(cfg / "api-token").st_mode) == 0o600
     port = free_port()
     api = (cfg / "api.yaml").read_text().replace("127.0.0.1:8080", f"127.0.0.1:{port}")
     (cfg / "api.yaml").write_text(api)
-    token = [line.split("=", 1)[1] for line in (cfg / ".env").read_text().splitlines()
-             if line.startswith("DUCTILE_TOKEN=")][0]
+    token = (cfg / "api-token").read_text().strip()
     gw = Gateway(cfg, port=port).start()
     try:
         health = gw.wait_healthy()
@@ -87,15 +86,18 @@ def test_no_config_found_is_refused_naming_the_gate(tmp_path: Path) -> None:
          "service.max_workers"),
         (lambda d: _patch(d, include=["a.yaml"], files={"a.yaml": "include: [config.yaml]\n"}),
          "config_loaded", "circular dependency detected"),
-        (lambda d: _patch(d, api_token="${DUCTILE_UNSET_TOKEN_FOR_TEST}"), "config_valid",
-         "environment variable ${DUCTILE_UNSET_TOKEN_FOR_TEST} is not set"),
+        (lambda d: _patch(d, api_token="not-minted"), "api_tokens_resolved",
+         "secret_ref 'not-minted' not found in the vault"),
+        (lambda d: (d / "config.yaml").write_text((d / "config.yaml").read_text().replace(
+            "secret_ref: api-token", "token: literal-value")), "config_loaded",
+         "a literal token value is not allowed"),
         (lambda d: _patch(d, plugin_roots=[str(d / "missing-root")]), "plugins_discovered",
          "plugin root does not exist"),
         (lambda d: _patch(d, plugins={"ghost": {"enabled": True}}),
          "enabled_plugins_discoverable", "'ghost' is configured but not discoverable"),
     ],
-    ids=["yaml-syntax", "wrong-type", "include-cycle", "unset-token-var", "missing-root",
-         "undiscoverable"],
+    ids=["yaml-syntax", "wrong-type", "include-cycle", "unminted-token", "literal-token",
+         "missing-root", "undiscoverable"],
 )
 def test_bad_config_refuses_with_exit_78_naming_gate_and_reason(
     tmp_path: Path, mutate, gate: str, needle: str
@@ -118,7 +120,7 @@ def _patch(d: Path, *, service=None, include=None, files=None, api_token=None,
     if include:
         doc["include"] = include
     if api_token:
-        doc["api"]["auth"]["tokens"][0]["token"] = api_token
+        doc["api"]["auth"]["tokens"][0]["secret_ref"] = api_token
     if plugin_roots:
         doc["plugin_roots"] = plugin_roots
     if plugins:

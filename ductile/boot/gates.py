@@ -46,6 +46,13 @@ class BootFacts:
     snapshot_error: str | None = None
     bind_error: str | None = None
     listeners: tuple[str, ...] = ()
+    # The vault: "absent" (no vault file), "blind" (a file but no key), "loaded"; a broken
+    # vault or key is vault_error. `secrets` is its gateway-visible projection (name -> value).
+    vault_status: str = "absent"
+    vault_error: str | None = None
+    vault_path: str | None = None
+    secrets: dict[str, str] = field(default_factory=dict)
+    posture: str | None = None
 
 
 Gate = Callable[[BootFacts], "Refusal | None"]
@@ -171,31 +178,76 @@ def config_snapshot_recorded(f: BootFacts) -> Refusal | None:
     return None
 
 
-def api_has_tokens(f: BootFacts) -> Refusal | None:
-    """Fail closed: an enabled API never opens without a credential."""
+def vault_opened(f: BootFacts) -> Refusal | None:
+    """A vault that exists but cannot be read fails closed: wrong key, tampered or truncated
+    file, a key file others can read. (No vault file at all is fine: nothing needs it yet.)"""
+    if f.vault_error is not None:
+        return Refusal("vault_opened", f.vault_error)
+    return None
+
+
+def secret_refs_resolved(f: BootFacts) -> Refusal | None:
+    """Every webhook `secret_ref` and plugin `*_ref` config value names a gateway-visible vault
+    secret. (API tokens are judged with the posture: a fresh vault may not hold one yet.)"""
     assert f.config is not None
-    if f.config.api.enabled and not f.config.api.tokens:
-        return Refusal(
-            "api_has_tokens",
-            "no API tokens configured: api.enabled is true but api.auth.tokens is empty; "
-            "add a token (token: ${DUCTILE_TOKEN}) or set api.enabled: false",
-        )
+    for where, ref in _secret_refs(f.config):
+        if ref in f.secrets:
+            continue
+        if f.vault_status == "absent":
+            hint = ("there is no vault yet; create one with ductile vault init (or ductile "
+                    "config init) and mint the secret")
+        elif f.vault_status == "blind":
+            hint = (f"the vault {f.vault_path} exists but no key was found to open it; set "
+                    "DUCTILE_VAULT_KEY_FILE or secrets.key_file")
+        else:
+            hint = "mint it with ductile vault set (and grant it to no plugin-only principal)"
+        return Refusal("secret_refs_resolved",
+                       f"{where}: secret_ref {ref!r} not found in the vault; {hint}")
+    return None
+
+
+def _secret_refs(config: Config) -> list[tuple[str, str]]:
+    refs = [(f"webhooks.endpoints[{i}]", endpoint.secret_ref)
+            for i, endpoint in enumerate(config.webhooks.endpoints)]
+    for name, conf in sorted(config.plugins.items()):
+        if not conf.enabled:
+            continue
+        for key, value in sorted(conf.config.items()):
+            if key.endswith("_ref") and isinstance(value, str) and value:
+                refs.append((f"plugins.{name}.config.{key}", value))
+    return refs
+
+
+def api_has_tokens(f: BootFacts) -> Refusal | None:
+    """Fail closed: an enabled API with no token boots only into the management-only posture,
+    which needs a vault to mint a token in; with no vault there is no way in at all."""
+    from ductile.config.validate import api_without_token
+
+    assert f.config is not None
+    message = api_without_token(f.config, has_vault=f.vault_status == "loaded")
+    if message is not None:
+        return Refusal("api_has_tokens", f"no API tokens configured: {message}")
     return None
 
 
 def api_tokens_resolved(f: BootFacts) -> Refusal | None:
+    """The gateway never opens on an unminted or empty credential."""
     assert f.config is not None
-    if not f.config.api.enabled:
+    if f.posture != "gateway":
         return None
     for i, token in enumerate(f.config.api.tokens):
-        if not token.token.strip():
-            return Refusal("api_tokens_resolved", f"api tokens: api.auth.tokens[{i}] is empty")
-        if "${" in token.token:
-            return Refusal(
-                "api_tokens_resolved",
-                f"api tokens: api.auth.tokens[{i}].token still contains an unset ${{VAR}}; "
-                "export it or list its env file under environment_vars.include",
-            )
+        value = f.secrets.get(token.secret_ref)
+        if value is None:
+            where = (f"the vault {f.vault_path} cannot be opened without its key"
+                     if f.vault_status == "blind" else "not found in the vault")
+            return Refusal("api_tokens_resolved",
+                           f"api tokens: api.auth.tokens[{i}]: secret_ref {token.secret_ref!r} "
+                           f"{where}; mint it (ductile vault set --name {token.secret_ref}) "
+                           "and reload")
+        if not value.strip():
+            return Refusal("api_tokens_resolved",
+                           f"api tokens: api.auth.tokens[{i}]: secret_ref {token.secret_ref!r} "
+                           "resolved to an empty value")
     return None
 
 
@@ -218,6 +270,8 @@ GATES: dict[str, Gate] = {
         aliases_resolved,
         enabled_plugins_discoverable,
         scheduled_commands_declared,
+        vault_opened,
+        secret_refs_resolved,
         database_opened,
         orphans_recovered,
         config_snapshot_recorded,
@@ -228,6 +282,11 @@ GATES: dict[str, Gate] = {
 }
 
 
-def decide_posture(config: Config) -> str:
-    """`closed` when the API is off; `gateway` when it is on (api_has_tokens guarantees a token)."""
-    return "gateway" if config.api.enabled else "closed"
+def decide_posture(config: Config, *, has_vault: bool) -> str:
+    """`closed` when the API is off; `management-only` when it is on with no token configured
+    but a vault to mint one in; otherwise `gateway` (api_has_tokens refused the rest)."""
+    if not config.api.enabled:
+        return "closed"
+    if not config.api.tokens and has_vault:
+        return "management-only"
+    return "gateway"

@@ -18,7 +18,7 @@ import socket
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -28,7 +28,7 @@ from ductile import __version__
 from ductile.boot import pidlock
 from ductile.boot.gates import BootFacts, decide_posture
 from ductile.boot.machine import BootMachine
-from ductile.config.schema import Config
+from ductile.config.schema import ApiToken, Config
 from ductile.dispatch.completions import Completions
 from ductile.errors import ConfigError, DiscoveryError, LockError, StoreError
 from ductile.logs import Logger
@@ -37,8 +37,10 @@ if TYPE_CHECKING:
     from ductile.dispatch.dispatcher import Dispatcher
     from ductile.plugin.discovery import Plugin
     from ductile.store.db import Database
+    from ductile.store.audit import AuditWriter
     from ductile.store.queue import Queue
     from ductile.store.state import StateStore
+    from ductile.vault.owner import VaultOwner
 
 
 @dataclass
@@ -53,15 +55,31 @@ class Process:
     lock: pidlock.PidLock | None = None
     db: Database | None = None
     listener: socket.socket | None = None
+    # The unix socket of the management-only posture, bound when a generation needs it and
+    # removed when a reload activates the gateway.
+    management_listener: socket.socket | None = None
+    management_path: str | None = None
     completions: Completions = field(default_factory=Completions)
     dispatcher: Dispatcher | None = None
+    audit: AuditWriter | None = None
     generations: int = 0
 
     def wake_dispatcher(self) -> None:
         if self.dispatcher is not None:
             self.dispatcher.wake()
 
+    def close_management(self) -> None:
+        from ductile.planes.api.management import remove_management_socket
+
+        if self.management_listener is not None:
+            self.management_listener.close()
+            self.management_listener = None
+        if self.management_path is not None:
+            remove_management_socket(self.management_path)
+            self.management_path = None
+
     async def close(self) -> None:
+        self.close_management()
         if self.listener is not None:
             self.listener.close()
             self.listener = None
@@ -88,6 +106,10 @@ class Runtime:
     started_monotonic: float
     warnings: tuple[str, ...] = ()
     sync_slots: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(10))
+    # The vault this generation decrypted (once, at build), or None when there is none (or no
+    # key to open it). `api_tokens` are the config's tokens with their secret_ref resolved.
+    vault_owner: VaultOwner | None = None
+    api_tokens: tuple[ApiToken, ...] = ()
 
     def lane_limit(self, plugin: str) -> int:
         """Per-plugin concurrency: explicit `parallelism` wins; otherwise concurrency-safe
@@ -130,6 +152,7 @@ async def build_generation(
     _scan_symlinks(cfg, facts)
     await _discover(cfg, facts, log)
     machine.advance("discover")
+    vault = await _open_vault(proc, cfg, facts, log)
     machine.advance("admit")
 
     if proc.db is None:
@@ -146,7 +169,7 @@ async def build_generation(
     assert proc.db is not None
     try:
         facts.snapshot_id = await Snapshots(proc.db).record(
-            snapshot_fields(cfg), reason=reason, version=__version__,
+            snapshot_fields(cfg, facts.secrets), reason=reason, version=__version__,
             binary_path=sys.argv[0] and os.path.abspath(sys.argv[0]),
         )
     except (StoreError, OSError) as exc:
@@ -157,10 +180,10 @@ async def build_generation(
     log.info("config snapshot recorded", snapshot_id=snapshot_id, reason=reason)
 
     machine.advance("decide_posture")
-    posture = decide_posture(cfg)
+    posture = facts.posture = decide_posture(cfg, has_vault=facts.vault_status == "loaded")
     machine.advance("gate_privsep")
 
-    if cfg.api.enabled and proc.listener is None:
+    if posture == "gateway" and proc.listener is None:
         try:
             proc.listener = bind_listener(cfg.api.listen, proc.environ)
         except OSError as exc:
@@ -168,6 +191,12 @@ async def build_generation(
                 f"api.listen {cfg.api.listen}: {exc.strerror or exc}; stop the process using "
                 "that address or change api.listen"
             )
+    if posture == "management-only":
+        _bind_management(proc, cfg, facts)
+    if proc.audit is None:
+        from ductile.store.audit import AuditWriter
+
+        proc.audit = AuditWriter(proc.db, proc.log.child("vault"))
     machine.advance("open_planes")
 
     proc.generations += 1
@@ -188,7 +217,55 @@ async def build_generation(
         started_monotonic=time.monotonic(),
         warnings=cfg.warnings,
         sync_slots=trio.Semaphore(max(1, cfg.api.max_concurrent_sync)),
+        vault_owner=vault,
+        api_tokens=tuple(replace(token, token=facts.secrets.get(token.secret_ref, ""))
+                         for token in cfg.api.tokens),
     )
+
+
+async def _open_vault(
+    proc: Process, cfg: Config, facts: BootFacts, log: Logger
+) -> VaultOwner | None:
+    """Decrypt the vault once for this generation; every gate and plane sees this copy."""
+    from ductile.errors import VaultError
+    from ductile.vault.owner import load_vault
+
+    try:
+        loaded = await trio.to_thread.run_sync(lambda: load_vault(
+            cfg.config_dir, cfg.secrets.vault_file, cfg.secrets.key_file, proc.environ,
+            proc.home))
+    except VaultError as exc:
+        facts.vault_error = str(exc)
+        return None
+    facts.vault_status = loaded.status
+    facts.vault_path = loaded.vault_path
+    if loaded.owner is None:
+        if loaded.status == "blind":
+            log.warn("vault present but no key found: secret_refs cannot resolve",
+                     vault=loaded.vault_path)
+        return None
+    resolved = loaded.owner.resolved_secrets()
+    facts.secrets = dict(resolved.values)
+    for warning in resolved.warnings:
+        log.warn("vault", detail=warning)
+    log.info("vault opened", vault=loaded.vault_path, key=loaded.key_path,
+             gateway_visible_secrets=len(facts.secrets))
+    return loaded.owner
+
+
+def _bind_management(proc: Process, cfg: Config, facts: BootFacts) -> None:
+    from ductile.planes.api.management import bind_management_socket, management_socket_path
+
+    path = management_socket_path(cfg.api.management_socket, cfg.state_path)
+    if proc.management_listener is not None and proc.management_path == path:
+        return
+    proc.close_management()
+    try:
+        proc.management_listener = bind_management_socket(path)
+    except (ConfigError, OSError) as exc:
+        facts.bind_error = f"api.management_socket: {exc}"
+        return
+    proc.management_path = path
 
 
 def _load_config(proc: Process, facts: BootFacts) -> None:

@@ -69,7 +69,9 @@ class Supervisor:
         self.lifecycle = BootMachine(BootFacts(), initial="ready")
         self.started_monotonic = time.monotonic()
         self._app: Any = None
-        self._hyper_config: Any = None
+        self._hyper_configs: dict[str, Any] = {}
+        self._plane_stops: dict[str, trio.Event] = {}
+        self._planes: trio.Nursery | None = None
         self.http_inflight = 0  # requests being handled, counted by the API app
 
     @property
@@ -105,14 +107,17 @@ class Supervisor:
                 return ReloadResult(False, refused.reason, gate=refused.gate)
             if self._stop.is_set():
                 return ReloadResult(False, "the gateway is stopping", gate="stop")
+            previous_posture = self.current.posture
             self._current = new
             self.proc.log.set_level(new.config.service.log_level)
             if self._app is not None:
                 self._app.config["MAX_CONTENT_LENGTH"] = new.config.api.max_body_size
             self.lifecycle.trigger("swap")
+            await self._sync_planes()
             self.proc.wake_dispatcher()
             self.log.info("config reloaded successfully", generation=new.generation,
-                          snapshot_id=new.snapshot_id, trigger=reason)
+                          snapshot_id=new.snapshot_id, trigger=reason, posture=new.posture,
+                          previous_posture=previous_posture)
             notify.notify("READY=1", self.proc.environ)
             return ReloadResult(True, "configuration reloaded",
                                 reloaded_at=datetime.now(timezone.utc),
@@ -146,22 +151,18 @@ class Supervisor:
                     for component in self.components:
                         outer.start_soon(component)
                     async with trio.open_nursery() as planes:
-                        api_stop = trio.Event()
-                        # The API first: hypercorn briefly marks the listening socket
+                        self._planes = planes
+                        # The listeners first: hypercorn briefly marks a listening socket
                         # inheritable, and no plugin may be spawned until that is undone.
-                        if self.proc.listener is not None:
-                            await planes.start(self._serve_api, api_stop)
+                        await self._sync_planes()
                         await planes.start(dispatcher.run)
                         notify.notify(
                             f"READY=1\nSTATUS=serving generation {self.current.generation}\n"
                             f"MAINPID={os.getpid()}", self.proc.environ,
                         )
-                        self.log.info("ductile running (press Ctrl+C to stop)",
-                                      posture=self.current.posture, pid=os.getpid(),
-                                      listen=self.current.config.api.listen
-                                      if self.proc.listener else None)
+                        self._announce()
                         await self._stop.wait()
-                        self._begin_shutdown(dispatcher, api_stop)
+                        self._begin_shutdown(dispatcher)
                     # The dispatcher and the API drained; signals and watchdog can go.
                     self.lifecycle.trigger("stopped")
                     outer.cancel_scope.cancel()
@@ -174,7 +175,44 @@ class Supervisor:
                 self.log.info("ductile stopped", exit_code=code)
             return code
 
-    def _begin_shutdown(self, dispatcher: Any, api_stop: trio.Event) -> None:
+    def _announce(self) -> None:
+        rt = self.current
+        if rt.posture == "management-only":
+            self.log.warn(
+                "booting in the management-only posture: no API token is resolved yet, so only "
+                "/healthz and /vault/* are served on the local management socket and the public "
+                "listener is NOT open; mint an API token with the vault admin token over the "
+                "socket, add its secret_ref to api.auth.tokens, then run ductile system reload",
+                socket=self.proc.management_path)
+        self.log.info("ductile running (press Ctrl+C to stop)", posture=rt.posture,
+                      pid=os.getpid(), planes=sorted(self._plane_stops),
+                      listen=rt.config.api.listen if "api" in self._plane_stops else None)
+
+    def _desired_planes(self, rt: Runtime) -> set[str]:
+        """The HTTP planes this generation's posture opens (each on a process-wide socket)."""
+        wanted: set[str] = set()
+        if rt.posture == "gateway" and self.proc.listener is not None:
+            wanted.add("api")
+        if rt.posture == "management-only" and self.proc.management_listener is not None:
+            wanted.add("management")
+        return wanted
+
+    async def _sync_planes(self) -> None:
+        """Open the planes the current posture wants and close the others: a reload from the
+        management-only posture to the gateway opens the public listener and removes the
+        management socket; deleting every API token goes back the other way."""
+        assert self._planes is not None
+        wanted = self._desired_planes(self.current)
+        for name in sorted(set(self._plane_stops) - wanted):
+            self._plane_stops.pop(name).set()
+            if name == "management":
+                self.proc.close_management()
+        for name in sorted(wanted - set(self._plane_stops)):
+            stop = trio.Event()
+            await self._planes.start(self._serve_plane, name, stop)
+            self._plane_stops[name] = stop
+
+    def _begin_shutdown(self, dispatcher: Any) -> None:
         notify.notify("STOPPING=1", self.proc.environ)
         if self.lifecycle.state != "stopping":
             self.lifecycle.trigger("stop")
@@ -185,32 +223,52 @@ class Supervisor:
         # Sync waiters re-check their job: a queued one answers at once (it stays queued for
         # the next start); a running one waits for the drain.
         self.proc.completions.notify_all()
-        if self._hyper_config is not None:
+        busy = self.http_inflight > 0
+        for config in self._hyper_configs.values():
             # hypercorn reads this when the trigger fires: drain in-flight requests within the
             # grace, but do not hold the exit for idle keep-alive connections.
-            busy = self.http_inflight > 0
-            self._hyper_config.graceful_timeout = grace if busy else IDLE_HTTP_DRAIN
-        api_stop.set()
+            config.graceful_timeout = grace if busy else IDLE_HTTP_DRAIN
+        for stop in self._plane_stops.values():
+            stop.set()
 
-    async def _serve_api(self, api_stop: trio.Event, *, task_status: Any) -> None:
+    def _plane_app(self, name: str) -> tuple[Any, Any]:
+        """(quart app, socket) of one plane; the API app is built once per process."""
+        if name == "api":
+            from ductile.planes.api.app import create_app
+
+            if self._app is None:
+                self._app = create_app(self)
+            return self._app, self.proc.listener
+        from ductile.planes.api.management import create_management_app
+
+        app = create_management_app(
+            lambda: self.current.vault_owner, self.proc.audit, self._management_health)
+        return app, self.proc.management_listener
+
+    def _management_health(self) -> dict[str, Any]:
+        return {"status": "ok", "posture": self.current.posture,
+                "uptime_seconds": int(time.monotonic() - self.started_monotonic)}
+
+    async def _serve_plane(self, name: str, stop: trio.Event, *, task_status: Any) -> None:
         from hypercorn.config import Config as HyperConfig
         from hypercorn.trio import serve
 
-        from ductile.planes.api.app import create_app
-
-        assert self.proc.listener is not None
+        app, sock = self._plane_app(name)
+        assert sock is not None
         config = HyperConfig()
-        fd = os.dup(self.proc.listener.fileno())
+        fd = os.dup(sock.fileno())
         config.bind = [f"fd://{fd}"]
         config.accesslog = None
         config.errorlog = None
         config.graceful_timeout = self.current.config.service.shutdown_grace
-        self._hyper_config = config
         config.keep_alive_timeout = 60.0
-        app = self._app = create_app(self)
+        self._hyper_configs[name] = config
 
         async def serve_then_seal(*, task_status: Any) -> None:
-            await serve(app, config, shutdown_trigger=api_stop.wait, task_status=task_status)
+            try:
+                await serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
+            finally:
+                self._hyper_configs.pop(name, None)
 
         async with trio.open_nursery() as inner:
             await inner.start(serve_then_seal)

@@ -66,11 +66,34 @@ def api_base(cfg: Config | None, api_url: str | None) -> str:
 
 
 def api_key(cfg: Config | None, explicit: str | None) -> str | None:
-    """--api-key, else $DUCTILE_API_KEY, else the first configured token."""
+    """--api-key, else $DUCTILE_API_KEY, else the first configured token resolved from the vault
+    (when this user can read its key), else the `api-token` file `config init` wrote."""
     if explicit:
         return explicit
     if os.environ.get("DUCTILE_API_KEY"):
         return os.environ["DUCTILE_API_KEY"]
-    if cfg is not None and cfg.api.tokens:
-        return cfg.api.tokens[0].token
-    return None
+    if cfg is None:
+        return None
+    if cfg.api.tokens:
+        value = _token_from_vault(cfg)
+        if value:
+            return value
+    try:
+        with open(os.path.join(cfg.config_dir, "api-token"), encoding="utf-8") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
+def _token_from_vault(cfg: Config) -> str | None:
+    from ductile.errors import VaultError
+    from ductile.vault.owner import load_vault
+
+    try:
+        loaded = load_vault(cfg.config_dir, cfg.secrets.vault_file, cfg.secrets.key_file,
+                            os.environ, os.path.expanduser("~"))
+    except (VaultError, OSError):
+        return None
+    if loaded.owner is None:
+        return None
+    return loaded.owner.resolved_secrets().values.get(cfg.api.tokens[0].secret_ref) or None

@@ -20,8 +20,8 @@ def config() -> None:
               help="Directory to create (default ~/.config/ductile).")
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def init(directory: str | None, force: bool) -> None:
-    """Write a working config directory: echo plugin enabled, API on 127.0.0.1:8080 with a
-    freshly generated token in a 0600 .env file."""
+    """Write a working config directory: echo plugin enabled, API on 127.0.0.1:8080, and the
+    credential ladder (vault key, vault, a minted API token referenced by secret_ref)."""
     from importlib import resources
 
     from ductile.config.init import init_config_dir
@@ -30,14 +30,19 @@ def init(directory: str | None, force: bool) -> None:
     target = os.path.abspath(directory or os.path.expanduser("~/.config/ductile"))
     plugin_root = str(resources.files("ductile") / "bundled" / "plugins")
     try:
-        written = init_config_dir(target, force=force, plugin_root=plugin_root)
+        result = init_config_dir(target, force=force, plugin_root=plugin_root)
     except ConfigError as exc:
         fail(str(exc))
     click.echo(f"Initialized: {target}")
-    for path in written:
+    for path in result.written:
         click.echo(f"Created: {path}")
-    click.echo(f"Start it:   ductile system start --config {target}")
-    click.echo(f"API token:  the DUCTILE_TOKEN line in {os.path.join(target, '.env')}")
+    if not result.vault_created:
+        click.echo("Kept the existing vault and key (--force never replaces a vault).")
+    click.echo(f"Start it:    ductile system start --config {target}")
+    click.echo(f"API token:   in {result.api_token_file} (mode 0600; the vault holds it as "
+               "secret api-token)")
+    click.echo(f"Admin token: in {result.admin_token_file} (mode 0600; for ductile vault "
+               "commands and /vault/*; move it somewhere safe)")
 
 
 @config.command()

@@ -6,6 +6,8 @@ import click
 
 from ductile import __version__
 from ductile.cli import config_cmd, job, plugin, system
+from ductile.cli import secrets as secrets_cmd
+from ductile.cli import vault as vault_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,6 +25,8 @@ cli.add_command(system.system)
 cli.add_command(config_cmd.config)
 cli.add_command(plugin.plugin)
 cli.add_command(job.job)
+cli.add_command(vault_cmd.vault)
+cli.add_command(secrets_cmd.secrets)
 
 
 def main() -> None:

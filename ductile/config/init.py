@@ -1,16 +1,18 @@
-"""`ductile config init`: write a config directory that boots as-is.
+"""`ductile config init`: write a config directory that boots as-is, credential ladder included.
 
-The result is meant to work on the first `ductile system start`: the echo plugin enabled, the
-API on 127.0.0.1:8080, and a freshly generated API token kept out of the YAML in a 0600 `.env`
-file that the root config includes. The directory is 0700 and every file 0600 because the
-directory holds a credential.
+The result works on the first `ductile system start`: the echo plugin enabled, the API on
+127.0.0.1:8080, and an API token that lives only in the vault. Init performs the whole ladder
+(docs/vault.md): a key (`vault.key`), a vault sealed to it (`vault.nacl`), an auto secret
+`api-token` minted in it, and `api.yaml` naming it by `secret_ref`. The vault admin token and the
+API token are also written to the 0600 files `admin-token` and `api-token` so the operator can
+use them; nothing secret is in any YAML file. The directory is 0700 and every file 0600.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
+from dataclasses import dataclass
 from importlib import resources
 
 from ductile.errors import ConfigError
@@ -26,30 +28,57 @@ FILES = (
 )
 
 
-def init_config_dir(directory: str, *, force: bool = False, plugin_root: str) -> list[str]:
-    """Write config.yaml, plugins.yaml, api.yaml and .env into `directory`; return their paths.
+ADMIN_TOKEN_FILE = "admin-token"
+API_TOKEN_FILE = "api-token"
 
-    Refuses (ConfigError) when any of them exists, unless `force` — then all are rewritten and
-    the token in `.env` is a new one.
+
+@dataclass(frozen=True)
+class InitResult:
+    """What init wrote; `vault_created` is False when --force kept an existing vault."""
+
+    written: tuple[str, ...]
+    vault_created: bool
+    admin_token_file: str
+    api_token_file: str
+
+
+def init_config_dir(directory: str, *, force: bool = False, plugin_root: str) -> InitResult:
+    """Write the YAML files, then the vault ladder, into `directory`.
+
+    Refuses (ConfigError) when any file exists, unless `force`: then the YAML files are
+    rewritten, but an existing vault and its key are kept (replacing them would lose every
+    secret in the vault), so the `api-token` secret and the token files stay valid.
     """
+    from ductile.errors import VaultError
+    from ductile.vault.bootstrap import bootstrap, write_secret_file
+
     target = os.path.abspath(directory)
     if not force:
         _refuse_existing(target)
     _make_private_dir(target)
-    values = {
-        "@PLUGIN_ROOT@": _yaml_string(os.path.abspath(plugin_root)),
-        "@DUCTILE_TOKEN@": secrets.token_urlsafe(32),
-    }
+    values = {"@PLUGIN_ROOT@": _yaml_string(os.path.abspath(plugin_root))}
     written = []
     for name, template in FILES:
         path = os.path.join(target, name)
         _write_private(path, _render(template, values))
         written.append(path)
-    return written
+    admin_file = os.path.join(target, ADMIN_TOKEN_FILE)
+    api_file = os.path.join(target, API_TOKEN_FILE)
+    if force and os.path.lexists(os.path.join(target, "vault.nacl")):
+        return InitResult(tuple(written), False, admin_file, api_file)
+    try:
+        ladder = bootstrap(target)
+        write_secret_file(admin_file, ladder.admin_token)
+        write_secret_file(api_file, ladder.api_token)
+    except (VaultError, OSError) as exc:
+        raise ConfigError(f"{target}: cannot create the vault: {exc}", path=target) from exc
+    written += [ladder.key_path, ladder.vault_path, admin_file, api_file]
+    return InitResult(tuple(written), True, admin_file, api_file)
 
 
 def _refuse_existing(target: str) -> None:
-    for name, _template in FILES:
+    names = [name for name, _template in FILES]
+    for name in (*names, "vault.nacl", ADMIN_TOKEN_FILE, API_TOKEN_FILE):
         path = os.path.join(target, name)
         if os.path.lexists(path):
             raise ConfigError(f"{path} already exists; pass --force to overwrite", path=path)

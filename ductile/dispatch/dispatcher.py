@@ -39,6 +39,14 @@ UNAVAILABLE_PAUSE = 1.0  # seconds between claim attempts while the database ref
 PERSIST_BACKOFF_MAX = 5.0
 
 
+class RunCancel:
+    """The cancel handle of one running job (see `Dispatcher.cancel_running`)."""
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.reason = "cancelled"
+
+
 class Dispatcher:
     def __init__(
         self, current: Callable[[], Runtime], completions: Completions, log: Logger
@@ -58,6 +66,18 @@ class Dispatcher:
         self._work_seq = 0  # bumped by every wake(); a claim that raced one is not "dry"
         self._next_due: datetime | None = None
         self.kill_grace = 5.0
+        self._cancels: dict[str, RunCancel] = {}  # running job id -> its cancel handle
+
+    async def cancel_running(self, job_id: str, reason: str) -> bool:
+        """Stop a job running in this process: its plugin's process group is killed and the job
+        ends `dead` with `reason` as last_error. False when the job is not running here."""
+        handle = self._cancels.get(job_id)
+        if handle is None:
+            return False
+        handle.reason = reason
+        handle.scope.cancel()
+        await trio.lowlevel.checkpoint()
+        return True
 
     @property
     def active(self) -> int:
@@ -96,6 +116,10 @@ class Dispatcher:
         """Claim until the slots are full or nothing is eligible; return how long to sleep."""
         rt = self._current()
         service = rt.config.service
+        if rt.posture == "management-only":
+            # No trigger plane is open and queued jobs stay queued until a reload activates
+            # the gateway (which wakes us).
+            return service.tick_interval
         if self._dry and self._next_due is not None and self._next_due <= _now():
             self._dry = False  # a delayed retry came due
         blocked = False
@@ -152,11 +176,14 @@ class Dispatcher:
                         return self._skip_list(rt, finishing=job.plugin)
                     return None
 
+                handle = self._cancels[job.id] = RunCancel()
                 try:
                     next_claim = await execute(
-                        rt, next_claim, self._log, kill_grace=self.kill_grace, claim_next=chain
+                        rt, next_claim, self._log, kill_grace=self.kill_grace, claim_next=chain,
+                        cancel=handle,
                     )
                 finally:
+                    self._cancels.pop(job.id, None)
                     self._lanes[job.plugin] -= 1
                     if self._lanes[job.plugin] <= 0:
                         del self._lanes[job.plugin]
@@ -175,8 +202,11 @@ async def execute(
     *,
     kill_grace: float = 5.0,
     claim_next: NextSkip | None = None,
+    cancel: RunCancel | None = None,
 ) -> Claim | None:
     """Run one claimed job to its next status (terminal, or queued again for a retry).
+
+    `cancel.scope.cancel()` kills the plugin (its process group) and ends the job `dead`.
 
     With `claim_next` (returning a skip list, or None for "claim nothing"), the next eligible
     job is claimed in the transaction that records this outcome, and returned.
@@ -210,12 +240,17 @@ async def execute(
     )
     env = child_env(rt.config.service.plugin_env_passthrough)
     started = time.monotonic()
+    cancel = cancel or RunCancel()
     try:
-        result = await spawn_plugin(
-            plugin.entrypoint, request, timeout=timeout, env=env, grace=kill_grace
-        )
+        with cancel.scope:
+            result = await spawn_plugin(
+                plugin.entrypoint, request, timeout=timeout, env=env, grace=kill_grace
+            )
     except PluginSpawnError as exc:
         outcome = Outcome("failed", "spawn_error", True, f"plugin spawn failed: {exc}")
+        return await _finish(rt, job, outcome, None, None, b"", _ms(started), log, claim_next)
+    if cancel.scope.cancelled_caught:
+        outcome = Outcome("dead", "cancelled", False, cancel.reason)
         return await _finish(rt, job, outcome, None, None, b"", _ms(started), log, claim_next)
     outcome = classify(result, timeout)
     return await _finish(rt, job, outcome, result.stdout, result.exit_code, result.stderr,

@@ -19,14 +19,16 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from ductile.errors import DedupeDropped, InvalidTransition, SourceEventConflict, StoreError
 from ductile.machines import MachineSpec, load_machine
+from ductile.store.context import ContextSpec, PreparedContext, prepare_context, write_prepared
 from ductile.store.db import Database
+from ductile.store.facts import FactPlan, apply_fact_plan
 from ductile.store.jobs import (
     Attempt,
     Job,
@@ -60,12 +62,51 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Successor:
+    """A job to enqueue in the same transaction that ends its parent (a routed next step).
+
+    It becomes a queued job with `parent_job_id` = the finished job, through the same checks as
+    `enqueue` (job machine, dedupe, source-event uniqueness); `context` is written with it.
+    """
+
+    plugin: str
+    command: str
+    payload: Any
+    submitted_by: str
+    source_event_id: str | None
+    context: ContextSpec | None
+    max_attempts: int
+    dedupe_key: str | None = None
+
+
+@dataclass(frozen=True)
+class DroppedSuccessor:
+    """A successor that was not enqueued, and why: a redelivered event (SourceEventConflict)
+    or its dedupe key (DedupeDropped). Neither fails the parent."""
+
+    successor: Successor
+    error: DedupeDropped | SourceEventConflict
+
+
+@dataclass(frozen=True)
 class Finished:
     """A job's new row after complete/retry, and the next job claimed in the same transaction
-    (None when nothing was eligible or no claim was asked for)."""
+    (None when nothing was eligible or no claim was asked for). `successors` are the jobs
+    enqueued with the completion, in the order given; `dropped` those skipped."""
 
     job: Job
     next: Claim | None = None
+    successors: tuple[Job, ...] = ()
+    dropped: tuple[DroppedSuccessor, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A successor turned into its job row and encoded context, ready for the writer."""
+
+    successor: Successor
+    job: Job
+    context: PreparedContext | None
 
 
 class Queue:
@@ -109,6 +150,7 @@ class Queue:
         parent_job_id: str | None = None,
         event_context_id: str | None = None,
         source_event_id: str | None = None,
+        context: ContextSpec | None = None,
     ) -> Job:
         """Insert a queued job and wake the dispatcher.
 
@@ -118,12 +160,63 @@ class Queue:
         `service.dedupe_ttl`), a job with the same key that succeeded within it drops it too
         (`recent_success`). Raises DedupeDropped or, for a redelivered routed event,
         SourceEventConflict.
+
+        `context` (instead of `event_context_id`) writes a new event_context row in the same
+        transaction and points the job at it: nothing is written if the job is dropped.
+        Oversize baggage raises ContextTooLarge before anything is written.
         """
         _require_text(plugin=plugin, command=command, submitted_by=submitted_by)
+        if context is not None and event_context_id is not None:
+            raise StoreError(
+                "enqueue: give either event_context_id (a stored context) or context (a new "
+                "one), not both"
+            )
+        prepared = prepare_context(context) if context is not None else None
         now = self._clock()
-        key = dedupe_key.strip() if dedupe_key and dedupe_key.strip() else None
         ttl = self._dedupe_ttl if dedupe_ttl is None else dedupe_ttl
-        job = Job(
+        job = self._queued_job(
+            plugin=plugin,
+            command=command,
+            payload=payload,
+            submitted_by=submitted_by,
+            max_attempts=max_attempts,
+            dedupe_key=dedupe_key,
+            created_at=format_time(now),
+            parent_job_id=parent_job_id,
+            source_event_id=source_event_id,
+            event_context_id=prepared.id if prepared is not None else event_context_id,
+        )
+        dedupe = _Dedupe(
+            check_outstanding=True,
+            success_cutoff=shift_time(now, -ttl) if ttl > 0 else None,
+        )
+
+        def insert(conn: sqlite3.Connection) -> None:
+            _insert_job(conn, self.machine, job, dedupe)
+            if prepared is not None:
+                write_prepared(conn, prepared, job.created_at)
+
+        await self._db.write(insert)
+        self._on_enqueue()
+        return job
+
+    def _queued_job(
+        self,
+        *,
+        plugin: str,
+        command: str,
+        payload: Any,
+        submitted_by: str,
+        max_attempts: int,
+        dedupe_key: str | None,
+        created_at: str,
+        parent_job_id: str | None,
+        source_event_id: str | None,
+        event_context_id: str | None,
+    ) -> Job:
+        """The row of a new queued job (attempt 1, stamped with the live config snapshot)."""
+        key = dedupe_key.strip() if dedupe_key and dedupe_key.strip() else None
+        return Job(
             id=str(uuid.uuid4()),
             plugin=plugin,
             command=command,
@@ -133,7 +226,7 @@ class Queue:
             max_attempts=max_attempts if max_attempts > 0 else DEFAULT_MAX_ATTEMPTS,
             submitted_by=submitted_by,
             dedupe_key=key,
-            created_at=format_time(now),
+            created_at=created_at,
             started_at=None,
             completed_at=None,
             next_retry_at=None,
@@ -144,13 +237,31 @@ class Queue:
             enqueued_config_snapshot_id=self._snapshot_id(),
             started_config_snapshot_id=None,
         )
-        dedupe = _Dedupe(
-            check_outstanding=True,
-            success_cutoff=shift_time(now, -ttl) if ttl > 0 else None,
-        )
-        await self._db.write(lambda conn: _insert_job(conn, self.machine, job, dedupe))
-        self._on_enqueue()
-        return job
+
+    def _pending(self, parent: Job, successors: Sequence[Successor], now: str) -> list[_Pending]:
+        """Check and encode successors on the caller's side (bad input fails before writing)."""
+        pending = []
+        for successor in successors:
+            _require_text(
+                plugin=successor.plugin,
+                command=successor.command,
+                submitted_by=successor.submitted_by,
+            )
+            prepared = prepare_context(successor.context) if successor.context else None
+            job = self._queued_job(
+                plugin=successor.plugin,
+                command=successor.command,
+                payload=successor.payload,
+                submitted_by=successor.submitted_by,
+                max_attempts=successor.max_attempts,
+                dedupe_key=successor.dedupe_key,
+                created_at=now,
+                parent_job_id=parent.id,
+                source_event_id=successor.source_event_id,
+                event_context_id=prepared.id if prepared is not None else None,
+            )
+            pending.append(_Pending(successor=successor, job=job, context=prepared))
+        return pending
 
     async def claim(self, skip_plugins: Collection[str] = ()) -> Job | None:
         """Move the oldest eligible queued job to running and open its attempt row.
@@ -216,6 +327,8 @@ class Queue:
         state_update: tuple[str, Mapping[str, Any]] | None = None,
         claim_next: Collection[str] | None = None,
         decision: str | None = None,
+        successors: Sequence[Successor] = (),
+        facts: FactPlan | None = None,
     ) -> Finished:
         """End the job in terminal `status`, write its job_log row and finish its attempt.
 
@@ -226,16 +339,41 @@ class Queue:
         transaction; if the merged state is over 1 MiB nothing at all is written (StoreError),
         so the dispatcher can then fail the job without a half-applied success.
 
+        `facts` (from facts.plan_facts, for a `succeeded` job only) records plugin facts and
+        their mirrored plugin_state in the same transaction, instead of `state_update`.
+
+        `successors` are enqueued after the terminal write, before the chained claim, with
+        `parent_job_id` = this job, each with its own context row: all of them commit with
+        the completion or none do. A successor whose event was already delivered to that
+        target (SourceEventConflict) or whose dedupe key drops it (DedupeDropped, same rules
+        as `enqueue`) is skipped and reported in `Finished.dropped`; any other error aborts
+        the whole completion. The dispatcher is woken after commit when one was enqueued.
+
         With `claim_next` (a skip list), the next eligible job is claimed in the same
         transaction, so a worker goes from one job to the next in one database hop.
         """
         if status not in self._terminal:
             raise StoreError(f"invalid terminal status: {status!r}")
+        if facts is not None and status != "succeeded":
+            raise StoreError(f"job {job.id}: facts are recorded only for a succeeded job")
+        if facts is not None and state_update is not None:
+            raise StoreError(
+                f"job {job.id}: give facts or state_update, not both (a matching fact rule "
+                "replaces the shallow merge)"
+            )
         update = None
         if state_update is not None:
             update = (state_update[0], encode_updates(state_update[1]))
+        now = self._clock()
+        pending = self._pending(job, successors, format_time(now))
+        dedupe = _Dedupe(
+            check_outstanding=True,
+            success_cutoff=(
+                shift_time(now, -self._dedupe_ttl) if self._dedupe_ttl > 0 else None
+            ),
+        )
         end = _Ending(
-            now=format_time(self._clock()),
+            now=format_time(now),
             last_error=last_error,
             exit_code=exit_code,
             duration_ms=duration_ms,
@@ -247,9 +385,20 @@ class Queue:
 
         def finish(conn: sqlite3.Connection) -> Finished:
             done = _complete(conn, self.machine, job, status, end, result, update)
-            return Finished(done, claim(conn) if claim is not None else None)
+            if facts is not None:
+                apply_fact_plan(conn, facts, done.id, done.command, end.now)
+            inserted, dropped = _insert_successors(conn, self.machine, pending, dedupe)
+            return Finished(
+                done,
+                claim(conn) if claim is not None else None,
+                successors=inserted,
+                dropped=dropped,
+            )
 
-        return await self._db.write(finish)
+        finished = await self._db.write(finish)
+        if finished.successors:
+            self._on_enqueue()
+        return finished
 
     async def retry_and_claim(
         self,
@@ -537,6 +686,25 @@ def _insert_job(conn: sqlite3.Connection, machine: MachineSpec, job: Job, dedupe
     )
     reason = f"enqueued by {job.submitted_by}"
     _append_transition(conn, job.id, None, job.status, reason, job.created_at)
+
+
+def _insert_successors(
+    conn: sqlite3.Connection, machine: MachineSpec, pending: list[_Pending], dedupe: _Dedupe
+) -> tuple[tuple[Job, ...], tuple[DroppedSuccessor, ...]]:
+    """Enqueue each successor and its context; skip (and report) redeliveries and dedupe
+    drops. `_insert_job` raises those before writing anything, so a skip leaves no trace."""
+    inserted: list[Job] = []
+    dropped: list[DroppedSuccessor] = []
+    for item in pending:
+        try:
+            _insert_job(conn, machine, item.job, dedupe)
+        except (SourceEventConflict, DedupeDropped) as exc:
+            dropped.append(DroppedSuccessor(successor=item.successor, error=exc))
+            continue
+        if item.context is not None:
+            write_prepared(conn, item.context, item.job.created_at)
+        inserted.append(item.job)
+    return tuple(inserted), tuple(dropped)
 
 
 def _check_dedupe(conn: sqlite3.Connection, job: Job, dedupe: _Dedupe) -> None:

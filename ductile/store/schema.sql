@@ -45,6 +45,9 @@ CREATE INDEX IF NOT EXISTS job_queue_dedupe_status_completed_idx
 CREATE UNIQUE INDEX IF NOT EXISTS job_queue_event_source_idx
     ON job_queue (parent_job_id, source_event_id, plugin, command)
     WHERE source_event_id IS NOT NULL;
+-- The job tree (GET /job/{id}/tree, the sync pipeline wait) walks children by parent.
+CREATE INDEX IF NOT EXISTS job_queue_parent_idx
+    ON job_queue (parent_job_id) WHERE parent_job_id IS NOT NULL;
 
 -- Append-only status history. No foreign key: history outlives pruned job rows.
 CREATE TABLE IF NOT EXISTS job_transitions (
@@ -211,3 +214,17 @@ CREATE TABLE IF NOT EXISTS schedule_entries (
     updated_at          TEXT NOT NULL,
     PRIMARY KEY (plugin, schedule_id)
 );
+
+-- The vault audit trail (issue 5): one append-only row per vault operation, from the daemon's
+-- /vault/* routes and from the offline CLI. Names and outcomes only: never a secret value.
+CREATE TABLE IF NOT EXISTS vault_audit (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at TEXT NOT NULL,
+    actor      TEXT NOT NULL,
+    op         TEXT NOT NULL,
+    target     TEXT NOT NULL DEFAULT '',
+    outcome    TEXT NOT NULL,
+    detail     TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS vault_audit_target_idx ON vault_audit (target, id);
+CREATE INDEX IF NOT EXISTS vault_audit_actor_idx ON vault_audit (actor, id);

@@ -26,6 +26,7 @@ from ductile.errors import DedupeDropped, StoreError
 from ductile.planes.api.bodies import (BodyError, event_payload, parse_enqueue_request,
                                        parse_run_request)
 from ductile.planes.api.logquery import parse_log_filter
+from ductile.planes.api.vault_routes import register_vault_routes
 from ductile.store.joblog import LogFilter, log_view
 from ductile.planes.api.auth import AuthError, Principal, authenticate, require
 
@@ -68,7 +69,7 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
                     principal = None
                     if scopes:
                         principal = authenticate(request.headers.get("Authorization"),
-                                                 rt.config.api.tokens)
+                                                 rt.api_tokens)
                         if scopes != ("auth",):
                             require(principal, scopes)
                     return await handler(rt, principal, *args, **kwargs)
@@ -111,6 +112,13 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
     async def unexpected(exc: Exception) -> Response:
         log.error("unhandled API error", path=request.path, error=f"{type(exc).__name__}: {exc}")
         return respond({"error": "internal error; see the gateway log"}, 500)
+
+    async def audit(event: Any) -> None:
+        if supervisor.proc.audit is not None:
+            await supervisor.proc.audit(event)
+
+    # The vault admin routes: authenticated by the vault admin token only, never an API token.
+    register_vault_routes(app, lambda: supervisor.current.vault_owner, audit)
 
     @app.route("/", methods=["GET"])
     @guarded()

@@ -1,0 +1,232 @@
+"""`ductile system scheduler [list|pause|resume]`, `system breaker [PLUGIN]`, `system reset PLUGIN`.
+
+These read and write the database directly, so they work with or without a running daemon.
+A write (pause, resume, reset) takes SQLite's write lock for a moment beside the daemon's own
+writer; the daemon re-reads schedule_entries at every pass, so a pause or resume takes effect
+at its next wake (at the latest after service.tick_interval).
+
+The command objects are registered on the `system` group by ductile/cli/system.py:
+`system.add_command(scheduler)`, `system.add_command(breaker)`, `system.add_command(reset)`.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+import click
+
+from ductile.cli.common import config_option, emit_json, fail, json_option, load
+
+if TYPE_CHECKING:
+    from ductile.config.schema import Config
+
+T = TypeVar("T")
+
+
+@click.group(invoke_without_command=True)
+@config_option
+@json_option
+@click.pass_context
+def scheduler(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
+    """List schedules (next run, paused, breaker); pause or resume them."""
+    if ctx.invoked_subcommand is None:
+        _list(config_path, as_json)
+
+
+@scheduler.command("list")
+@config_option
+@json_option
+def list_schedules(config_path: str | None, as_json: bool) -> None:
+    """Every schedule with its next run, and the scheduler's outstanding jobs."""
+    _list(config_path, as_json)
+
+
+@scheduler.command()
+@click.argument("target", required=False, metavar="[PLUGIN[/ID]]")
+@config_option
+@json_option
+def pause(target: str | None, config_path: str | None, as_json: bool) -> None:
+    """Pause every schedule, a plugin's, or one (persisted until resumed)."""
+    _pause_or_resume(target, config_path, as_json, paused=True)
+
+
+@scheduler.command()
+@click.argument("target", required=False, metavar="[PLUGIN[/ID]]")
+@config_option
+@json_option
+def resume(target: str | None, config_path: str | None, as_json: bool) -> None:
+    """Resume paused schedules; runs missed while paused are not caught up."""
+    _pause_or_resume(target, config_path, as_json, paused=False)
+
+
+@click.command()
+@click.argument("plugin", required=False)
+@click.option("--command", "command_name", default="poll", show_default=True,
+              help="The breaker's command.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000),
+              help="Transitions to show.")
+@config_option
+@json_option
+def breaker(plugin: str | None, command_name: str, limit: int, config_path: str | None,
+            as_json: bool) -> None:
+    """Show a circuit breaker's state and history (or every breaker, without PLUGIN)."""
+    from ductile.schedule.views import breaker_report, breakers_overview
+
+    cfg = load(config_path, validate=False)
+    conn = _read(cfg)
+    try:
+        if plugin is None:
+            overview = breakers_overview(conn)
+        else:
+            report = breaker_report(conn, plugin, command_name, limit)
+    finally:
+        conn.close()
+    if plugin is None:
+        if as_json:
+            emit_json(overview)
+            return
+        if not overview["breakers"]:
+            click.echo("No circuit breakers recorded yet.")
+        for b in overview["breakers"]:
+            click.echo(f"{b['plugin']}/{b['command']}: {b['state']} "
+                       f"(failures {b['failure_count']}, updated {b['updated_at']})")
+        return
+    if as_json:
+        emit_json(report)
+        return
+    click.echo(f"Circuit breaker {plugin}/{command_name}: {report['state']} "
+               f"(failures {report['failure_count']})")
+    for key in ("opened_at", "last_failure_at", "last_job_id"):
+        if key in report:
+            click.echo(f"  {key}: {report[key]}")
+    for t in report["transitions"]:
+        job = f" job={t['job_id']}" if "job_id" in t else ""
+        click.echo(f"- {t['created_at']} {t.get('from_state', '-')} -> {t['to_state']} "
+                   f"reason={t['reason']} failures={t['failure_count']}{job}")
+
+
+@click.command()
+@click.argument("plugin")
+@click.option("--command", "command_name", default="poll", show_default=True,
+              help="The breaker's command.")
+@config_option
+@json_option
+def reset(plugin: str, command_name: str, config_path: str | None, as_json: bool) -> None:
+    """Close a plugin's circuit breaker and clear its failure count."""
+    from ductile.errors import UnknownSchedule
+    from ductile.schedule.control import reset_breaker
+    from ductile.store.jobs import utcnow_text
+
+    cfg = load(config_path, validate=False)
+    if plugin not in cfg.plugins:
+        fail(f"Unknown plugin: {plugin}")
+    try:
+        result = _write(cfg, lambda conn: reset_breaker(conn, cfg, plugin, command_name,
+                                                        utcnow_text()))
+    except UnknownSchedule as exc:
+        fail(str(exc))
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    click.echo(f"Reset circuit breaker for {plugin} ({command_name})")
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _list(config_path: str | None, as_json: bool) -> None:
+    from ductile.schedule.views import active_polls, scheduler_jobs
+    from ductile.store.jobs import utcnow
+
+    cfg = load(config_path, validate=False)
+    conn = _read(cfg)
+    try:
+        jobs = scheduler_jobs(conn, cfg, now=utcnow())["jobs"]
+        polls = active_polls(conn, cfg.service.name)
+    finally:
+        conn.close()
+    if as_json:
+        emit_json({"schedules": jobs, **polls})
+        return
+    if not jobs:
+        click.echo("No schedules configured (plugins.<name>.schedules[]).")
+    else:
+        click.echo(f"{'SCHEDULE':<28} {'COMMAND':<10} {'MODE':<6} {'STATUS':<10} "
+                   f"{'NEXT RUN':<28} BREAKER")
+        for j in jobs:
+            click.echo(f"{j['plugin'] + '/' + j['schedule_id']:<28} {j['command']:<10} "
+                       f"{j['mode']:<6} {j['status']:<10} {j.get('next_run_at', '-'):<28} "
+                       f"{j['breaker']['state']}")
+            if j["status"] == "invalid":
+                click.echo(f"    {j.get('reason', '')}")
+    click.echo(f"Outstanding scheduler jobs ({polls['service_name']}): {polls['count']}")
+    for p in polls["active_polls"]:
+        click.echo(f"- {p['job_id']} {p['plugin']} {p['status']} attempt={p['attempt']}")
+
+
+def _pause_or_resume(target: str | None, config_path: str | None, as_json: bool, *,
+                     paused: bool) -> None:
+    from ductile.errors import UnknownSchedule
+    from ductile.schedule import control
+    from ductile.store.jobs import utcnow_text
+
+    cfg = load(config_path, validate=False)
+    action = control.pause if paused else control.resume
+    try:
+        entries = _write(cfg, lambda conn: action(conn, cfg, target, utcnow_text()))
+    except UnknownSchedule as exc:
+        fail(str(exc))
+    if as_json:
+        emit_json({"paused" if paused else "resumed": [e.as_dict() for e in entries]})
+        return
+    verb = "Paused" if paused else "Resumed"
+    if not entries:
+        click.echo(f"Nothing to {'pause' if paused else 'resume'}.")
+    for e in entries:
+        click.echo(f"{verb} {e.plugin}/{e.schedule_id} (status {e.status})")
+
+
+def _read(cfg: Config) -> sqlite3.Connection:
+    from ductile.errors import StoreError
+    from ductile.store.db import open_readonly
+
+    _require_db(cfg)
+    try:
+        return open_readonly(cfg.state_path)
+    except (StoreError, sqlite3.Error) as exc:
+        fail(f"cannot open {cfg.state_path}: {exc}")
+
+
+def _write(cfg: Config, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run `fn` in one immediate write transaction beside a possibly running daemon."""
+    from ductile.errors import StoreError
+    from ductile.store.db import BUSY_TIMEOUT_MS, verify_schema
+
+    _require_db(cfg)
+    conn = sqlite3.connect(cfg.state_path, isolation_level=None,
+                           timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        conn.row_factory = sqlite3.Row
+        verify_schema(conn, cfg.state_path)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+            conn.execute("COMMIT")
+            return result
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    except (StoreError, sqlite3.Error) as exc:
+        fail(f"cannot write {cfg.state_path}: {exc}")
+    finally:
+        conn.close()
+
+
+def _require_db(cfg: Config) -> None:
+    if not os.path.exists(cfg.state_path):
+        fail(f"no database at {cfg.state_path} yet; start the gateway once "
+             "(ductile system start) to create it")
+

@@ -1,0 +1,270 @@
+"""The webhook application: one POST per delivery, verified, enqueued as one job.
+
+Per request, in this order (the cheap refusals first, the signature before anything that
+depends on the body's content):
+
+1. path not configured -> 404; configured path, method other than POST -> 405 (`Allow: POST`)
+2. `Content-Length` above the endpoint's `max_body_size` -> 413 before reading a byte; a
+   body without a length (chunked) is read in chunks and refused with 413 as soon as it passes
+   the limit, so a sender cannot make us buffer more than `max_body_size`
+3. the body not complete within `body_timeout` -> 408 (slow senders hold one task, not the
+   listener)
+4. the signature (`verify.py`) fails for any reason -> 403 `{"error":"forbidden"}`, always the
+   same body; the reason is logged, never returned
+5. the body is not JSON -> 400 (see `payload.py`)
+6. enqueue `plugin/command` with the body as payload, `submitted_by = webhook:<path>` and the
+   `dedupe_header` value as dedupe key -> 202 `{"job_id"}`; a delivery whose key is already
+   outstanding (or succeeded within `service.dedupe_ttl`) -> 200 with the existing job id and
+   `"deduplicated": true`, so the sender stops retrying; a store failure -> 503 (retry later)
+
+Every response is JSON. A response sent before the whole body was read carries
+`Connection: close`, so the unread rest of the body can never be taken for the next request.
+
+Everything is handled in one `before_request` hook rather than through werkzeug's router: the
+configured paths are matched exactly (werkzeug would redirect `/a//b` or treat `<x>` as a
+variable), and there is nothing else on this listener.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+from quart_trio.asgi import TrioASGIHTTPConnection
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from ductile.config.webhooks import WebhookEndpoint
+from ductile.errors import DedupeDropped, StoreError
+from ductile.logs import Logger
+from ductile.planes.webhook.payload import json_body
+from ductile.planes.webhook.verify import verify_request
+
+#: Seconds a sender has to deliver the whole body once its headers arrived (Go: Read 10 s).
+BODY_TIMEOUT = 10.0
+#: Seconds to hand a (small JSON) response to hypercorn, shielded from cancellation.
+SEND_TIMEOUT = 10.0
+#: Bytes of an unwanted body (404/405) read and discarded to keep the connection usable.
+_DRAIN_LIMIT = 64 * 1024
+
+#: `Queue.enqueue`-compatible: (plugin, command, payload, submitted_by, *, dedupe_key) -> job.
+Enqueue = Callable[..., Awaitable[Any]]
+
+
+class _Refused(Exception):
+    """A request answered early with `status` and `message` (internal to this module)."""
+
+    def __init__(self, status: int, message: str, *, close: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.close = close
+
+
+class _ShieldedSendConnection(TrioASGIHTTPConnection):
+    """quart-trio's HTTP connection, with the response send shielded from its own cancel.
+
+    quart-trio runs the request handler and the ASGI receive loop as two tasks in a nursery.
+    When we answer before the body is complete (413, 408) with `Connection: close`, hypercorn
+    closes the socket from *inside* our send; its close tells the receive loop "disconnect",
+    which cancels the nursery, which cancels that very close half-way. The socket then stays
+    open until `read_timeout`, and the sender keeps trickling bytes into it. Shielding the send
+    (bounded by SEND_TIMEOUT) lets the close finish.
+    """
+
+    async def handle_request(  # type: ignore[override]
+        self, nursery: trio.Nursery, request: Any, send: Any
+    ) -> None:
+        response = await self.app.handle_request(request)
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + SEND_TIMEOUT):
+            await self._send_response(send, response)
+        nursery.cancel_scope.cancel()
+
+
+@dataclass(frozen=True)
+class WebhookRoutes:
+    """What one runtime generation serves: endpoints by exact path, their HMAC keys, and the
+    enqueue function. Replaced as a whole on reload, so a request sees one generation."""
+
+    by_path: Mapping[str, WebhookEndpoint]
+    secrets: Mapping[str, bytes]
+    enqueue: Enqueue
+
+    @classmethod
+    def build(cls, endpoints: Iterable[WebhookEndpoint], secrets: Mapping[str, bytes],
+              enqueue: Enqueue) -> WebhookRoutes:
+        return cls({e.path: e for e in endpoints}, dict(secrets), enqueue)
+
+    def buffer_limit(self) -> int:
+        """Bytes quart may buffer for a body: the largest endpoint limit, plus one."""
+        return max([e.max_body_size for e in self.by_path.values()] + [_DRAIN_LIMIT]) + 1
+
+
+class WebhookApp(QuartTrio):
+    """A QuartTrio app whose early answers really close the connection (see above), serving
+    the current `routes`."""
+
+    asgi_http_class = _ShieldedSendConnection
+    routes: WebhookRoutes
+
+    def replace_routes(
+        self,
+        endpoints: Iterable[WebhookEndpoint],
+        secrets: Mapping[str, bytes],
+        enqueue: Enqueue,
+    ) -> None:
+        """Serve a new generation (reload): later requests use it; the listener stays up.
+        `webhooks.listen` cannot change this way, it is the socket itself."""
+        routes = WebhookRoutes.build(endpoints, secrets, enqueue)
+        self.config["MAX_CONTENT_LENGTH"] = routes.buffer_limit()
+        self.routes = routes
+
+
+def create_webhook_app(
+    endpoints: Iterable[WebhookEndpoint],
+    secrets: Mapping[str, bytes],
+    enqueue: Enqueue,
+    log: Logger,
+    *,
+    clock: Callable[[], float] = time.time,
+    body_timeout: float = BODY_TIMEOUT,
+) -> WebhookApp:
+    """The app for `endpoints`; `secrets` maps each endpoint path to its HMAC key.
+
+    `enqueue` is `Queue.enqueue` (or a wrapper that adds `max_attempts`); it receives the body as
+    a `RawJSON` payload. `clock` returns Unix seconds, for the stripe/slack tolerance window.
+    An endpoint without a secret refuses every delivery (403), it never accepts unsigned ones.
+    On reload, call `app.replace_routes(...)` with the new generation's values.
+    """
+    app = WebhookApp("ductile.webhook")
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    # Quart stops buffering a body past MAX_CONTENT_LENGTH; each endpoint's own limit is
+    # enforced while reading (_read_body).
+    app.replace_routes(endpoints, secrets, enqueue)
+
+    @app.before_request
+    async def handle_webhook() -> Response:
+        started = time.monotonic()
+        routes = app.routes
+        endpoint = routes.by_path.get(request.path)
+        try:
+            if endpoint is None:
+                raise _Refused(404, "endpoint not found",
+                               close=not await _drained(body_timeout))
+            if request.method != "POST":
+                raise _Refused(405, f"method {request.method} not allowed on {endpoint.path}; "
+                                    "webhooks are delivered with POST",
+                               close=not await _drained(body_timeout))
+            response = await _deliver(endpoint, routes.secrets.get(endpoint.path, b""),
+                                      routes.enqueue, log, clock=clock,
+                                      body_timeout=body_timeout)
+        except _Refused as refused:
+            response = _json({"error": refused.message}, refused.status, close=refused.close)
+            if refused.status == 405:
+                response.headers["Allow"] = "POST"
+        log.info("webhook request", method=request.method, path=request.path,
+                 status=response.status_code, remote_addr=request.remote_addr,
+                 duration_ms=round((time.monotonic() - started) * 1000, 3))
+        return response
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        # Only reachable if quart itself refuses a request before our hook runs.
+        code = exc.code or 400
+        return _json({"error": exc.description or exc.name}, code, close=True)
+
+    @app.errorhandler(Exception)
+    async def unexpected(exc: Exception) -> Response:
+        log.error("webhook request failed", path=request.path,
+                  error=f"{type(exc).__name__}: {exc}")
+        return _json({"error": "webhook not accepted; retry later"}, 503, close=True)
+
+    return app
+
+
+async def _deliver(
+    endpoint: WebhookEndpoint,
+    secret: bytes,
+    enqueue: Enqueue,
+    log: Logger,
+    *,
+    clock: Callable[[], float],
+    body_timeout: float,
+) -> Response:
+    """Steps 2-6 of the module docstring for a POST to a configured path."""
+    body = await _read_body(endpoint.max_body_size, body_timeout)
+    verdict = verify_request(
+        endpoint.scheme, secret, request.headers.get, body,
+        signature_header=endpoint.signature_header, tolerance=endpoint.tolerance, now=clock(),
+    )
+    if not verdict.ok:
+        log.warn("webhook signature rejected", path=endpoint.path, reason=verdict.reason,
+                 remote_addr=request.remote_addr)
+        raise _Refused(403, "forbidden")
+    payload = json_body(body)
+    if payload is None:
+        raise _Refused(400, "request body must be a JSON document (UTF-8)")
+    dedupe_key = None
+    if endpoint.dedupe_header is not None:
+        dedupe_key = (request.headers.get(endpoint.dedupe_header) or "").strip() or None
+    try:
+        job = await enqueue(endpoint.plugin, endpoint.command, payload,
+                            f"webhook:{endpoint.path}", dedupe_key=dedupe_key)
+    except DedupeDropped as exc:
+        log.info("webhook redelivery deduplicated", path=endpoint.path,
+                 job_id=exc.existing_job_id, reason=exc.reason)
+        return _json({"job_id": exc.existing_job_id, "deduplicated": True}, 200)
+    except StoreError as exc:
+        log.error("webhook enqueue failed", path=endpoint.path, error=str(exc))
+        raise _Refused(503, "failed to enqueue job; retry later") from None
+    log.info("webhook accepted", path=endpoint.path, job_id=job.id, plugin=endpoint.plugin,
+             command=endpoint.command)
+    return _json({"job_id": job.id}, 202)
+
+
+async def _read_body(limit: int, timeout: float) -> bytes:
+    """The whole body, refusing more than `limit` bytes (413) or a slow sender (408)."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise _Refused(413, f"payload too large (limit {limit} bytes)", close=True)
+    chunks: list[bytes] = []
+    size = 0
+    with trio.move_on_after(timeout) as scope:
+        try:
+            async for chunk in request.body:
+                size += len(chunk)
+                if size > limit:
+                    raise _Refused(413, f"payload too large (limit {limit} bytes)", close=True)
+                chunks.append(chunk)
+        except RequestEntityTooLarge:
+            raise _Refused(413, f"payload too large (limit {limit} bytes)", close=True) from None
+    if scope.cancelled_caught:
+        raise _Refused(408, "request body not received in time", close=True)
+    return b"".join(chunks)
+
+
+async def _drained(timeout: float) -> bool:
+    """Read and drop a small unwanted body (404/405) so the connection can serve the next
+    request. False when it is too large or too slow: the response then closes the connection."""
+    declared = request.content_length
+    if declared == 0:
+        return True
+    if declared is not None and declared > _DRAIN_LIMIT:
+        return False
+    try:
+        await _read_body(_DRAIN_LIMIT, min(timeout, 1.0))
+    except _Refused:
+        return False
+    return True
+
+
+def _json(body: Any, status: int, *, close: bool = False) -> Response:
+    response = Response(json.dumps(body) + "\n", status=status, content_type="application/json")
+    if close:
+        response.headers["Connection"] = "close"
+    return response

@@ -1,0 +1,411 @@
+"""The scheduler: a task in the supervisor's nursery that enqueues scheduled jobs on time.
+
+Each pass (at start, at each due fire, on `wake()`, and at least every `service.tick_interval`):
+
+1. Fold the outcomes of the scheduler's own finished jobs into the circuit breakers
+   (store/breakers.py reads them from the job log, so the dispatcher needs no hook).
+2. For every schedule of every enabled plugin, ask `plan.plan` which slots are due, given what
+   schedule_entries remembers; fire them; persist the new state.
+3. Sleep until the earliest next fire (jitter included), capped by `service.tick_interval`.
+
+Firing one slot checks, in order: the breaker (open: skip `circuit_open`; cooldown elapsed:
+half_open, and this fire is the probe; a probe still running: skip `probe_running`), then the
+overlap policy `if_running` against the outstanding jobs of (plugin, command) (for `poll` only
+the scheduler's own, as in Go): `skip` skips when any is outstanding (`already_running`),
+`queue` when `max_outstanding_polls` are (`outstanding_limit`), `cancel` cancels them (queued
+ones in the queue, running ones through the dispatcher, whose plugin process group is killed)
+and enqueues. The job's dedupe key is the fire key `plugin:command:id:<scheduled instant>`, so a
+fire replayed after a crash between enqueue and bookkeeping is dropped by the queue. A skipped
+slot is consumed: the schedule waits for its next slot (Go instead retried at every tick).
+
+Times: `clock()` is the wall clock (UTC, injectable for tests); sleeping uses the trio clock, so
+tests can run days of schedules under `trio.testing.MockClock`. The scheduler's start time is
+the `boot` instant that `after` schedules count from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ductile.errors import DedupeDropped, StoreError, StoreUnavailable
+from ductile.logs import Logger
+from ductile.schedule import plan as planner
+from ductile.schedule.expr import Schedule, fire_key
+from ductile.schedule.validate import Parsed, enabled_schedules
+from ductile.store import breakers as brk
+from ductile.store import schedules as sch
+from ductile.store.jobs import format_time, parse_time, utcnow
+
+if TYPE_CHECKING:
+    from ductile.boot.runtime import Runtime
+    from ductile.config.schema import PluginConf
+    from ductile.store.db import Database
+
+CancelRunning = Callable[[str, str], Awaitable[bool]]
+UNAVAILABLE_PAUSE = 1.0
+
+
+@dataclass(frozen=True)
+class Fired:
+    """What happened to one due slot (returned for logs and tests)."""
+
+    plugin: str
+    schedule_id: str
+    slot: datetime
+    job_id: str | None
+    skipped: str | None = None  # the skip reason, when no job was enqueued
+
+
+class Scheduler:
+    """Enqueue scheduled jobs; own the circuit breakers. See the module docstring."""
+
+    def __init__(
+        self,
+        current: Callable[[], Runtime],
+        db: Database,
+        log: Logger,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        cancel_running: CancelRunning | None = None,
+        seed: bytes = b"",
+        grace: float = planner.LATE_GRACE,
+    ) -> None:
+        self._current = current
+        self._db = db
+        self._log = log.child("scheduler")
+        self._clock = clock
+        self._cancel_running = cancel_running
+        self._seed = seed
+        self._grace = grace
+        self._machine = brk.breaker_machine()
+        self._wake = trio.Event()
+        self._stopping = False
+        self.boot: datetime | None = None
+        self.fired: list[Fired] = []  # the most recent decisions (bounded), newest last
+
+    def wake(self) -> None:
+        """Look again now: a reload, a pause or a resume happened."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finish the current pass and return from `run`."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self.boot = self._clock()
+        self._log.info("scheduler started", boot=format_time(self.boot))
+        task_status.started()
+        while not self._stopping:
+            self._wake = trio.Event()
+            try:
+                delay = await self.run_pass()
+            except StoreUnavailable as exc:
+                self._log.error("database unavailable: scheduling paused", error=str(exc),
+                                retry_in_s=UNAVAILABLE_PAUSE)
+                delay = UNAVAILABLE_PAUSE
+            if self._stopping:
+                break
+            with trio.move_on_after(delay):
+                await self._wake.wait()
+        self._log.info("scheduler stopped")
+
+    async def run_pass(self) -> float:
+        """One pass over every schedule; return the seconds until the next one is due."""
+        rt = self._current()
+        if self.boot is None:
+            self.boot = self._clock()
+        parsed = enabled_schedules(rt.config)
+        targets = sorted({(p.plugin, p.conf.command) for p in parsed if p.error is None})
+        service = rt.config.service.name
+
+        def snapshot(conn: Any) -> tuple[Any, ...]:
+            # One read transaction for everything the decisions need: the pass's latency is
+            # the fire's drift.
+            return (
+                sch.fetch_entries(conn),
+                {t: sch.outstanding_jobs(conn, *t, None) for t in targets},
+                {t: brk.fetch_breaker(conn, *t) for t in targets},
+                [t for t in targets
+                 if brk.has_new_outcomes(conn, *t, submitted_by=service)],
+            )
+
+        entries, outstanding, breakers, finished = await self._db.read(snapshot)
+        state = _PassState(
+            service=service,
+            breakers={t: b for t, b in breakers.items() if b is not None},
+            outstanding=outstanding,
+        )
+        state.breakers.update(await self._fold_outcomes(rt, finished))
+        next_due: datetime | None = None
+        for item in parsed:
+            due = await self._process(rt, item, entries.get((item.plugin, item.schedule_id)),
+                                      state)
+            if due is not None and (next_due is None or due < next_due):
+                next_due = due
+        await self._enqueue_all(rt, state)
+        await self._save_all(state)
+        tick = rt.config.service.tick_interval
+        if next_due is None:
+            return tick
+        return min(max((next_due - self._clock()).total_seconds(), 0.0), tick)
+
+    # -- one schedule --------------------------------------------------------------------
+
+    async def _process(self, rt: Runtime, item: Parsed, entry: sch.ScheduleEntry | None,
+                       state: _PassState) -> datetime | None:
+        """Plan one schedule and decide each due slot; return when it is next due."""
+        now = self._clock()
+        invalid = self._invalid_reason(rt, item)
+        if invalid is not None:
+            if entry is None or entry.status != sch.PAUSED_INVALID or entry.reason != invalid:
+                self._log.warn("schedule invalid: not scheduled", plugin=item.plugin,
+                               schedule_id=item.schedule_id, reason=invalid)
+            state.save(_row(item, entry, now, status=sch.PAUSED_INVALID, reason=invalid,
+                            next_run_at=None, last_fired_at=_opt(entry, "last_fired_at")), entry)
+            return None
+        schedule = item.schedule
+        assert schedule is not None and self.boot is not None
+        decision = planner.plan(schedule, _memory(entry), now, boot=self.boot, seed=self._seed,
+                                grace=self._grace)
+        if decision.status == sch.PAUSED_MANUAL:
+            return None
+        if decision.missed:
+            self._log.warn("missed schedule slots dropped", plugin=item.plugin,
+                           schedule_id=schedule.id, catch_up=schedule.catch_up,
+                           oldest=_fmt(decision.missed_from), count_at_least=decision.missed)
+        reason = decision.reason
+        last_fired = _opt(entry, "last_fired_at")
+        for slot in decision.fire:
+            skipped = await self._gate(rt, item, schedule, state)
+            last_fired = format_time(slot)
+            if skipped is None:
+                state.enqueue(_Fire(item, schedule, slot))
+            else:
+                self._record(Fired(item.plugin, schedule.id, slot, None, skipped), slot)
+                reason = skipped
+        state.save(_row(item, entry, now, status=decision.status, reason=reason,
+                        next_run_at=_fmt(decision.next_run_at), last_fired_at=last_fired), entry)
+        if decision.next_run_at is None:
+            return None
+        return planner.due_at(schedule, decision.next_run_at, self._seed)
+
+    def _invalid_reason(self, rt: Runtime, item: Parsed) -> str | None:
+        if item.error is not None:
+            return item.error
+        plugin = rt.plugins.get(item.plugin)
+        if plugin is None:
+            return f"plugin {item.plugin!r} is configured but not discoverable"
+        if not plugin.supports(item.conf.command):
+            return (f"plugin {item.plugin!r} schedule {item.schedule_id!r} references "
+                    f"unsupported command {item.conf.command!r}")
+        return None
+
+    # -- deciding and firing -------------------------------------------------------------
+
+    async def _gate(self, rt: Runtime, item: Parsed, schedule: Schedule,
+                    state: _PassState) -> str | None:
+        """The skip reason for this fire, or None to enqueue (cancelling overlaps first).
+
+        Decided on the pass's snapshot of breakers and outstanding jobs, which `enqueue` keeps
+        current, so several fires of one target in one pass see each other.
+        """
+        conf = rt.config.plugin(item.plugin)
+        target = (item.plugin, schedule.command)
+        breaker = state.breakers.get(target)
+        if breaker is not None and breaker.state == brk.OPEN:
+            now = format_time(self._clock())
+            breaker = await self._db.write(lambda conn: brk.cool_down_if_due(
+                conn, self._machine, item.plugin, schedule.command,
+                reset_after=conf.circuit_breaker.reset_after, now=now))
+            state.breakers[target] = breaker
+            if breaker.state == brk.OPEN:
+                return "circuit_open"
+        service = rt.config.service.name
+        outstanding = [o for o in state.outstanding.get(target, [])
+                       if schedule.command != "poll" or o.submitted_by == service]
+        if breaker is not None and breaker.state == brk.HALF_OPEN and any(
+                o.submitted_by == service for o in outstanding):
+            return "probe_running"
+        if not outstanding:
+            return None
+        if schedule.if_running == "skip":
+            return "already_running"
+        if schedule.if_running == "queue":
+            limit = max(1, conf.max_outstanding_polls)
+            return "outstanding_limit" if len(outstanding) >= limit else None
+        for job in outstanding:
+            await self._cancel(rt, job)
+        state.outstanding[target] = [o for o in state.outstanding.get(target, [])
+                                     if o not in outstanding]
+        return None
+
+    async def _cancel(self, rt: Runtime, job: sch.Outstanding) -> None:
+        reason = brk.CANCELLED_BY_SCHEDULER
+        if job.status == "queued":
+            try:
+                await rt.queue.cancel(job.id, reason=reason)
+                self._log.info("outstanding job cancelled", job_id=job.id, reason=reason)
+                return
+            except StoreError:
+                pass  # claimed meanwhile: it is running now
+        if self._cancel_running is not None and await self._cancel_running(job.id, reason):
+            self._log.info("running job cancelled", job_id=job.id, reason=reason)
+        else:
+            self._log.warn("could not cancel outstanding job (not running in this process)",
+                           job_id=job.id)
+
+    async def _enqueue_all(self, rt: Runtime, state: _PassState) -> None:
+        """Enqueue the pass's fires, schedules concurrently so the database writer commits them
+        together (one transaction for the fires of one instant instead of one each), and each
+        schedule's own fires in slot order (catch-up jobs run oldest first)."""
+        by_schedule: dict[tuple[str, str], list[_Fire]] = {}
+        for fire in state.fires:
+            by_schedule.setdefault((fire.item.plugin, fire.schedule.id), []).append(fire)
+        if not by_schedule:
+            return
+        async with trio.open_nursery() as nursery:
+            for fires in by_schedule.values():
+                nursery.start_soon(self._enqueue_in_order, rt, fires)
+
+    async def _enqueue_in_order(self, rt: Runtime, fires: list[_Fire]) -> None:
+        for fire in fires:
+            await self._enqueue(rt, fire)
+
+    async def _enqueue(self, rt: Runtime, fire: _Fire) -> None:
+        conf = rt.config.plugin(fire.item.plugin)
+        payload = fire.item.conf.raw.get("payload") or {}
+        try:
+            job = await rt.queue.enqueue(
+                fire.item.plugin, fire.schedule.command, payload, rt.config.service.name,
+                max_attempts=conf.retry.max_attempts,
+                dedupe_key=fire_key(fire.item.plugin, fire.schedule, fire.slot),
+            )
+        except DedupeDropped as exc:
+            self._record(Fired(fire.item.plugin, fire.schedule.id, fire.slot,
+                               exc.existing_job_id, "already_fired"), fire.slot)
+            return
+        self._record(Fired(fire.item.plugin, fire.schedule.id, fire.slot, job.id), fire.slot)
+
+    async def _save_all(self, state: _PassState) -> None:
+        rows = list(state.rows)
+        if rows:
+            await self._db.write(lambda conn: [sch.save_entry(conn, row) for row in rows])
+
+    def _record(self, fired: Fired, slot: datetime) -> Fired:
+        fields = {"plugin": fired.plugin, "schedule_id": fired.schedule_id,
+                  "slot": format_time(slot)}
+        if fired.skipped is None:
+            self._log.info("scheduled job enqueued", job_id=fired.job_id, **fields)
+        else:
+            self._log.info("scheduled fire skipped", reason=fired.skipped,
+                           job_id=fired.job_id, **fields)
+        self.fired.append(fired)
+        del self.fired[:-1000]
+        return fired
+
+    # -- breakers ------------------------------------------------------------------------
+
+    async def _fold_outcomes(self, rt: Runtime,
+                             targets: list[tuple[str, str]]) -> dict[tuple[str, str], brk.Breaker]:
+        if not targets:
+            return {}
+        service = rt.config.service.name
+        now = format_time(self._clock())
+
+        def fold(conn: Any) -> list[brk.Breaker]:
+            return [
+                brk.fold_outcomes(conn, self._machine, plugin, command,
+                                  threshold=rt.config.plugin(plugin).circuit_breaker.threshold,
+                                  submitted_by=service, now=now)
+                for plugin, command in targets
+            ]
+
+        folded = await self._db.write(fold)
+        for breaker in folded:
+            if breaker.state != brk.CLOSED and breaker.updated_at == now:
+                self._log.warn("circuit breaker state", plugin=breaker.plugin,
+                               command=breaker.command, state=breaker.state,
+                               failure_count=breaker.failure_count)
+        return {(b.plugin, b.command): b for b in folded}
+
+
+@dataclass(frozen=True)
+class _Fire:
+    """A slot cleared to be enqueued in this pass."""
+
+    item: Parsed
+    schedule: Schedule
+    slot: datetime
+
+
+@dataclass
+class _PassState:
+    """What one pass knows and decides: breakers and outstanding jobs per (plugin, command),
+    the fires to enqueue and the schedule_entries rows to write."""
+
+    service: str
+    breakers: dict[tuple[str, str], brk.Breaker]
+    outstanding: dict[tuple[str, str], list[sch.Outstanding]]
+    fires: list[_Fire] = field(default_factory=list)
+    rows: list[sch.ScheduleEntry] = field(default_factory=list)
+
+    def enqueue(self, fire: _Fire) -> None:
+        self.fires.append(fire)
+        target = (fire.item.plugin, fire.schedule.command)
+        placeholder = sch.Outstanding(id="", status="queued", plugin=fire.item.plugin,
+                                      dedupe_key=None, submitted_by=self.service, attempt=1,
+                                      created_at="", started_at=None)
+        self.outstanding.setdefault(target, []).append(placeholder)
+
+    def save(self, row: sch.ScheduleEntry, entry: sch.ScheduleEntry | None) -> None:
+        if entry is None or not _same(entry, row):
+            self.rows.append(row)
+
+
+def _row(item: Parsed, entry: sch.ScheduleEntry | None, now: datetime, *, status: str,
+         reason: str | None, next_run_at: str | None,
+         last_fired_at: str | None) -> sch.ScheduleEntry:
+    return sch.ScheduleEntry(
+        plugin=item.plugin,
+        schedule_id=item.schedule_id,
+        command=item.conf.command,
+        status=status,
+        reason=reason,
+        last_fired_at=last_fired_at,
+        last_success_job_id=_opt(entry, "last_success_job_id"),
+        last_success_at=_opt(entry, "last_success_at"),
+        next_run_at=next_run_at,
+        updated_at=format_time(now),
+    )
+
+
+def _memory(entry: sch.ScheduleEntry | None) -> planner.Memory | None:
+    if entry is None:
+        return None
+    return planner.Memory(
+        status=entry.status,
+        reason=entry.reason,
+        command=entry.command,
+        last_fired_at=parse_time(entry.last_fired_at) if entry.last_fired_at else None,
+        next_run_at=parse_time(entry.next_run_at) if entry.next_run_at else None,
+    )
+
+
+def _opt(entry: sch.ScheduleEntry | None, name: str) -> Any:
+    return getattr(entry, name) if entry is not None else None
+
+
+def _fmt(moment: datetime | None) -> str | None:
+    return format_time(moment) if moment is not None else None
+
+
+def _same(a: sch.ScheduleEntry, b: sch.ScheduleEntry) -> bool:
+    """Equal but for updated_at: no write needed."""
+    return all(getattr(a, n) == getattr(b, n) for n in a.columns() if n != "updated_at")
+

@@ -1,0 +1,139 @@
+"""The vault audit trail (`vault_audit`): append one row per vault operation, list them.
+
+Rows carry names and outcomes only (who, which operation, which secret or principal, `ok`,
+`refused` or `error`, and a short reason). A secret value is never passed in: `AuditEvent`
+has no field for one, and `detail` is an error message of the vault family, whose messages
+never contain values.
+
+Two writers share `insert_event`: the daemon's `AuditWriter` (through `Database.write`, so it
+joins the one writer thread) and `append_offline` for CLI verbs that run while the daemon is
+stopped (`vault get`, `vault set --vault`, `rotate-admin-token`, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from ductile.errors import StoreError
+from ductile.store.jobs import utcnow_text
+
+if TYPE_CHECKING:
+    from ductile.logs import Logger
+    from ductile.store.db import Database
+
+OUTCOMES = ("ok", "refused", "error")
+MAX_DETAIL = 500
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One vault operation: `actor` (`core-admin-token`, `cli`), `op` (`set`, `roll`, ...),
+    `target` (the secret or principal name), `outcome` (ok | refused | error)."""
+
+    actor: str
+    op: str
+    target: str
+    outcome: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    id: int
+    created_at: str
+    actor: str
+    op: str
+    target: str
+    outcome: str
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: What the management app is given: `await audit(event)`; it must not raise.
+Audit = Callable[[AuditEvent], Awaitable[None]]
+
+
+def insert_event(conn: sqlite3.Connection, event: AuditEvent, created_at: str) -> int:
+    """Append one row inside the caller's transaction; returns its id."""
+    if event.outcome not in OUTCOMES:
+        raise StoreError(f"vault_audit: outcome {event.outcome!r} is not one of "
+                         f"{', '.join(OUTCOMES)}")
+    cursor = conn.execute(
+        "INSERT INTO vault_audit (created_at, actor, op, target, outcome, detail) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (created_at, event.actor, event.op, event.target[:200], event.outcome,
+         event.detail[:MAX_DETAIL]),
+    )
+    return int(cursor.lastrowid or 0)
+
+
+class AuditWriter:
+    """The daemon's audit sink: one `Database.write` per event.
+
+    A failed audit write is logged and swallowed: the vault operation it describes has
+    already been persisted, and failing the HTTP request would only hide that.
+    """
+
+    def __init__(self, db: Database, log: Logger | None = None,
+                 clock: Callable[[], str] = utcnow_text) -> None:
+        self._db = db
+        self._log = log
+        self._clock = clock
+
+    async def __call__(self, event: AuditEvent) -> None:
+        created_at = self._clock()
+        try:
+            await self._db.write(lambda conn: insert_event(conn, event, created_at))
+        except StoreError as exc:
+            if self._log is not None:
+                self._log.error("vault audit row not written", op=event.op,
+                                target=event.target, outcome=event.outcome, error=str(exc))
+
+
+def append_offline(state_path: str, event: AuditEvent, *,
+                   clock: Callable[[], str] = utcnow_text) -> bool:
+    """Append a row from the CLI with its own short write transaction.
+
+    Returns False (and writes nothing) when the database does not exist yet: an offline vault
+    verb before the first `system start` has no audit trail to join, and must not create a
+    database on its own.
+    """
+    if not os.path.isfile(state_path):
+        return False
+    from ductile.store.db import BUSY_TIMEOUT_MS
+
+    try:
+        conn = sqlite3.connect(state_path, isolation_level=None,
+                               timeout=BUSY_TIMEOUT_MS / 1000)
+    except sqlite3.Error as exc:
+        raise StoreError(f"database {state_path}: cannot open for the vault audit: {exc}") \
+            from exc
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        insert_event(conn, event, clock())
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise StoreError(f"database {state_path}: cannot append the vault audit row: {exc}") \
+            from exc
+    finally:
+        conn.close()
+    return True
+
+
+def list_events(conn: sqlite3.Connection, *, principal: str | None = None,
+                limit: int = 50) -> list[AuditRow]:
+    """Newest first; `principal` keeps rows where it is the actor or the target."""
+    sql = ("SELECT id, created_at, actor, op, target, outcome, detail FROM vault_audit")
+    params: list[Any] = []
+    if principal:
+        sql += " WHERE actor = ? OR target = ?"
+        params += [principal, principal]
+    sql += " ORDER BY id DESC LIMIT ?"
+    params.append(limit)
+    return [AuditRow(*tuple(row)) for row in conn.execute(sql, params)]

@@ -1,0 +1,300 @@
+"""Circuit breakers per (plugin, command): the only writer of circuit_breakers and its history.
+
+The scheduler owns the breakers (execution-core §8). A breaker learns about job outcomes by
+reading the job log, not through a dispatcher hook: `fold_outcomes` takes every terminal attempt
+of a scheduler-submitted job for the target that completed after the breaker's `last_job_id`, in
+completion order, and applies each one. So an outcome is counted exactly once, even across
+restarts, and nothing is lost while the scheduler sleeps.
+
+Rules (states/breaker.yaml is checked before each state change, and every change appends a
+circuit_breaker_transitions row with the reason and job id in the same transaction):
+
+* success -> closed, failure_count 0 (a transition only when it was open or half_open);
+* failure -> failure_count + 1; `threshold` consecutive failures trip closed -> open; a failed
+  half-open probe trips half_open -> open again (reason failure_threshold, as in Go);
+* open and `reset_after` elapsed since opened_at -> half_open (reason cooldown_elapsed): the
+  next scheduled fire runs as the one probe;
+* `reset_breaker` (ductile system reset) -> closed, counters cleared (reason manual_reset).
+
+Only jobs with submitted_by = service.name count. `skipped` jobs, and jobs the scheduler itself
+cancelled for `if_running: cancel` (last_error == CANCELLED_BY_SCHEDULER), say nothing about
+the plugin's health and are passed over. Times written here (opened_at, updated_at) come from
+the scheduler's clock, so the cooldown is measured on one clock; last_failure_at is the job's
+own completion time.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ductile.errors import InvalidBreakerChange
+from ductile.machines import MachineSpec, load_machine
+from ductile.store.jobs import _Record, parse_time
+
+CLOSED = "closed"
+OPEN = "open"
+HALF_OPEN = "half_open"
+CANCELLED_BY_SCHEDULER = "cancelled by scheduler (if_running=cancel)"
+FAILURE_STATUSES = ("failed", "timed_out", "dead")
+DEFAULT_HISTORY = 20
+
+# Which trigger of states/breaker.yaml a change uses, by (from, to).
+_TRIGGERS = {
+    (CLOSED, OPEN): "trip",
+    (HALF_OPEN, OPEN): "trip",
+    (OPEN, HALF_OPEN): "cool_down",
+    (OPEN, CLOSED): "succeed",
+    (HALF_OPEN, CLOSED): "succeed",
+}
+
+
+@dataclass(frozen=True)
+class Breaker(_Record):
+    """One circuit_breakers row."""
+
+    plugin: str
+    command: str
+    state: str
+    failure_count: int
+    opened_at: str | None
+    last_failure_at: str | None
+    last_job_id: str | None
+    updated_at: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.columns()}
+
+
+@dataclass(frozen=True)
+class BreakerTransition(_Record):
+    """One append-only circuit_breaker_transitions row."""
+
+    id: str
+    plugin: str
+    command: str
+    from_state: str | None
+    to_state: str
+    failure_count: int
+    reason: str
+    job_id: str | None
+    created_at: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.columns()}
+
+
+def breaker_machine() -> MachineSpec:
+    """states/breaker.yaml."""
+    return load_machine("breaker")
+
+
+def closed_breaker(plugin: str, command: str, now: str) -> Breaker:
+    """The state of a target that has no row yet."""
+    return Breaker(plugin, command, CLOSED, 0, None, None, None, now)
+
+
+# -- readers (also used by the CLI on a read-only connection) --------------------------------
+
+
+def fetch_breaker(conn: sqlite3.Connection, plugin: str, command: str) -> Breaker | None:
+    row = conn.execute(
+        f"SELECT {Breaker.select_list()} FROM circuit_breakers WHERE plugin = ? AND command = ?",
+        (plugin, command),
+    ).fetchone()
+    return Breaker.from_row(row) if row is not None else None
+
+
+def fetch_breakers(conn: sqlite3.Connection, plugin: str | None = None) -> list[Breaker]:
+    """Every breaker row (of one plugin), by plugin and command."""
+    where, params = ("WHERE plugin = ?", (plugin,)) if plugin is not None else ("", ())
+    rows = conn.execute(
+        f"SELECT {Breaker.select_list()} FROM circuit_breakers {where} ORDER BY plugin, command",
+        params,
+    )
+    return [Breaker.from_row(row) for row in rows]
+
+
+def fetch_breaker_history(
+    conn: sqlite3.Connection, plugin: str, command: str, limit: int = DEFAULT_HISTORY
+) -> list[BreakerTransition]:
+    """The newest `limit` transitions of the target, newest first."""
+    rows = conn.execute(
+        f"SELECT {BreakerTransition.select_list()} FROM circuit_breaker_transitions "
+        "WHERE plugin = ? AND command = ? ORDER BY created_at DESC, rowid DESC LIMIT ?",
+        (plugin, command, limit),
+    )
+    return [BreakerTransition.from_row(row) for row in rows]
+
+
+def open_circuit_count(conn: sqlite3.Connection) -> int:
+    """How many breakers are open right now (for /healthz). half_open is not counted: it is
+    already letting a probe through."""
+    return int(
+        conn.execute("SELECT count(*) FROM circuit_breakers WHERE state = ?", (OPEN,)).fetchone()[0]
+    )
+
+
+# -- writers (run inside Database.write) ---------------------------------------------------------
+
+
+def fold_outcomes(
+    conn: sqlite3.Connection,
+    machine: MachineSpec,
+    plugin: str,
+    command: str,
+    *,
+    threshold: int,
+    submitted_by: str,
+    now: str,
+) -> Breaker:
+    """Apply every new terminal scheduler job of the target to its breaker; return the row.
+
+    Without a row yet, only the newest `threshold` outcomes are considered, so a first look at
+    an old database does not replay its whole history as transitions.
+    """
+    current = fetch_breaker(conn, plugin, command)
+    breaker = current or closed_breaker(plugin, command, now)
+    outcomes = _outcomes_since(conn, breaker, submitted_by, max(1, threshold))
+    for job_id, status, completed_at in outcomes:
+        if status == "succeeded":
+            breaker = _success(conn, machine, breaker, job_id, now)
+        else:
+            breaker = _failure(conn, machine, breaker, job_id, completed_at, threshold, now)
+    if outcomes or current is None:
+        _save(conn, breaker)
+    return breaker
+
+
+def has_new_outcomes(conn: sqlite3.Connection, plugin: str, command: str, *,
+                     submitted_by: str) -> bool:
+    """True when `fold_outcomes` would have something to fold (a cheap read, so the scheduler
+    takes the write only when a job of the target finished)."""
+    breaker = fetch_breaker(conn, plugin, command) or closed_breaker(plugin, command, "")
+    return bool(_outcomes_since(conn, breaker, submitted_by, 1))
+
+
+def cool_down_if_due(
+    conn: sqlite3.Connection,
+    machine: MachineSpec,
+    plugin: str,
+    command: str,
+    *,
+    reset_after: float,
+    now: str,
+) -> Breaker:
+    """open -> half_open once `reset_after` seconds have passed since opened_at."""
+    breaker = fetch_breaker(conn, plugin, command) or closed_breaker(plugin, command, now)
+    if breaker.state != OPEN or breaker.opened_at is None:
+        return breaker
+    elapsed = (parse_time(now) - parse_time(breaker.opened_at)).total_seconds()
+    if elapsed < reset_after:
+        return breaker
+    changed = _change(conn, machine, breaker, HALF_OPEN, "cooldown_elapsed", None, now)
+    _save(conn, changed)
+    return changed
+
+
+def reset_breaker(conn: sqlite3.Connection, machine: MachineSpec, plugin: str, command: str,
+                  now: str) -> Breaker:
+    """Close the breaker and clear its counters (operator action)."""
+    breaker = fetch_breaker(conn, plugin, command) or closed_breaker(plugin, command, now)
+    if breaker.state != CLOSED:
+        if not machine.allowed(breaker.state, CLOSED):
+            raise InvalidBreakerChange(plugin, command, breaker.state, CLOSED)
+        _append(conn, breaker, CLOSED, "manual_reset", None, now, count=0)
+    reset = replace(breaker, state=CLOSED, failure_count=0, opened_at=None, updated_at=now)
+    _save(conn, reset)
+    return reset
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _outcomes_since(
+    conn: sqlite3.Connection, breaker: Breaker, submitted_by: str, first_look: int
+) -> list[tuple[str, str, str]]:
+    base = (
+        "SELECT job_id, status, completed_at FROM job_log "
+        "WHERE plugin = ? AND command = ? AND submitted_by = ? "
+        f"AND status IN ('succeeded', {', '.join(repr(s) for s in FAILURE_STATUSES)}) "
+        "AND coalesce(last_error, '') != ? "
+    )
+    params: list[Any] = [breaker.plugin, breaker.command, submitted_by, CANCELLED_BY_SCHEDULER]
+    if breaker.last_job_id is None:
+        rows = conn.execute(base + "ORDER BY completed_at DESC, rowid DESC LIMIT ?",
+                            (*params, first_look)).fetchall()
+        return [tuple(r) for r in reversed(rows)]  # type: ignore[misc]
+    cursor = conn.execute(
+        "SELECT completed_at, rowid FROM job_log WHERE job_id = ? ORDER BY attempt DESC LIMIT 1",
+        (breaker.last_job_id,),
+    ).fetchone()
+    if cursor is None:  # pruned by retention: fall back to the breaker's own clock
+        rows = conn.execute(base + "AND completed_at > ? ORDER BY completed_at, rowid",
+                            (*params, breaker.updated_at)).fetchall()
+    else:
+        rows = conn.execute(
+            base + "AND (completed_at > ? OR (completed_at = ? AND rowid > ?)) "
+            "ORDER BY completed_at, rowid",
+            (*params, cursor[0], cursor[0], cursor[1]),
+        ).fetchall()
+    return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def _success(conn: sqlite3.Connection, machine: MachineSpec, breaker: Breaker, job_id: str,
+             now: str) -> Breaker:
+    if breaker.state != CLOSED:
+        breaker = _change(conn, machine, breaker, CLOSED, "success", job_id, now, count=0)
+    return replace(breaker, state=CLOSED, failure_count=0, opened_at=None, last_job_id=job_id,
+                   updated_at=now)
+
+
+def _failure(conn: sqlite3.Connection, machine: MachineSpec, breaker: Breaker, job_id: str,
+             completed_at: str, threshold: int, now: str) -> Breaker:
+    count = breaker.failure_count + 1
+    breaker = replace(breaker, failure_count=count, last_failure_at=completed_at,
+                      last_job_id=job_id, updated_at=now)
+    tripped = breaker.state == HALF_OPEN or (breaker.state == CLOSED and count >= threshold)
+    if tripped:
+        breaker = _change(conn, machine, breaker, OPEN, "failure_threshold", job_id, now)
+    return breaker
+
+
+def _change(conn: sqlite3.Connection, machine: MachineSpec, breaker: Breaker, to_state: str,
+            reason: str, job_id: str | None, now: str, *, count: int | None = None) -> Breaker:
+    trigger = _TRIGGERS.get((breaker.state, to_state))
+    allowed = trigger is not None and any(
+        t.trigger == trigger and t.dest == to_state and breaker.state in t.source
+        for t in machine.transitions
+    )
+    if not allowed:
+        raise InvalidBreakerChange(breaker.plugin, breaker.command, breaker.state, to_state)
+    _append(conn, breaker, to_state, reason, job_id, now,
+            count=breaker.failure_count if count is None else count)
+    opened_at = now if to_state == OPEN else (breaker.opened_at if to_state == HALF_OPEN else None)
+    return replace(breaker, state=to_state, opened_at=opened_at, updated_at=now,
+                   failure_count=breaker.failure_count if count is None else count)
+
+
+def _append(conn: sqlite3.Connection, breaker: Breaker, to_state: str, reason: str,
+            job_id: str | None, now: str, *, count: int) -> None:
+    conn.execute(
+        "INSERT INTO circuit_breaker_transitions (id, plugin, command, from_state, to_state, "
+        "failure_count, reason, job_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (str(uuid.uuid4()), breaker.plugin, breaker.command, breaker.state, to_state, count,
+         reason, job_id, now),
+    )
+
+
+def _save(conn: sqlite3.Connection, breaker: Breaker) -> None:
+    values = breaker.as_dict()
+    names = ", ".join(values)
+    updates = ", ".join(f"{n} = excluded.{n}" for n in values if n not in ("plugin", "command"))
+    conn.execute(
+        f"INSERT INTO circuit_breakers ({names}) VALUES ({', '.join('?' for _ in values)}) "
+        f"ON CONFLICT (plugin, command) DO UPDATE SET {updates}",
+        tuple(values.values()),
+    )
+

@@ -1,0 +1,227 @@
+"""Job trees: a root job and every job routed from it, linked by `parent_job_id`.
+
+Read by `GET /job/{id}/tree`, the synchronous pipeline wait and `ductile job inspect`. A tree is
+found by a recursive query from the root down, which is why these readers are bounded: at most
+MAX_TREE_NODES jobs (10,000) and MAX_TREE_DEPTH levels (200) below the root are read. A real
+pipeline tree is a few dozen jobs and as deep as its route depth; the bounds only stop a runaway
+(a hook loop without a depth limit, hand-edited rows forming a cycle) from turning one request
+into an unbounded read. A tree cut short says so (`truncated`).
+
+The walk is cycle-safe: the query keeps (job, depth) pairs distinct and stops at the depth
+bound, and each job is kept once, at the first (shallowest) place it was reached.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ductile.errors import StoreError
+from ductile.store.jobs import parse_time
+
+MAX_TREE_NODES = 10_000
+MAX_TREE_DEPTH = 200
+#: Where the control fields live in an accumulated context; not part of the user's baggage.
+CONTROL_NAMESPACE = "ductile"
+
+_FAILED = ("failed", "timed_out", "dead")
+_TERMINAL = ("succeeded", "skipped", *_FAILED)
+
+# Breadth-first from the root: (id, depth) pairs, distinct, so a cycle ends at the depth bound.
+# The walk reads one level past MAX_TREE_DEPTH so a caller can tell a tree was cut short.
+_WALK = """
+WITH RECURSIVE tree(id, depth) AS (
+    SELECT id, 0 FROM job_queue WHERE id = :root
+    UNION
+    SELECT j.id, t.depth + 1 FROM job_queue AS j JOIN tree AS t ON j.parent_job_id = t.id
+    WHERE t.depth <= :max_depth
+    LIMIT :max_rows
+)
+"""
+
+_NODE_SQL = _WALK + """
+SELECT q.rowid AS rid, q.id, q.plugin, q.command, q.status, q.attempt, q.created_at,
+       q.started_at, q.completed_at, q.last_error, q.parent_job_id, t.depth,
+       c.pipeline_name, c.step_id, c.accumulated_json, q.event_context_id,
+       (SELECT a.duration_ms FROM job_attempts AS a
+         WHERE a.job_id = q.id AND a.attempt = q.attempt) AS duration_ms,
+       (SELECT l.result FROM job_log AS l
+         WHERE l.job_id = q.id ORDER BY l.attempt DESC LIMIT 1) AS result,
+       (SELECT r.reason FROM job_transitions AS r
+         WHERE r.job_id = q.id ORDER BY r.created_at DESC, r.id DESC LIMIT 1) AS decision
+FROM tree AS t
+JOIN job_queue AS q ON q.id = t.id
+LEFT JOIN event_context AS c ON c.id = q.event_context_id
+ORDER BY t.depth, q.created_at, q.rowid
+"""
+
+_STATUS_SQL = _WALK + """
+SELECT t.id, q.status, t.depth FROM tree AS t JOIN job_queue AS q ON q.id = t.id
+ORDER BY t.depth
+"""
+
+
+@dataclass(frozen=True)
+class TreeState:
+    """How far a job tree has got. `all_terminal` is False for an empty or truncated tree (the
+    unread part may still be running); `failed_any` counts failed, timed_out and dead."""
+
+    total: int
+    terminal: int
+    all_terminal: bool
+    failed_any: bool
+    truncated: bool = False
+
+
+def fetch_job_tree(conn: sqlite3.Connection, root_id: str) -> dict[str, Any] | None:
+    """The tree under `root_id` as nested dicts, children in creation order; None if unknown.
+
+    Each node: job_id, plugin, command, status, attempt, created_at, started_at, completed_at,
+    duration_ms (the current attempt's, else completed - started, else None), result (the last
+    job_log result, decoded when it is JSON), last_error, decision (the reason of the job's last
+    status change: why it was skipped, failed or enqueued), context (None for a job without one,
+    else {context_id, pipeline, step_id, baggage: accumulated without the `ductile` namespace,
+    ductile: the control fields}) and children. The root also has `truncated`.
+    """
+    rows = conn.execute(_NODE_SQL, _walk_params(root_id)).fetchall()
+    if not rows:
+        return None
+    nodes: dict[str, dict[str, Any]] = {}
+    truncated = len(rows) > MAX_TREE_NODES
+    for row in rows[:MAX_TREE_NODES]:
+        if row["id"] in nodes:
+            continue  # a cycle reached this job again, deeper: keep the first place
+        if row["depth"] > MAX_TREE_DEPTH:
+            truncated = True
+            continue
+        node = _node(row)
+        if nodes and row["parent_job_id"] in nodes:
+            nodes[row["parent_job_id"]]["children"].append(node)
+        nodes[row["id"]] = node
+    root = nodes[root_id]
+    root["truncated"] = truncated
+    return root
+
+
+def tree_settled(conn: sqlite3.Connection, root_id: str) -> TreeState:
+    """Count the jobs of the tree and how many are terminal.
+
+    A job is settled only once terminal; a successor is inserted in the same transaction that
+    ends its parent, so a tree whose jobs are all terminal has no pending successor. An unknown
+    root gives total 0 and all_terminal False.
+    """
+    rows = conn.execute(_STATUS_SQL, _walk_params(root_id)).fetchall()
+    statuses: dict[str, str] = {}
+    truncated = len(rows) > MAX_TREE_NODES
+    for row in rows[:MAX_TREE_NODES]:
+        if row["id"] in statuses:
+            continue  # reached again through a cycle
+        if row["depth"] > MAX_TREE_DEPTH:
+            truncated = True
+        else:
+            statuses[row["id"]] = row["status"]
+    total = len(statuses)
+    terminal = sum(1 for status in statuses.values() if status in _TERMINAL)
+    return TreeState(
+        total=total,
+        terminal=terminal,
+        all_terminal=total > 0 and terminal == total and not truncated,
+        failed_any=any(status in _FAILED for status in statuses.values()),
+        truncated=truncated,
+    )
+
+
+def root_of(conn: sqlite3.Connection, job_id: str) -> str | None:
+    """The top of `job_id`'s tree: its farthest ancestor still in job_queue (None if unknown).
+
+    A parent pruned by retention ends the walk at its child; so does a job seen twice (a cycle)
+    or MAX_TREE_DEPTH steps.
+    """
+    current = conn.execute("SELECT id, parent_job_id FROM job_queue WHERE id = ?", (job_id,))
+    row = current.fetchone()
+    if row is None:
+        return None
+    top, parent = str(row[0]), row[1]
+    seen = {top}
+    for _ in range(MAX_TREE_DEPTH):
+        if parent is None or parent in seen:
+            break
+        row = conn.execute(
+            "SELECT id, parent_job_id FROM job_queue WHERE id = ?", (parent,)
+        ).fetchone()
+        if row is None:
+            break
+        top, parent = str(row[0]), row[1]
+        seen.add(top)
+    return top
+
+
+def split_baggage(accumulated: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(user baggage, control fields): the accumulated context without and with only the
+    `ductile` namespace (a non-object `ductile` value is left out of both)."""
+    baggage = {key: value for key, value in accumulated.items() if key != CONTROL_NAMESPACE}
+    control = accumulated.get(CONTROL_NAMESPACE)
+    return baggage, dict(control) if isinstance(control, Mapping) else {}
+
+
+def _walk_params(root_id: str) -> dict[str, Any]:
+    return {"root": root_id, "max_depth": MAX_TREE_DEPTH, "max_rows": MAX_TREE_NODES + 1}
+
+
+def _node(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "job_id": row["id"],
+        "plugin": row["plugin"],
+        "command": row["command"],
+        "status": row["status"],
+        "attempt": row["attempt"],
+        "created_at": row["created_at"],
+        "started_at": row["started_at"],
+        "completed_at": row["completed_at"],
+        "duration_ms": _duration(row),
+        "result": _json_or_text(row["result"]),
+        "last_error": row["last_error"],
+        "decision": row["decision"],
+        "context": _context(row),
+        "children": [],
+    }
+
+
+def _duration(row: Mapping[str, Any]) -> int | None:
+    if row["duration_ms"] is not None:
+        return int(row["duration_ms"])
+    if row["started_at"] and row["completed_at"]:
+        try:
+            elapsed = parse_time(row["completed_at"]) - parse_time(row["started_at"])
+        except StoreError:
+            return None
+        return int(elapsed.total_seconds() * 1000)
+    return None
+
+
+def _context(row: Mapping[str, Any]) -> dict[str, Any] | None:
+    if row["event_context_id"] is None:
+        return None
+    accumulated: Any = None
+    if row["accumulated_json"] is not None:
+        accumulated = _json_or_text(row["accumulated_json"])
+    baggage, control = split_baggage(accumulated) if isinstance(accumulated, dict) else ({}, {})
+    return {
+        "context_id": row["event_context_id"],
+        "pipeline": row["pipeline_name"],
+        "step_id": row["step_id"],
+        "baggage": baggage,
+        "ductile": control,
+    }
+
+
+def _json_or_text(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return text
