@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from trio.testing import MockClock
 
 from ductile.boot.runtime import Process, Runtime
 from ductile.dispatch.dispatcher import Dispatcher
@@ -31,6 +32,21 @@ def trio_wall(start: datetime) -> Callable[[], datetime]:
     """A wall clock that moves with the trio clock (MockClock in tests), from `start`."""
     origin = trio.current_time()
     return lambda: start + timedelta(seconds=trio.current_time() - origin)
+
+
+async def advance(world: World, seconds: float) -> None:
+    """Move a hand-driven MockClock (rate 0, no autojump) forward by `seconds`, stopping at each
+    scheduler wake-up on the way and letting its pass finish: deterministic, because time only
+    moves while the scheduler is asleep."""
+    clock = trio.lowlevel.current_clock()
+    assert isinstance(clock, MockClock), "advance() needs the MockClock fixture"
+    target = trio.current_time() + seconds
+    while True:
+        wake_at = await world.scheduler.idle()
+        if wake_at > target:
+            clock.jump(max(0.0, target - trio.current_time()))
+            return
+        clock.jump(max(0.0, wake_at - trio.current_time()))
 
 
 @dataclass

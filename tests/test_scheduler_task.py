@@ -20,7 +20,7 @@ from trio.testing import MockClock
 from ductile.schedule import control
 from ductile.schedule.views import scheduler_jobs
 from ductile.store.jobs import format_time
-from scheduler_util import World, scheduler_world
+from scheduler_util import World, advance, scheduler_world
 
 T0 = datetime(2026, 5, 4, 10, tzinfo=UTC)
 HOUR = 3600
@@ -28,9 +28,9 @@ HOUR = 3600
 
 @pytest.fixture
 def clock() -> MockClock:
-    # Jump only after 20 ms of real idleness, so a jump never lands while the scheduler waits
-    # on a database thread.
-    return MockClock(autojump_threshold=0.02)
+    # Driven by hand (scheduler_util.advance): time moves only while the scheduler sleeps, never
+    # while it waits on a database thread.
+    return MockClock()
 
 
 def echo(*schedules: dict[str, Any], **plugin: Any) -> dict[str, Any]:
@@ -61,7 +61,7 @@ def entry(world: World, schedule_id: str) -> dict[str, Any]:
 
 async def test_every_fires_on_time_with_one_job_per_slot(tmp_path: Path, clock: MockClock) -> None:
     async with scheduler_world(tmp_path, echo({"id": "h", "every": "1h"}), start=T0) as w:
-        await trio.sleep(3 * HOUR + 60)
+        await advance(w, 3 * HOUR + 60)
         assert keys(w) == [key("h", T0 + timedelta(hours=h)) for h in range(4)]
         assert {submitted for _, _, submitted in w.jobs()} == {"ductile-test"}
         row = entry(w, "h")
@@ -74,8 +74,9 @@ async def test_daily_cron_across_london_fall_back_fires_once_a_day(
 ) -> None:
     plugins = echo({"id": "d", "cron": "30 1 * * *", "timezone": "Europe/London"})
     start = datetime(2026, 10, 24, tzinfo=UTC)
-    async with scheduler_world(tmp_path, plugins, start=start, service={"tick_interval": "1d"}):
-        await trio.sleep(3 * 24 * HOUR)
+    async with scheduler_world(tmp_path, plugins, start=start,
+                               service={"tick_interval": "1d"}) as w:
+        await advance(w, 3 * 24 * HOUR)
     async with scheduler_world(tmp_path, plugins, start=start + timedelta(days=3)) as w:
         assert keys(w) == [key("d", datetime(2026, 10, 24, 0, 30, tzinfo=UTC)),
                            key("d", datetime(2026, 10, 25, 0, 30, tzinfo=UTC)),
@@ -89,21 +90,21 @@ async def test_new_york_spring_gap_fires_at_the_end_of_the_gap(
     start = datetime(2026, 3, 7, 12, tzinfo=UTC)
     async with scheduler_world(tmp_path, plugins, start=start,
                                service={"tick_interval": "1d"}) as w:
-        await trio.sleep(2 * 24 * HOUR)
+        await advance(w, 2 * 24 * HOUR)
         assert keys(w) == [key("n", datetime(2026, 3, 8, 7, 0, tzinfo=UTC)),
                            key("n", datetime(2026, 3, 9, 6, 30, tzinfo=UTC))]
 
 
 async def test_restart_neither_double_fires_nor_forgets(tmp_path: Path, clock: MockClock) -> None:
     plugins = echo({"id": "h", "every": "1h"})
-    async with scheduler_world(tmp_path, plugins, start=T0):
-        await trio.sleep(HOUR + 60)
+    async with scheduler_world(tmp_path, plugins, start=T0) as w:
+        await advance(w, HOUR + 60)
     # Restart at once (same instant as the last fire): nothing is fired twice.
-    async with scheduler_world(tmp_path, plugins, start=T0 + timedelta(seconds=HOUR + 60)):
-        await trio.sleep(30)
+    async with scheduler_world(tmp_path, plugins, start=T0 + timedelta(seconds=HOUR + 60)) as w:
+        await advance(w, 30)
     # Restart later: the cadence continues from the persisted next slot.
     async with scheduler_world(tmp_path, plugins, start=T0 + timedelta(minutes=100)) as w:
-        await trio.sleep(HOUR)
+        await advance(w, HOUR)
         assert keys(w) == [key("h", T0 + timedelta(hours=h)) for h in range(3)]
 
 
@@ -116,11 +117,11 @@ async def test_catch_up_after_a_three_hour_outage(
     tmp_path: Path, clock: MockClock, catch_up: str, expected_hours: list[int]
 ) -> None:
     plugins = echo({"id": "h", "every": "1h", "catch_up": catch_up})
-    async with scheduler_world(tmp_path, plugins, start=T0):
-        await trio.sleep(60)
+    async with scheduler_world(tmp_path, plugins, start=T0) as w:
+        await advance(w, 60)
     # Down from 10:01 to 13:30; up again until 14:10.
     async with scheduler_world(tmp_path, plugins, start=T0 + timedelta(hours=3.5)) as w:
-        await trio.sleep(40 * 60)
+        await advance(w, 40 * 60)
         assert keys(w) == [key("h", T0 + timedelta(hours=h)) for h in expected_hours]
         if catch_up == "skip":
             dropped = [r for r in w.log_lines() if r["msg"] == "missed schedule slots dropped"]
@@ -132,15 +133,15 @@ async def test_pause_survives_a_restart_and_resume_does_not_catch_up(
 ) -> None:
     plugins = echo({"id": "h", "every": "1h", "catch_up": "run_all"}, {"id": "m", "every": "1h"})
     async with scheduler_world(tmp_path, plugins, start=T0) as w:
-        await trio.sleep(60)
+        await advance(w, 60)
         assert w.proc.db is not None
         paused = await w.proc.db.write(lambda c: control.pause(
             c, w.rt.config, "echo/h", format_time(T0)))
         assert [(e.schedule_id, e.status) for e in paused] == [("h", "paused_manual")]
         w.scheduler.wake()
-        await trio.sleep(2 * HOUR)
+        await advance(w, 2 * HOUR)
     async with scheduler_world(tmp_path, plugins, start=T0 + timedelta(hours=2, minutes=30)) as w:
-        await trio.sleep(2 * HOUR)  # until 14:30: still paused across the restart
+        await advance(w, 2 * HOUR)  # until 14:30: still paused across the restart
         assert [k for k in keys(w) if ":h:" in k] == [key("h", T0)]
         assert w.proc.db is not None
         listing = await w.proc.db.read(lambda c: scheduler_jobs(
@@ -150,7 +151,7 @@ async def test_pause_survives_a_restart_and_resume_does_not_catch_up(
         assert by_id["m"]["paused"] is False and "next_run_at" in by_id["m"]
         await w.proc.db.write(lambda c: control.resume(c, w.rt.config, "echo", format_time(T0)))
         w.scheduler.wake()
-        await trio.sleep(HOUR)  # until 15:30: the 15:00 slot fires, 11:00-14:00 are dropped
+        await advance(w, HOUR)  # until 15:30: the 15:00 slot fires, 11:00-14:00 are dropped
         assert [k for k in keys(w) if ":h:" in k] == [key("h", T0), key("h", T0 + 5 * timedelta(
             hours=1))]
         # The other schedule was never paused.
@@ -160,11 +161,11 @@ async def test_pause_survives_a_restart_and_resume_does_not_catch_up(
 
 async def test_after_fires_once_per_boot_and_at_once_ever(tmp_path: Path, clock: MockClock) -> None:
     plugins = echo({"id": "boot", "after": "30s"}, {"id": "at", "at": "2026-05-04T10:05:00Z"})
-    async with scheduler_world(tmp_path, plugins, start=T0):
-        await trio.sleep(HOUR)
+    async with scheduler_world(tmp_path, plugins, start=T0) as w:
+        await advance(w, HOUR)
     later = T0 + timedelta(hours=2)
     async with scheduler_world(tmp_path, plugins, start=later) as w:
-        await trio.sleep(HOUR)
+        await advance(w, HOUR)
         assert sorted(keys(w)) == sorted([
             key("boot", T0 + timedelta(seconds=30)),
             key("at", T0 + timedelta(minutes=5)),
@@ -178,7 +179,7 @@ async def test_an_unsupported_command_is_paused_invalid_and_never_fires(
 ) -> None:
     plugins = echo({"id": "x", "every": "1m", "command": "sync"}, {"id": "ok", "every": "1h"})
     async with scheduler_world(tmp_path, plugins, start=T0) as w:
-        await trio.sleep(10 * 60)
+        await advance(w, 10 * 60)
         assert keys(w) == [key("ok", T0)]
         row = entry(w, "x")
         assert row["status"] == "paused_invalid"
@@ -190,7 +191,7 @@ async def test_skip_policy_consumes_the_slot_while_a_job_is_outstanding(
 ) -> None:
     plugins = {"echo": {"enabled": True, "schedules": [{"id": "s", "every": "1h"}]}}
     async with scheduler_world(tmp_path, plugins, start=T0) as w:
-        await trio.sleep(2 * HOUR + 60)
+        await advance(w, 2 * HOUR + 60)
         assert keys(w) == [key("s", T0)]  # never claimed: the later slots were skipped
         assert entry(w, "s")["reason"] == "already_running"
         skipped = [r for r in w.log_lines() if r["msg"] == "scheduled fire skipped"]

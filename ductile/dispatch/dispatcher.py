@@ -30,6 +30,7 @@ from ductile.plugin.spawn import child_env, spawn_plugin
 
 if TYPE_CHECKING:
     from ductile.boot.runtime import Runtime
+    from ductile.config.schema import PluginConf
     from ductile.store.jobs import Job
     from ductile.store.queue import Claim, Finished
 
@@ -224,6 +225,9 @@ async def execute(
         return await _fail_permanently(rt, job, error, log, claim_next)
     conf = rt.config.plugin(job.plugin)
     timeout = conf.timeout_for(job.command)
+    secrets, refusal = compose_secrets(rt, conf)
+    if refusal is not None:
+        return await _fail_permanently(rt, job, refusal, log, claim_next)
     try:
         payload = job.payload_obj()
     except StoreError as exc:
@@ -237,6 +241,7 @@ async def execute(
         context={"ductile_plugin": job.plugin},
         event=_event_for(job.command, payload),
         deadline_at=datetime.now(timezone.utc).astimezone() + timedelta(seconds=timeout),
+        secrets=secrets,
     )
     env = child_env(rt.config.service.plugin_env_passthrough)
     started = time.monotonic()
@@ -255,6 +260,34 @@ async def execute(
     outcome = classify(result, timeout)
     return await _finish(rt, job, outcome, result.stdout, result.exit_code, result.stderr,
                          _ms(started), log, claim_next)
+
+
+def compose_secrets(rt: Runtime, conf: PluginConf) -> tuple[dict[str, str], str | None]:
+    """The vault secrets granted to the plugin's principal, composed fresh for this spawn (a
+    roll or revoke through /vault/* applies to the next spawn without a reload). They travel
+    only in the request's `secrets` field, never in env or argv.
+
+    Fails the job closed (second item: the reason) when the plugin `requires_vault` and no
+    vault is loaded or its principal cannot compose, and whenever its principal is revoked. A
+    plugin with no principal registered, that does not require the vault, gets no secrets.
+    """
+    from ductile.errors import VaultPrincipalUnavailable
+
+    owner = rt.vault_owner
+    if owner is None:
+        if conf.requires_vault:
+            return {}, (f"requires_vault: plugin {conf.name!r} requires the vault but none is "
+                        "loaded (create one with ductile vault init, or set requires_vault: "
+                        "false)")
+        return {}, None
+    try:
+        composition = owner.compose(conf.principal)
+    except VaultPrincipalUnavailable as exc:
+        if conf.requires_vault or exc.reason == "revoked":
+            return {}, (f"requires_vault: vault principal {conf.principal!r} of plugin "
+                        f"{conf.name!r} cannot receive secrets: {exc}")
+        return {}, None
+    return dict(composition.secrets), None
 
 
 def _event_for(command: str, payload: Any) -> dict[str, Any] | None:

@@ -84,6 +84,8 @@ class Scheduler:
         self._grace = grace
         self._machine = brk.breaker_machine()
         self._wake = trio.Event()
+        self._asleep = trio.Event()
+        self.sleeping_until = 0.0
         self._stopping = False
         self.boot: datetime | None = None
         self.fired: list[Fired] = []  # the most recent decisions (bounded), newest last
@@ -111,9 +113,21 @@ class Scheduler:
                 delay = UNAVAILABLE_PAUSE
             if self._stopping:
                 break
-            with trio.move_on_after(delay):
+            self.sleeping_until = trio.current_time() + delay
+            self._asleep.set()
+            with trio.move_on_at(self.sleeping_until):
                 await self._wake.wait()
+            self._asleep = trio.Event()
         self._log.info("scheduler stopped")
+
+    async def idle(self) -> float:
+        """Wait until the scheduler sleeps with nothing left to do before `sleeping_until` (a
+        trio time, returned). For tests that drive a MockClock by hand, and for diagnostics."""
+        while True:
+            await self._asleep.wait()
+            if self.sleeping_until > trio.current_time() and not self._wake.is_set():
+                return self.sleeping_until
+            await trio.lowlevel.checkpoint()
 
     async def run_pass(self) -> float:
         """One pass over every schedule; return the seconds until the next one is due."""
@@ -143,9 +157,12 @@ class Scheduler:
         )
         state.breakers.update(await self._fold_outcomes(rt, finished))
         next_due: datetime | None = None
+        # One instant for the whole pass: schedules first seen together share their anchor and
+        # keep firing in the same pass, instead of a cascade of passes microseconds apart.
+        now = self._clock()
         for item in parsed:
             due = await self._process(rt, item, entries.get((item.plugin, item.schedule_id)),
-                                      state)
+                                      state, now)
             if due is not None and (next_due is None or due < next_due):
                 next_due = due
         await self._enqueue_all(rt, state)
@@ -158,9 +175,8 @@ class Scheduler:
     # -- one schedule --------------------------------------------------------------------
 
     async def _process(self, rt: Runtime, item: Parsed, entry: sch.ScheduleEntry | None,
-                       state: _PassState) -> datetime | None:
-        """Plan one schedule and decide each due slot; return when it is next due."""
-        now = self._clock()
+                       state: _PassState, now: datetime) -> datetime | None:
+        """Plan one schedule at `now` and decide each due slot; return when it is next due."""
         invalid = self._invalid_reason(rt, item)
         if invalid is not None:
             if entry is None or entry.status != sch.PAUSED_INVALID or entry.reason != invalid:

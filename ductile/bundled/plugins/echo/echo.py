@@ -35,15 +35,16 @@ def ok_response(req, config, command):
     previous = state.get("count", 0)
     if not isinstance(previous, int) or isinstance(previous, bool):
         previous = 0
+    payload = {"message": message, "payload": echoed, "command": command}
+    secrets = req.get("secrets")
+    if isinstance(secrets, dict) and secrets:
+        # Names only, never values: lets an operator (and the tests) see what the vault
+        # delivered to this principal.
+        payload["secret_names"] = sorted(secrets)
     return {
         "status": "ok",
         "result": "echo: " + message,
-        "events": [
-            {
-                "type": "echo." + command,
-                "payload": {"message": message, "payload": echoed, "command": command},
-            }
-        ],
+        "events": [{"type": "echo." + command, "payload": payload}],
         "state_updates": {"last_command": command, "count": previous + 1},
     }
 
