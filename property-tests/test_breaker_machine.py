@@ -5,7 +5,8 @@ must ignore: other submitters, skipped jobs, the scheduler's own cancellations),
 the breaker, moves the clock, asks for the cooldown and resets. A plain-Python model predicts the
 state and failure count. After every step:
 
-- the circuit_breakers row has the model's state and failure count;
+- the circuit_breakers row has the model's state and failure count (a breaker's first fold
+  looks only at the newest `threshold` outcomes, so an old history is not replayed);
 - every circuit_breaker_transitions row is an edge of states/breaker.yaml, the history chains
   (each from_state is the previous to_state, starting at closed) and ends at the current state;
 - the breaker is open only with failure_count >= threshold, and open_circuit_count agrees.
@@ -50,6 +51,9 @@ class BreakerMachine(RuleBasedStateMachine):
         self.count = 0
         self.opened_at: datetime | None = None
         self.pending: list[bool] = []  # outcomes written but not folded yet (True = success)
+        # Until a fold has counted an outcome (the breaker has no last_job_id), a fold looks at
+        # the newest `threshold` outcomes only.
+        self.has_cursor = False
 
     @initialize(threshold=st.integers(1, 4), reset_after=st.sampled_from([0.0, 30.0, 600.0]))
     def configure(self, threshold: int, reset_after: float) -> None:
@@ -99,6 +103,9 @@ class BreakerMachine(RuleBasedStateMachine):
         now = format_time(self.now)
         self._write(lambda c: brk.fold_outcomes(c, MACHINE, "p", "poll", threshold=self.threshold,
                                                 submitted_by=SERVICE, now=now))
+        if not self.has_cursor:
+            self.pending = self.pending[-self.threshold:]
+            self.has_cursor = bool(self.pending)
         for success in self.pending:
             if success:
                 self.state, self.count, self.opened_at = brk.CLOSED, 0, None

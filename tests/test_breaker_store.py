@@ -1,4 +1,5 @@
-"""Circuit breakers in the store: outcomes read from the job log, transitions per states/breaker.yaml."""
+"""Circuit breakers in the store: outcomes read from the job log, transitions per
+states/breaker.yaml."""
 
 from __future__ import annotations
 

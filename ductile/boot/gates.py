@@ -94,6 +94,7 @@ def restart_only_keys_unchanged(f: BootFacts) -> Refusal | None:
         ("state.path", old.state_path, new.state_path),
         ("api.listen", old.api.listen, new.api.listen),
         ("api.enabled", old.api.enabled, new.api.enabled),
+        ("webhooks.listen", old.webhooks.listen, new.webhooks.listen),
     ):
         if before != after:
             return Refusal(
@@ -175,6 +176,24 @@ def config_snapshot_recorded(f: BootFacts) -> Refusal | None:
             "config_snapshot_recorded",
             f"could not record the config snapshot: {f.snapshot_error or 'no snapshot id'}",
         )
+    return None
+
+
+def webhook_targets_admitted(f: BootFacts) -> Refusal | None:
+    """Each webhook endpoint targets an enabled, discovered plugin that declares its command."""
+    assert f.config is not None
+    for i, endpoint in enumerate(f.config.webhooks.endpoints):
+        conf = f.config.plugins.get(endpoint.plugin)
+        plugin = f.plugins.get(endpoint.plugin)
+        where = f"webhooks.endpoints[{i}] ({endpoint.path})"
+        if plugin is None or conf is None or not conf.enabled:
+            return Refusal("webhook_targets_admitted",
+                           f"{where}: webhook {endpoint.path!r} targets plugin "
+                           f"{endpoint.plugin!r} which was not discovered or is not enabled")
+        if not plugin.supports(endpoint.command):
+            return Refusal("webhook_targets_admitted",
+                           f"{where}: plugin {endpoint.plugin!r} does not declare command "
+                           f"{endpoint.command!r}")
     return None
 
 
@@ -270,6 +289,7 @@ GATES: dict[str, Gate] = {
         aliases_resolved,
         enabled_plugins_discoverable,
         scheduled_commands_declared,
+        webhook_targets_admitted,
         vault_opened,
         secret_refs_resolved,
         database_opened,

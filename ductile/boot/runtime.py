@@ -59,6 +59,7 @@ class Process:
     # removed when a reload activates the gateway.
     management_listener: socket.socket | None = None
     management_path: str | None = None
+    webhook_listener: socket.socket | None = None
     completions: Completions = field(default_factory=Completions)
     dispatcher: Dispatcher | None = None
     audit: AuditWriter | None = None
@@ -80,9 +81,10 @@ class Process:
 
     async def close(self) -> None:
         self.close_management()
-        if self.listener is not None:
-            self.listener.close()
-            self.listener = None
+        for sock in (self.listener, self.webhook_listener):
+            if sock is not None:
+                sock.close()
+        self.listener = self.webhook_listener = None
         if self.db is not None:
             await self.db.close()
             self.db = None
@@ -110,6 +112,8 @@ class Runtime:
     # key to open it). `api_tokens` are the config's tokens with their secret_ref resolved.
     vault_owner: VaultOwner | None = None
     api_tokens: tuple[ApiToken, ...] = ()
+    # Webhook endpoint path -> its HMAC key, resolved from the vault at build.
+    webhook_secrets: dict[str, bytes] = field(default_factory=dict)
 
     def lane_limit(self, plugin: str) -> int:
         """Per-plugin concurrency: explicit `parallelism` wins; otherwise concurrency-safe
@@ -191,6 +195,15 @@ async def build_generation(
                 f"api.listen {cfg.api.listen}: {exc.strerror or exc}; stop the process using "
                 "that address or change api.listen"
             )
+    if posture == "gateway" and cfg.webhooks.endpoints and proc.webhook_listener is None:
+        listen = cfg.webhooks.listen or ""
+        try:
+            proc.webhook_listener = bind_listener(listen, {})
+        except OSError as exc:
+            facts.bind_error = (
+                f"webhooks.listen {listen}: {exc.strerror or exc}; stop the process using that "
+                "address or change webhooks.listen"
+            )
     if posture == "management-only":
         _bind_management(proc, cfg, facts)
     if proc.audit is None:
@@ -220,6 +233,8 @@ async def build_generation(
         vault_owner=vault,
         api_tokens=tuple(replace(token, token=facts.secrets.get(token.secret_ref, ""))
                          for token in cfg.api.tokens),
+        webhook_secrets={e.path: facts.secrets.get(e.secret_ref, "").encode()
+                         for e in cfg.webhooks.endpoints},
     )
 
 

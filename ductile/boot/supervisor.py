@@ -69,6 +69,7 @@ class Supervisor:
         self.lifecycle = BootMachine(BootFacts(), initial="ready")
         self.started_monotonic = time.monotonic()
         self._app: Any = None
+        self._webhook_app: Any = None
         self._hyper_configs: dict[str, Any] = {}
         self._plane_stops: dict[str, trio.Event] = {}
         self._planes: trio.Nursery | None = None
@@ -112,6 +113,9 @@ class Supervisor:
             self.proc.log.set_level(new.config.service.log_level)
             if self._app is not None:
                 self._app.config["MAX_CONTENT_LENGTH"] = new.config.api.max_body_size
+            if self._webhook_app is not None:
+                self._webhook_app.replace_routes(new.config.webhooks.endpoints,
+                                                 new.webhook_secrets, new.queue.enqueue)
             self.lifecycle.trigger("swap")
             await self._sync_planes()
             self.proc.wake_dispatcher()
@@ -195,6 +199,9 @@ class Supervisor:
             wanted.add("api")
         if rt.posture == "management-only" and self.proc.management_listener is not None:
             wanted.add("management")
+        if (rt.posture == "gateway" and self.proc.webhook_listener is not None
+                and rt.config.webhooks.endpoints):
+            wanted.add("webhooks")
         return wanted
 
     async def _sync_planes(self) -> None:
@@ -239,6 +246,18 @@ class Supervisor:
             if self._app is None:
                 self._app = create_app(self)
             return self._app, self.proc.listener
+        if name == "webhooks":
+            from ductile.planes.webhook.app import create_webhook_app
+
+            rt = self.current
+            if self._webhook_app is None:
+                self._webhook_app = create_webhook_app(
+                    rt.config.webhooks.endpoints, rt.webhook_secrets, rt.queue.enqueue,
+                    self.proc.log.child("webhook"))
+            else:
+                self._webhook_app.replace_routes(rt.config.webhooks.endpoints,
+                                                 rt.webhook_secrets, rt.queue.enqueue)
+            return self._webhook_app, self.proc.webhook_listener
         from ductile.planes.api.management import create_management_app
 
         app = create_management_app(
@@ -255,13 +274,20 @@ class Supervisor:
 
         app, sock = self._plane_app(name)
         assert sock is not None
-        config = HyperConfig()
         fd = os.dup(sock.fileno())
-        config.bind = [f"fd://{fd}"]
-        config.accesslog = None
-        config.errorlog = None
-        config.graceful_timeout = self.current.config.service.shutdown_grace
-        config.keep_alive_timeout = 60.0
+        grace = self.current.config.service.shutdown_grace
+        if name == "webhooks":
+            from ductile.planes.webhook.server import webhook_hypercorn_config
+
+            # Short read/keep-alive timeouts: a slowloris sender cannot pin connections.
+            config = webhook_hypercorn_config(f"fd://{fd}", graceful_timeout=grace)
+        else:
+            config = HyperConfig()
+            config.bind = [f"fd://{fd}"]
+            config.accesslog = None
+            config.errorlog = None
+            config.graceful_timeout = grace
+            config.keep_alive_timeout = 60.0
         self._hyper_configs[name] = config
 
         async def serve_then_seal(*, task_status: Any) -> None:

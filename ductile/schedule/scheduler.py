@@ -43,7 +43,6 @@ from ductile.store.jobs import format_time, parse_time, utcnow
 
 if TYPE_CHECKING:
     from ductile.boot.runtime import Runtime
-    from ductile.config.schema import PluginConf
     from ductile.store.db import Database
 
 CancelRunning = Callable[[str, str], Awaitable[bool]]

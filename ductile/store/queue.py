@@ -607,10 +607,17 @@ def _running_counts(conn: sqlite3.Connection) -> dict[str, int]:
 # -- payload and text helpers -----------------------------------------------------------
 
 
+class RawJSON(str):
+    """JSON text the caller already validated, stored byte for byte (a webhook body keeps the
+    exact bytes its sender signed)."""
+
+
 def encode_payload(payload: Any) -> str | None:
     """Compact JSON text of the payload (None stays NULL); refuses what JSON cannot carry."""
     if payload is None:
         return None
+    if isinstance(payload, RawJSON):
+        return str(payload)
     try:
         return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:

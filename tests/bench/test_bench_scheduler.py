@@ -5,10 +5,16 @@ SCHEDULES schedules of `every: 1s` side by side for ROUNDS seconds (1,000 fires 
 the harder case: the fires of one instant are enqueued one after another in the same pass, so
 the last of them carries the queueing delay of the others. A real dispatcher runs the bundled
 echo plugin for every job meanwhile, so the database writer is busy as in production.
+
+Measured on the 2-core development machine with the dispatcher running: p50 7-9 ms, p99
+10-45 ms depending on load (17 ms p99 without the dispatcher); one schedule alone: p50 3 ms,
+p99 4 ms. Most of it is the pass's own database round trips (one read, the breaker fold) before
+the enqueues.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +30,8 @@ from scheduler_util import scheduler_world  # noqa: E402
 SCHEDULES = 50
 ROUNDS = 20
 GOAL_P99_MS = 50.0
-DISPATCH = __import__("os").environ.get("BENCH_NO_DISPATCH") != "1"
+# BENCH_NO_DISPATCH=1 measures the scheduler alone (jobs stay queued).
+DISPATCH = os.environ.get("BENCH_NO_DISPATCH") != "1"
 
 
 async def test_bench_scheduler_drift(tmp_path: Path) -> None:
@@ -38,8 +45,7 @@ async def test_bench_scheduler_drift(tmp_path: Path) -> None:
         await trio.sleep(ROUNDS + 0.5)
         w.scheduler.stop()
         rows = w.db_rows("SELECT dedupe_key, created_at FROM job_queue")
-        import collections
-        print(collections.Counter((r["msg"], r.get("reason")) for r in w.log_lines() if r["component"] == "scheduler"))
+
     drift_ms = []
     for key, created in rows:
         slot = datetime.fromisoformat(key.split(":", 3)[3])  # plugin:command:id:<instant>

@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 from typing import NoReturn
 
+from ductile.store.queue import RawJSON
 
-class RawJSON(str):
-    """JSON text, already validated, to be stored byte for byte as the job payload."""
+__all__ = ["RawJSON", "json_body"]
 
 
 def json_body(body: bytes) -> RawJSON | None:
