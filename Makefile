@@ -24,8 +24,8 @@ $(DEMO): | $(STAMP)
 	$(BIN)/ductile config init --dir $(DEMO)
 
 run: $(STAMP) $(DEMO)
-	@echo "API: http://127.0.0.1:8080  (token: the DUCTILE_TOKEN line in $(DEMO)/.env)"
-	@echo "Try: curl -s -H \"Authorization: Bearer \$$(sed -n 's/^DUCTILE_TOKEN=//p' $(DEMO)/.env)\" \\"
+	@echo "API: http://127.0.0.1:8080  (token: the 0600 file $(DEMO)/api-token; it lives in the vault)"
+	@echo "Try: curl -s -H \"Authorization: Bearer \$$(cat $(DEMO)/api-token)\" \\"
 	@echo "       -d '{\"payload\":{\"hello\":\"world\"},\"sync\":true}' http://127.0.0.1:8080/plugins/echo/run"
 	exec $(BIN)/ductile system start --config $(DEMO)
 

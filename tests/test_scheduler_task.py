@@ -195,3 +195,15 @@ async def test_skip_policy_consumes_the_slot_while_a_job_is_outstanding(
         assert entry(w, "s")["reason"] == "already_running"
         skipped = [r for r in w.log_lines() if r["msg"] == "scheduled fire skipped"]
         assert [r["reason"] for r in skipped] == ["already_running", "already_running"]
+
+
+async def test_an_unsatisfiable_schedule_is_paused_invalid_without_stopping_the_others(
+    tmp_path: Path, clock: MockClock
+) -> None:
+    plugins = echo({"id": "never", "cron": "0 3 * * *", "only_between": "09:00-17:00"},
+                   {"id": "ok", "every": "1h"})
+    async with scheduler_world(tmp_path, plugins, start=T0) as w:
+        await advance(w, HOUR + 60)
+        assert keys(w) == [key("ok", T0), key("ok", T0 + timedelta(hours=1))]
+        row = entry(w, "never")
+        assert row["status"] == "paused_invalid" and "no fire allowed" in row["reason"]

@@ -13,7 +13,7 @@ import pytest
 from ductile.config.load import parse_config
 from ductile.config.schema import Config
 from ductile.errors import ConfigError
-from ductile.schedule.validate import schedule_refusal, validate_schedules
+from ductile.schedule.validate import reachability_refusal, schedule_refusal, validate_schedules
 from ductile.schedule.views import open_circuit_count, scheduler_jobs
 from ductile.store.db import schema_sql
 from gateway_util import write_config
@@ -71,3 +71,12 @@ def test_validation_names_the_key_and_ignores_disabled_plugins(tmp_path: Path) -
     assert caught.value.key == "plugins.echo.schedules[1]"
     assert "invalid schedules[1].timezone \"Mars/Phobos\"" in str(caught.value)
     assert schedule_refusal(bad) == str(caught.value)
+
+
+def test_an_unsatisfiable_schedule_is_refused_by_the_reachability_check(tmp_path: Path) -> None:
+    cfg = config(tmp_path, [{"id": "never", "cron": "0 3 * * *", "only_between": "09:00-17:00"}])
+    assert schedule_refusal(cfg) is None  # it parses
+    refusal = reachability_refusal(cfg, NOW)
+    assert refusal is not None
+    assert refusal.startswith('plugin "echo": schedules[0] never fires: ')
+    assert reachability_refusal(config(tmp_path, [{"every": "1h"}]), NOW) is None

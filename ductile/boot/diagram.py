@@ -14,7 +14,7 @@ from pathlib import Path
 from ductile.machines import MachineSpec, load_machine
 
 # Each doc page and the machine whose diagram it carries between the markers.
-PAGES = {"boot": "docs/boot.md", "job": "docs/states.md"}
+PAGES = {"boot": "docs/boot.md", "job": "docs/states.md", "breaker": "docs/scheduler.md"}
 BEGIN = "<!-- BEGIN GENERATED {name} DIAGRAM (make diagrams) -->"
 END = "<!-- END GENERATED {name} DIAGRAM -->"
 

@@ -53,6 +53,10 @@ class BootFacts:
     vault_path: str | None = None
     secrets: dict[str, str] = field(default_factory=dict)
     posture: str | None = None
+    schedule_error: str | None = None
+    # The compiled `pipelines:` (a router.PipelineSet), or the compiler's refusal text.
+    pipelines: Any = None
+    pipelines_error: str | None = None
 
 
 Gate = Callable[[BootFacts], "Refusal | None"]
@@ -170,12 +174,29 @@ def orphans_recovered(f: BootFacts) -> Refusal | None:
     return None
 
 
+def pipelines_compiled(f: BootFacts) -> Refusal | None:
+    """Every `pipelines:` entry compiles against the enabled plugins: a pipeline naming an
+    unknown plugin, call target or condition would otherwise fail only when an event arrives."""
+    if f.pipelines_error is not None:
+        return Refusal("pipelines_compiled", f"pipelines refused: {f.pipelines_error}; fix the "
+                                             "named pipeline step (see docs/pipelines.md)")
+    return None
+
+
 def config_snapshot_recorded(f: BootFacts) -> Refusal | None:
     if f.snapshot_error is not None or f.snapshot_id is None:
         return Refusal(
             "config_snapshot_recorded",
             f"could not record the config snapshot: {f.snapshot_error or 'no snapshot id'}",
         )
+    return None
+
+
+def schedules_valid(f: BootFacts) -> Refusal | None:
+    """Every schedule of an enabled plugin parses and can fire at least once (a cron whose
+    only_between/not_on exclude every match would otherwise sit silent forever)."""
+    if f.schedule_error is not None:
+        return Refusal("schedules_valid", f"invalid schedule: {f.schedule_error}")
     return None
 
 
@@ -289,11 +310,13 @@ GATES: dict[str, Gate] = {
         aliases_resolved,
         enabled_plugins_discoverable,
         scheduled_commands_declared,
+        schedules_valid,
         webhook_targets_admitted,
         vault_opened,
         secret_refs_resolved,
         database_opened,
         orphans_recovered,
+        pipelines_compiled,
         config_snapshot_recorded,
         api_has_tokens,
         api_tokens_resolved,

@@ -35,6 +35,7 @@ from ductile.logs import Logger
 
 if TYPE_CHECKING:
     from ductile.dispatch.dispatcher import Dispatcher
+    from ductile.router.dsl import PipelineSet
     from ductile.plugin.discovery import Plugin
     from ductile.store.db import Database
     from ductile.store.audit import AuditWriter
@@ -114,6 +115,8 @@ class Runtime:
     api_tokens: tuple[ApiToken, ...] = ()
     # Webhook endpoint path -> its HMAC key, resolved from the vault at build.
     webhook_secrets: dict[str, bytes] = field(default_factory=dict)
+    # The compiled `pipelines:` of this generation (an empty set when there are none).
+    pipelines: PipelineSet = field(default_factory=lambda: _empty_pipelines())
 
     def lane_limit(self, plugin: str) -> int:
         """Per-plugin concurrency: explicit `parallelism` wins; otherwise concurrency-safe
@@ -157,12 +160,14 @@ async def build_generation(
     await _discover(cfg, facts, log)
     machine.advance("discover")
     vault = await _open_vault(proc, cfg, facts, log)
+    facts.schedule_error = _schedule_problem(cfg)
     machine.advance("admit")
 
     if proc.db is None:
         await _open_database(proc, cfg, facts)
     if proc.db is not None and reason == "startup":
         await _recover_orphans(proc, facts, log)
+    _compile_pipelines(cfg, facts, log)
     machine.advance("open_state")
 
     from ductile.config.snapshot import snapshot_fields
@@ -235,7 +240,46 @@ async def build_generation(
                          for token in cfg.api.tokens),
         webhook_secrets={e.path: facts.secrets.get(e.secret_ref, "").encode()
                          for e in cfg.webhooks.endpoints},
+        pipelines=facts.pipelines,
     )
+
+
+#: The service-wide ceiling on the route depth of a whole chain of pipelines (pipelines that
+#: trigger each other stop here). Each pipeline run also has its own budget (docs/pipelines.md).
+MAX_ROUTE_DEPTH = 32
+
+
+def _compile_pipelines(cfg: Config, facts: BootFacts, log: Logger) -> None:
+    """Compile every `pipelines:` entry against the enabled plugins (gate pipelines_compiled)."""
+    from ductile.errors import PipelineCompileError
+    from ductile.router.dsl import compile_pipelines
+
+    catalog = {name: {c.name for c in plugin.manifest.commands}
+               for name, plugin in facts.plugins.items() if cfg.plugin(name).enabled}
+    try:
+        compiled = compile_pipelines(cfg.pipelines, catalog, default_max_depth=MAX_ROUTE_DEPTH,
+                                     hook_max_depth=cfg.service.hook_max_depth)
+    except PipelineCompileError as exc:
+        facts.pipelines_error = str(exc)
+        return
+    facts.pipelines = compiled
+    for warning in compiled.warnings:
+        log.warn("pipeline warning", detail=warning)
+    if compiled.pipelines:
+        log.info("pipelines compiled", count=len(compiled.pipelines),
+                 pipelines=sorted(compiled.pipelines))
+
+
+def _empty_pipelines() -> PipelineSet:
+    from ductile.router.dsl import compile_pipelines
+
+    return compile_pipelines((), {}, default_max_depth=MAX_ROUTE_DEPTH, hook_max_depth=4)
+
+
+def _schedule_problem(cfg: Config) -> str | None:
+    from ductile.schedule.validate import reachability_refusal, schedule_refusal
+
+    return schedule_refusal(cfg) or reachability_refusal(cfg, datetime.now(timezone.utc))
 
 
 async def _open_vault(

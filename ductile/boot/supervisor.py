@@ -73,6 +73,7 @@ class Supervisor:
         self._hyper_configs: dict[str, Any] = {}
         self._plane_stops: dict[str, trio.Event] = {}
         self._planes: trio.Nursery | None = None
+        self.scheduler: Any = None
         self.http_inflight = 0  # requests being handled, counted by the API app
 
     @property
@@ -119,6 +120,8 @@ class Supervisor:
             self.lifecycle.trigger("swap")
             await self._sync_planes()
             self.proc.wake_dispatcher()
+            if self.scheduler is not None:
+                self.scheduler.wake()
             self.log.info("config reloaded successfully", generation=new.generation,
                           snapshot_id=new.snapshot_id, trigger=reason, posture=new.posture,
                           previous_posture=previous_posture)
@@ -131,6 +134,7 @@ class Supervisor:
         """Boot, serve until a stop signal, drain, and return the process exit code."""
         from ductile.dispatch.dispatcher import Dispatcher
         from ductile.dispatch.retention import run_retention
+        from ductile.schedule.scheduler import Scheduler
 
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             try:
@@ -160,6 +164,11 @@ class Supervisor:
                         # inheritable, and no plugin may be spawned until that is undone.
                         await self._sync_planes()
                         await planes.start(dispatcher.run)
+                        assert self.proc.db is not None
+                        self.scheduler = Scheduler(lambda: self.current, self.proc.db,
+                                                   self.proc.log,
+                                                   cancel_running=dispatcher.cancel_running)
+                        await planes.start(self.scheduler.run)
                         notify.notify(
                             f"READY=1\nSTATUS=serving generation {self.current.generation}\n"
                             f"MAINPID={os.getpid()}", self.proc.environ,
@@ -226,6 +235,8 @@ class Supervisor:
         grace = self.current.config.service.shutdown_grace
         self.log.info("stopping: no new claims; draining HTTP and running plugins",
                       running=dispatcher.active, grace_s=grace)
+        if self.scheduler is not None:
+            self.scheduler.stop()
         dispatcher.stop(grace)
         # Sync waiters re-check their job: a queued one answers at once (it stays queued for
         # the next start); a running one waits for the drain.

@@ -123,19 +123,84 @@ def inspect(job_id: str, config_path: str | None, as_json: bool) -> None:
     transitions, result, stderr tail, who submitted it, and the config snapshot that was live
     when it was enqueued."""
     from ductile.store.queue import read_job_ledger
+    from ductile.store.tree import fetch_job_tree, root_of
 
     conn = _connect(config_path)
     try:
         ledger = read_job_ledger(conn, job_id)
+        root = root_of(conn, job_id) if ledger is not None else None
+        tree = fetch_job_tree(conn, root) if root is not None else None
     finally:
         conn.close()
     if ledger is None:
         fail(f"Inspect failed: job {job_id} not found")
     report = _report(ledger)
+    report["lineage"] = _lineage(tree) if tree is not None else None
     if as_json:
         emit_json(report)
         return
     _print_report(report)
+    if report["lineage"] is not None:
+        _print_lineage(report["lineage"], job_id)
+
+
+def _lineage(tree: dict[str, Any]) -> dict[str, Any] | None:
+    """The job tree this job belongs to (from its root), each step with its decision;
+    None for a lone job outside any pipeline."""
+    if not tree["children"] and tree.get("context") is None:
+        return None
+    return {"root_job_id": tree["job_id"], "truncated": tree.get("truncated", False),
+            "tree": _lineage_node(tree)}
+
+
+def _lineage_node(node: dict[str, Any]) -> dict[str, Any]:
+    context = node.get("context") or {}
+    return {
+        "job_id": node["job_id"], "plugin": node["plugin"], "command": node["command"],
+        "status": node["status"], "pipeline": context.get("pipeline"),
+        "step_id": context.get("step_id"), "decision": _step_decision(node),
+        "route": node.get("route"), "baggage": context.get("baggage") or {},
+        "result": node["result"], "last_error": node["last_error"],
+        "children": [_lineage_node(child) for child in node["children"]],
+    }
+
+
+def _step_decision(node: dict[str, Any]) -> str:
+    """What happened at this step, in words: ran, skipped and why, switch true/false, failed."""
+    result = node.get("result")
+    if node["plugin"] == "core.switch" and isinstance(result, dict) and "matched" in result:
+        return f"switch {'true' if result['matched'] else 'false'}"
+    if node["status"] == "skipped":
+        return node.get("decision") or "skipped"
+    if node["status"] in ("failed", "timed_out", "dead"):
+        return f"{node['status']}: {node.get('last_error') or node.get('decision') or ''}".strip()
+    if node["status"] in ("queued", "running"):
+        return node["status"]
+    return "ran"
+
+
+def _print_lineage(lineage: dict[str, Any], focus: str) -> None:
+    click.echo(f"Lineage (root job {lineage['root_job_id']}):")
+    _print_lineage_node(lineage["tree"], focus, 1)
+    if lineage["truncated"]:
+        click.echo("  ... (tree truncated)")
+
+
+def _print_lineage_node(node: dict[str, Any], focus: str, depth: int) -> None:
+    pad = "  " * depth
+    mark = "*" if node["job_id"] == focus else "-"
+    where = f"{node['pipeline']}/{node['step_id']}" if node["step_id"] else "(root)"
+    click.echo(f"{pad}{mark} {where}  {node['plugin']}  {node['status']}  "
+               f"[{node['decision']}]  job {node['job_id']}")
+    if node["route"]:
+        click.echo(f"{pad}    routed: {node['route']}")
+    if node["baggage"]:
+        click.echo(f"{pad}    baggage: {json.dumps(node['baggage'], sort_keys=True)[:500]}")
+    if node["result"] is not None:
+        text = node["result"] if isinstance(node["result"], str) else json.dumps(node["result"])
+        click.echo(f"{pad}    result: {text[:300]}")
+    for child in node["children"]:
+        _print_lineage_node(child, focus, depth + 1)
 
 
 def _report(ledger: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from ductile import __version__
-from ductile.cli import config_cmd, job, plugin, system
+from ductile.cli import config_cmd, job, pipeline, plugin, system
+from ductile.cli import scheduler as scheduler_cmd
 from ductile.cli import secrets as secrets_cmd
 from ductile.cli import vault as vault_cmd
 
@@ -21,9 +22,15 @@ def cli() -> None:
     """
 
 
+# `system` verbs whose code lives with the noun that owns the data they read.
+system.system.add_command(vault_cmd.vault_audit)
+system.system.add_command(scheduler_cmd.scheduler)
+system.system.add_command(scheduler_cmd.breaker)
+system.system.add_command(scheduler_cmd.reset)
 cli.add_command(system.system)
 cli.add_command(config_cmd.config)
 cli.add_command(plugin.plugin)
+cli.add_command(pipeline.pipeline)
 cli.add_command(job.job)
 cli.add_command(vault_cmd.vault)
 cli.add_command(secrets_cmd.secrets)

@@ -122,7 +122,3 @@ def restart() -> None:
     """Refused: the service manager owns the lifecycle."""
     _refuse_lifecycle("restart")
 
-
-from ductile.cli.vault import vault_audit  # noqa: E402  (the vault noun owns this verb)
-
-system.add_command(vault_audit)

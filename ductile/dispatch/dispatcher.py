@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
@@ -23,16 +24,43 @@ import trio
 
 from ductile.dispatch.completions import Completions
 from ductile.dispatch.outcome import Outcome, backoff_delay, classify
-from ductile.errors import PluginSpawnError, StoreError, StoreUnavailable
+from ductile.dispatch.routing import (
+    HOOK_SUBMITTER,
+    Step,
+    hook_payload,
+    hook_signal,
+    read_step,
+    stamp_event,
+    successors,
+)
+from ductile.errors import (
+    ConditionEvalError,
+    PluginSpawnError,
+    RouterError,
+    StoreError,
+    StoreUnavailable,
+)
 from ductile.logs import Logger
 from ductile.plugin.protocol import build_request
 from ductile.plugin.spawn import child_env, spawn_plugin
+from ductile.router.dsl import SWITCH_PLUGIN
+from ductile.router.engine import (
+    Dispatch,
+    events_to_route,
+    hooks_for,
+    merge_context,
+    request_context,
+    route,
+    run_switch,
+    skipped_event,
+)
+from ductile.store.facts import plan_facts
 
 if TYPE_CHECKING:
     from ductile.boot.runtime import Runtime
     from ductile.config.schema import PluginConf
     from ductile.store.jobs import Job
-    from ductile.store.queue import Claim, Finished
+    from ductile.store.queue import Claim, Finished, Successor
 
 STDERR_LOG_TAIL = 2048
 NextSkip = Callable[[], "list[str] | None"]  # skip list for chaining a claim, or None: don't
@@ -213,33 +241,47 @@ async def execute(
     job is claimed in the transaction that records this outcome, and returned.
     """
     job, state = claim.job, claim.state
-    plugin = rt.plugins.get(job.plugin)
-    if plugin is None:
-        error = f"plugin {job.plugin!r} not found in registry"
-        return await _fail_permanently(rt, job, error, log, claim_next)
-    if not plugin.supports(job.command):
-        error = f"plugin {job.plugin!r} does not support command {job.command!r}"
-        return await _fail_permanently(rt, job, error, log, claim_next)
-    if claim.state_error is not None:
-        error = f"plugin state unreadable: {claim.state_error}"
-        return await _fail_permanently(rt, job, error, log, claim_next)
-    conf = rt.config.plugin(job.plugin)
-    timeout = conf.timeout_for(job.command)
-    secrets, refusal = compose_secrets(rt, conf)
-    if refusal is not None:
-        return await _fail_permanently(rt, job, refusal, log, claim_next)
     try:
         payload = job.payload_obj()
     except StoreError as exc:
         return await _fail_permanently(rt, job, str(exc), log, claim_next)
+    step = read_step(payload, claim.context)
+    if step.verdict is not None:
+        return await _record_verdict(rt, job, step, log, claim_next)
+    if job.plugin == SWITCH_PLUGIN and step.in_pipeline:
+        return await _run_switch(rt, job, step, log, claim_next)
+    plugin = rt.plugins.get(job.plugin)
+    if plugin is None:
+        error = f"plugin {job.plugin!r} not found in registry"
+        return await _fail_permanently(rt, job, error, log, claim_next, step)
+    if not plugin.supports(job.command):
+        error = f"plugin {job.plugin!r} does not support command {job.command!r}"
+        return await _fail_permanently(rt, job, error, log, claim_next, step)
+    if claim.state_error is not None:
+        error = f"plugin state unreadable: {claim.state_error}"
+        return await _fail_permanently(rt, job, error, log, claim_next, step)
+    conf = rt.config.plugin(job.plugin)
+    timeout = conf.timeout_for(job.command)
+    secrets, refusal = compose_secrets(rt, conf)
+    if refusal is not None:
+        return await _fail_permanently(rt, job, refusal, log, claim_next, step)
+    context = request_context(job.plugin, step.position)
+    event = _event_for(job.command, payload)
+    if step.in_pipeline and step.event is not None:
+        # A pipeline step: its baggage reaches the plugin in `context` and, where the event's
+        # payload lacks a key, in the payload itself (reference §10.4).
+        inner = step.event.get("payload")
+        payload = step.event
+        event = {**step.event,
+                 "payload": merge_context(inner if isinstance(inner, dict) else {}, context)}
     request = build_request(
         job_id=job.id,
         command=job.command,
         config=conf.config,
         state=state,
         payload=payload,
-        context={"ductile_plugin": job.plugin},
-        event=_event_for(job.command, payload),
+        context=context,
+        event=event,
         deadline_at=datetime.now(timezone.utc).astimezone() + timedelta(seconds=timeout),
         secrets=secrets,
     )
@@ -253,13 +295,15 @@ async def execute(
             )
     except PluginSpawnError as exc:
         outcome = Outcome("failed", "spawn_error", True, f"plugin spawn failed: {exc}")
-        return await _finish(rt, job, outcome, None, None, b"", _ms(started), log, claim_next)
+        return await _finish(rt, job, outcome, None, None, b"", _ms(started), log, claim_next,
+                             step)
     if cancel.scope.cancelled_caught:
         outcome = Outcome("dead", "cancelled", False, cancel.reason)
-        return await _finish(rt, job, outcome, None, None, b"", _ms(started), log, claim_next)
+        return await _finish(rt, job, outcome, None, None, b"", _ms(started), log, claim_next,
+                             step)
     outcome = classify(result, timeout)
     return await _finish(rt, job, outcome, result.stdout, result.exit_code, result.stderr,
-                         _ms(started), log, claim_next)
+                         _ms(started), log, claim_next, step)
 
 
 def compose_secrets(rt: Runtime, conf: PluginConf) -> tuple[dict[str, str], str | None]:
@@ -309,7 +353,9 @@ async def _finish(
     duration_ms: int,
     log: Logger,
     claim_next: NextSkip | None,
+    step: Step | None = None,
 ) -> Claim | None:
+    step = step or Step(None, None, None)
     stderr_text = stderr.decode("utf-8", errors="replace") if stderr else None
     stdout_text = stdout.decode("utf-8", errors="replace") if stdout else None
     fields = {"job_id": job.id, "plugin": job.plugin, "command": job.command}
@@ -320,12 +366,32 @@ async def _finish(
     if outcome.status == "succeeded":
         response = outcome.response
         updates = response.state_updates if response is not None else None
+        result_text = response.result if response is not None else None
         try:
+            emitted = [e.to_json() for e in response.events] if response is not None else []
+            routed = _route_emitted(rt, job, step, job.plugin, emitted, result_text)
+        except RouterError as exc:
+            # The plugin's events cannot be routed (no type, a payload that is not an
+            # object): the step's work is done but its pipeline cannot go on; fail visibly.
+            error = f"route events: {exc}"
+            finished = await _persist(log, job, lambda: rt.queue.complete_and_claim(
+                job, "failed", result=stdout_text, last_error=error, stderr=stderr_text,
+                exit_code=exit_code, duration_ms=duration_ms, outcome="route_error",
+                claim_next=_skip(claim_next),
+            ))
+            log.warn("job failed", **fields, error=error)
+            return finished.next
+        follow = routed + _hooks(rt, job, step, "succeeded", result=result_text, reason=None,
+                                 error=None, log=log)
+        try:
+            plugin = rt.plugins.get(job.plugin)
+            rules = plugin.manifest.fact_outputs if plugin is not None else ()
+            facts = plan_facts(job.plugin, job.command, rules, updates) if updates else None
             finished = await _persist(log, job, lambda: rt.queue.complete_and_claim(
                 job, "succeeded", result=stdout_text, last_error=None, stderr=stderr_text,
                 exit_code=exit_code, duration_ms=duration_ms, outcome=outcome.reason,
-                state_update=(job.plugin, updates) if updates else None,
-                claim_next=_skip(claim_next),
+                state_update=(job.plugin, updates) if updates and facts is None else None,
+                facts=facts, claim_next=_skip(claim_next), successors=follow,
             ))
         except StoreError as exc:
             # A success whose state cannot be stored is a failure, never retried (reference §5.6).
@@ -338,6 +404,7 @@ async def _finish(
             log.warn("job failed", **fields, error=rejected)
             return finished.next
         log.info("job succeeded", **fields, attempt=job.attempt, duration_ms=duration_ms)
+        _log_routed(log, job, finished)
         return finished.next
     retry_conf = rt.config.plugin(job.plugin).retry
     max_attempts = job.max_attempts or retry_conf.max_attempts
@@ -355,10 +422,12 @@ async def _finish(
     # A retryable failure with no attempt left ends because attempts ran out; the attempt
     # itself keeps its own classification.
     decision = "attempts_exhausted" if outcome.retryable else None
+    hooks = _hooks(rt, job, step, outcome.status, result=None,
+                   reason=decision or outcome.reason, error=outcome.error, log=log)
     finished = await _persist(log, job, lambda: rt.queue.complete_and_claim(
         job, outcome.status, result=stdout_text, last_error=outcome.error, stderr=stderr_text,
         exit_code=exit_code, duration_ms=duration_ms, outcome=outcome.reason,
-        claim_next=_skip(claim_next), decision=decision,
+        claim_next=_skip(claim_next), decision=decision, successors=hooks,
     ))
     log.warn("job " + outcome.status.replace("_", " "), **fields, attempt=job.attempt,
              reason=decision or outcome.reason, error=outcome.error,
@@ -367,15 +436,143 @@ async def _finish(
 
 
 async def _fail_permanently(
-    rt: Runtime, job: Job, error: str, log: Logger, claim_next: NextSkip | None
+    rt: Runtime, job: Job, error: str, log: Logger, claim_next: NextSkip | None,
+    step: Step | None = None,
 ) -> Claim | None:
+    hooks = _hooks(rt, job, step or Step(None, None, None), "failed", result=None,
+                   reason="not_runnable", error=error, log=log)
     finished = await _persist(log, job, lambda: rt.queue.complete_and_claim(
         job, "failed", result=json.dumps({"status": "error", "error": error}), last_error=error,
         stderr=None, exit_code=None, duration_ms=0, outcome="not_runnable",
-        claim_next=_skip(claim_next),
+        claim_next=_skip(claim_next), successors=hooks,
     ))
     log.warn("job failed", job_id=job.id, plugin=job.plugin, command=job.command, error=error)
     return finished.next
+
+
+# --- pipelines ----------------------------------------------------------------------------------
+
+
+async def _record_verdict(
+    rt: Runtime, job: Job, step: Step, log: Logger, claim_next: NextSkip | None
+) -> Claim | None:
+    """A step the router decided not to run: record it `skipped` (and route its successors,
+    which see the event it would have seen) or `failed` (depth limit, baggage, `with:`), with
+    the decision as the reason. No plugin is spawned."""
+    assert step.verdict is not None
+    action, decision = step.verdict
+    fields = {"job_id": job.id, "plugin": job.plugin, "command": job.command}
+    if action == "fail":
+        finished = await _persist(log, job, lambda: rt.queue.complete_and_claim(
+            job, "failed", result=json.dumps({"status": "error", "error": decision}),
+            last_error=decision, stderr=None, exit_code=None, duration_ms=0,
+            outcome="route_refused", claim_next=_skip(claim_next),
+        ))
+        log.warn("job failed", **fields, error=decision)
+        return finished.next
+    follow: list[Successor] = []
+    if step.position is not None and step.event is not None:
+        try:
+            routing = route(rt.pipelines, step.position, job.plugin, skipped_event(step.event),
+                            lenient=True)
+            follow = _successors_of(rt, job, step, routing.dispatches)
+            _log_notes(log, job, routing.notes)
+        except RouterError as exc:
+            log.warn("skipped step: successors not routed", **fields, error=str(exc))
+    finished = await _persist(log, job, lambda: rt.queue.complete_and_claim(
+        job, "skipped", result=json.dumps({"status": "skipped", "reason": decision}),
+        last_error=None, stderr=None, exit_code=None, duration_ms=0, outcome="skipped",
+        decision=decision, claim_next=_skip(claim_next), successors=follow,
+    ))
+    log.info("job skipped", **fields, reason=decision)
+    _log_routed(log, job, finished)
+    return finished.next
+
+
+async def _run_switch(
+    rt: Runtime, job: Job, step: Step, log: Logger, claim_next: NextSkip | None
+) -> Claim | None:
+    """The built-in `core.switch` of a step `if:`, run in-process (no spawn): it re-emits its
+    incoming event as `ductile.switch.true|false`, and routing takes it from there."""
+    started = time.monotonic()
+    if step.position is None or step.event is None:
+        error = "core.switch needs a pipeline step context and an event envelope"
+        return await _fail_permanently(rt, job, error, log, claim_next, step)
+    try:
+        outcome = run_switch(rt.pipelines, step.position, step.event)
+        routing = route(rt.pipelines, step.position, job.plugin, outcome.event)
+    except ConditionEvalError as exc:
+        return await _fail_permanently(rt, job, f"core.switch evaluate condition: {exc}", log,
+                                       claim_next, step)
+    except RouterError as exc:
+        return await _fail_permanently(rt, job, f"core.switch route events: {exc}", log,
+                                       claim_next, step)
+    _log_notes(log, job, routing.notes)
+    follow = _successors_of(rt, job, step, routing.dispatches)
+    duration = _ms(started)
+    finished = await _persist(log, job, lambda: rt.queue.complete_and_claim(
+        job, "succeeded", result=json.dumps(dict(outcome.result), separators=(",", ":")),
+        last_error=None, stderr=None, exit_code=None, duration_ms=duration, outcome="ok",
+        claim_next=_skip(claim_next), successors=follow,
+    ))
+    log.info("job succeeded", job_id=job.id, plugin=job.plugin, command=job.command,
+             matched=outcome.matched, duration_ms=duration)
+    _log_routed(log, job, finished)
+    return finished.next
+
+
+def _route_emitted(rt: Runtime, job: Job, step: Step, emitter: str,
+                   events: list[dict[str, Any]], result: str | None) -> list[Successor]:
+    """Successors of a succeeded job's events (plus `ductile.step.succeeded` for a silent
+    pipeline step). Raises RouterError when an event cannot be routed."""
+    ps = rt.pipelines
+    if not ps.pipelines:
+        return []
+    dispatches: list[Dispatch] = []
+    for event in events_to_route(events, result, step.position):
+        stamped = stamp_event(event, emitter, lambda: str(uuid.uuid4()))
+        dispatches.extend(route(ps, step.position, emitter, stamped).dispatches)
+    return _successors_of(rt, job, step, dispatches)
+
+
+def _hooks(rt: Runtime, job: Job, step: Step, status: str, *, result: str | None,
+           reason: str | None, error: str | None, log: Logger) -> list[Successor]:
+    """The `on-hook` pipeline jobs a root job's end fires (its plugin has notify_on_complete).
+    Pipeline steps never fire hooks: hook pipelines cannot feed themselves that way."""
+    if step.in_pipeline or job.event_context_id or not rt.pipelines.by_hook:
+        return []
+    if not rt.config.plugin(job.plugin).notify_on_complete:
+        return []
+    payload = hook_payload(job.id, job.plugin, job.command, status, result=result,
+                           reason=reason, error=error)
+    try:
+        routing = hooks_for(rt.pipelines, hook_signal(status), plugin=job.plugin,
+                            payload=payload)
+    except RouterError as exc:
+        log.warn("hook not routed", job_id=job.id, plugin=job.plugin, error=str(exc))
+        return []
+    _log_notes(log, job, routing.notes)
+    return successors(routing.dispatches, None, lambda p: rt.config.plugin(p).retry.max_attempts,
+                      submitted_by=HOOK_SUBMITTER)
+
+
+def _successors_of(rt: Runtime, job: Job, step: Step,
+                   dispatches: Any) -> list[Successor]:
+    return successors(dispatches, step.context_id,
+                      lambda plugin: rt.config.plugin(plugin).retry.max_attempts)
+
+
+def _log_notes(log: Logger, job: Job, notes: Any) -> None:
+    for note in notes:
+        log.info("route not taken", job_id=job.id, plugin=job.plugin, note=note)
+
+
+def _log_routed(log: Logger, job: Job, finished: Finished) -> None:
+    for dropped in finished.dropped:
+        log.info("routed job dropped", job_id=job.id, plugin=dropped.successor.plugin,
+                 reason=str(dropped.error))
+    if finished.successors:
+        log.debug("routed", job_id=job.id, jobs=[j.id for j in finished.successors])
 
 
 async def _persist(log: Logger, job: Job, write: Callable[[], Awaitable[Finished]]) -> Finished:

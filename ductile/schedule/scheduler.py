@@ -35,7 +35,7 @@ import trio
 from ductile.errors import DedupeDropped, StoreError, StoreUnavailable
 from ductile.logs import Logger
 from ductile.schedule import plan as planner
-from ductile.schedule.expr import Schedule, fire_key
+from ductile.schedule.expr import Schedule, ScheduleError, fire_key
 from ductile.schedule.validate import Parsed, enabled_schedules
 from ductile.store import breakers as brk
 from ductile.store import schedules as sch
@@ -133,6 +133,10 @@ class Scheduler:
         rt = self._current()
         if self.boot is None:
             self.boot = self._clock()
+        if rt.posture == "management-only":
+            # No trigger plane opens in this posture; a reload that activates the gateway
+            # wakes us.
+            return rt.config.service.tick_interval
         parsed = enabled_schedules(rt.config)
         targets = sorted({(p.plugin, p.conf.command) for p in parsed if p.error is None})
         service = rt.config.service.name
@@ -186,8 +190,17 @@ class Scheduler:
             return None
         schedule = item.schedule
         assert schedule is not None and self.boot is not None
-        decision = planner.plan(schedule, _memory(entry), now, boot=self.boot, seed=self._seed,
-                                grace=self._grace)
+        try:
+            decision = planner.plan(schedule, _memory(entry), now, boot=self.boot,
+                                    seed=self._seed, grace=self._grace)
+        except ScheduleError as exc:
+            # A legal but unsatisfiable mix (not_on/only_between exclude every match): keep the
+            # gateway running and show the schedule as invalid.
+            self._log.warn("schedule has no reachable fire: not scheduled", plugin=item.plugin,
+                           schedule_id=schedule.id, reason=str(exc))
+            state.save(_row(item, entry, now, status=sch.PAUSED_INVALID, reason=str(exc),
+                            next_run_at=None, last_fired_at=_opt(entry, "last_fired_at")), entry)
+            return None
         if decision.status == sch.PAUSED_MANUAL:
             return None
         if decision.missed:

@@ -9,10 +9,12 @@ unknown timezone or a bad window refuses the boot instead of surfacing later as 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from ductile.config.schema import Config, PluginConf, ScheduleConf
 from ductile.errors import ConfigError
-from ductile.schedule.expr import Schedule, ScheduleError, parse_schedule
+from ductile.config.validate import go_quote
+from ductile.schedule.expr import Schedule, ScheduleError, next_fire, parse_schedule
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,22 @@ def parse_plugin_schedules(name: str, plugin: PluginConf) -> list[Parsed]:
         except ScheduleError as exc:
             parsed.append(Parsed(name, index, conf, None, str(exc)))
     return parsed
+
+
+def reachability_refusal(cfg: Config, now: datetime) -> str | None:
+    """The first recurring schedule whose not_on/only_between exclude every match (for example
+    `cron: "0 3 * * *"` with `only_between: "09:00-17:00"`), or None. Parsing cannot see this;
+    the boot gate asks once, at boot."""
+    for entry in enabled_schedules(cfg):
+        schedule = entry.schedule
+        if schedule is None or schedule.kind not in ("every", "cron"):
+            continue
+        try:
+            next_fire(schedule, now, boot=now)
+        except ScheduleError as exc:
+            return (f"plugin {go_quote(entry.plugin)}: schedules[{entry.index}] never fires: "
+                    f"{exc}; widen only_between or not_on")
+    return None
 
 
 def enabled_schedules(cfg: Config) -> list[Parsed]:

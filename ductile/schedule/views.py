@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from ductile.config.schema import Config
+from ductile.schedule.expr import ScheduleError
 from ductile.schedule.plan import due_at, plan
 from ductile.schedule.validate import enabled_schedules
 from ductile.store import breakers as brk
@@ -113,7 +114,10 @@ def _next_run(schedule: Any, entry: sch.ScheduleEntry | None, now: datetime, boo
         return due_at(schedule, parse_time(entry.next_run_at), seed)
     if entry is not None and entry.status == sch.EXHAUSTED:
         return None
-    projected = plan(schedule, None, now, boot=boot, seed=seed)
+    try:
+        projected = plan(schedule, None, now, boot=boot, seed=seed)
+    except ScheduleError:
+        return None  # unsatisfiable constraints: the scheduler marks it paused_invalid
     if projected.fire:
         return now
     return due_at(schedule, projected.next_run_at, seed) if projected.next_run_at else None

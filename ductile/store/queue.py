@@ -26,7 +26,14 @@ from typing import Any
 
 from ductile.errors import DedupeDropped, InvalidTransition, SourceEventConflict, StoreError
 from ductile.machines import MachineSpec, load_machine
-from ductile.store.context import ContextSpec, PreparedContext, prepare_context, write_prepared
+from ductile.store.context import (
+    ContextSpec,
+    EventContext,
+    PreparedContext,
+    fetch_context,
+    prepare_context,
+    write_prepared,
+)
 from ductile.store.db import Database
 from ductile.store.facts import FactPlan, apply_fact_plan
 from ductile.store.jobs import (
@@ -41,6 +48,7 @@ from ductile.store.jobs import (
 )
 from ductile.store.joblog import LogFilter, search_logs
 from ductile.store.snapshots import fetch_snapshot
+from ductile.store.tree import fetch_job_tree
 from ductile.store.state import apply_state_update, encode_updates, load_state
 
 DEFAULT_MAX_ATTEMPTS = 4
@@ -59,6 +67,9 @@ class Claim:
     job: Job
     state: dict[str, Any]
     state_error: str | None = None  # stored state unreadable: the dispatcher fails the job
+    # The job's event_context row (a routed pipeline step), read in the claiming transaction
+    # so routing costs no extra database hop; None for a job without one.
+    context: EventContext | None = None
 
 
 @dataclass(frozen=True)
@@ -289,7 +300,9 @@ class Queue:
             if job is None:
                 return None
             try:
-                return Claim(job=job, state=load_state(conn, job.plugin))
+                context = (fetch_context(conn, job.event_context_id)
+                           if job.event_context_id else None)
+                return Claim(job=job, state=load_state(conn, job.plugin), context=context)
             except StoreError as exc:
                 # Keep the claim: the job fails visibly instead of the claim aborting forever.
                 return Claim(job=job, state={}, state_error=str(exc))
@@ -476,6 +489,10 @@ class Queue:
                 conn, plugin=plugin, command=command, status=status, limit=limit
             )
         )
+
+    async def tree(self, root_id: str) -> dict[str, Any] | None:
+        """The job tree under `root_id` (see store/tree.py fetch_job_tree), or None."""
+        return await self._db.read(lambda conn: fetch_job_tree(conn, root_id))
 
     async def attempts(self, job_id: str) -> list[Attempt]:
         """Every attempt of the job, first first."""

@@ -46,6 +46,8 @@ _NODE_SQL = _WALK + """
 SELECT q.rowid AS rid, q.id, q.plugin, q.command, q.status, q.attempt, q.created_at,
        q.started_at, q.completed_at, q.last_error, q.parent_job_id, t.depth,
        c.pipeline_name, c.step_id, c.accumulated_json, q.event_context_id,
+       CASE WHEN json_valid(q.payload) THEN json_extract(q.payload, '$.ductile_decision')
+       END AS route,
        (SELECT a.duration_ms FROM job_attempts AS a
          WHERE a.job_id = q.id AND a.attempt = q.attempt) AS duration_ms,
        (SELECT l.result FROM job_log AS l
@@ -82,7 +84,8 @@ def fetch_job_tree(conn: sqlite3.Connection, root_id: str) -> dict[str, Any] | N
     Each node: job_id, plugin, command, status, attempt, created_at, started_at, completed_at,
     duration_ms (the current attempt's, else completed - started, else None), result (the last
     job_log result, decoded when it is JSON), last_error, decision (the reason of the job's last
-    status change: why it was skipped, failed or enqueued), context (None for a job without one,
+    status change: why it was skipped, failed or enqueued), route (why the router started a
+    routed job, e.g. `if true` or `after fetch: order.placed`; None for other jobs), context (None for a job without one,
     else {context_id, pipeline, step_id, baggage: accumulated without the `ductile` namespace,
     ductile: the control fields}) and children. The root also has `truncated`.
     """
@@ -185,6 +188,7 @@ def _node(row: Mapping[str, Any]) -> dict[str, Any]:
         "result": _json_or_text(row["result"]),
         "last_error": row["last_error"],
         "decision": row["decision"],
+        "route": row["route"] if isinstance(row["route"], str) else None,
         "context": _context(row),
         "children": [],
     }

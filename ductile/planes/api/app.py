@@ -22,10 +22,12 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from ductile import __version__
-from ductile.errors import DedupeDropped, StoreError
+from ductile.errors import BaggageError, ContextTooLarge, DedupeDropped, StoreError
 from ductile.planes.api.bodies import (BodyError, event_payload, parse_enqueue_request,
                                        parse_run_request)
 from ductile.planes.api.logquery import parse_log_filter
+from ductile.planes.api.pipelines import (enqueue_run, flat_tree, parse_pipeline_request,
+                                          sync_limit, sync_view, wait_for_tree)
 from ductile.planes.api.vault_routes import register_vault_routes
 from ductile.store.joblog import LogFilter, log_view
 from ductile.planes.api.auth import AuthError, Principal, authenticate, require
@@ -135,8 +137,12 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
     @app.route("/healthz", methods=["GET"])
     @guarded()
     async def healthz(rt: Runtime, _p: Principal | None) -> Response:
+        from ductile.schedule.views import open_circuit_count
+
         try:
             depth = await rt.queue.queue_depth()
+            assert supervisor.proc.db is not None
+            circuits_open = await supervisor.proc.db.read(open_circuit_count)
         except StoreError:
             raise ApiError(503, "failed to compute queue depth") from None
         return respond({
@@ -144,7 +150,7 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
             "uptime_seconds": _uptime(supervisor),
             "queue_depth": depth,
             "plugins_loaded": len(rt.plugins),
-            "plugins_circuit_open": 0,
+            "plugins_circuit_open": circuits_open,
             "posture": rt.posture,
             "version": __version__,
             "config_path": rt.config.config_path,
@@ -267,6 +273,63 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
             raise ApiError(404, "job not found")
         return respond(await _job_view(rt, job))
 
+    @app.route("/job/<job_id>/tree", methods=["GET"])
+    @guarded("jobs:ro", "jobs:rw")
+    async def get_job_tree(rt: Runtime, _p: Principal | None, job_id: str) -> Response:
+        tree = await rt.queue.tree(job_id)
+        if tree is None:
+            raise ApiError(404, "job not found")
+        return respond(flat_tree(tree))
+
+    @app.route("/pipeline/<name>", methods=["POST"])
+    @guarded("plugin:rw")
+    async def run_pipeline(rt: Runtime, _p: Principal | None, name: str) -> Response:
+        pipeline = rt.pipelines.pipelines.get(name)
+        if pipeline is None:
+            raise ApiError(404, f"pipeline {name!r} not found; ductile pipeline list shows "
+                                "the configured ones")
+        try:
+            body = parse_pipeline_request(await request.get_data(as_text=False))
+        except BodyError as exc:
+            raise ApiError(400, str(exc)) from None
+        sync = (pipeline.execution_mode == "synchronous"
+                and request.args.get("async") != "true")
+        started = time.monotonic()
+        try:
+            jobs = await enqueue_run(rt, pipeline, body, single_entry=sync)
+        except ContextTooLarge as exc:
+            raise ApiError(413, "pipeline baggage exceeds maximum context size",
+                           bytes_actual=exc.actual, bytes_limit=exc.limit) from None
+        except BaggageError as exc:
+            raise ApiError(400, f"root baggage claims failed: {exc}") from None
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        except StoreError as exc:
+            raise ApiError(503, f"failed to enqueue pipeline {name!r}: {exc}; retry "
+                                "later") from None
+        first = jobs[0]
+        accepted = {"job_id": first.id, "status": first.status, "plugin": "pipeline",
+                    "command": name, "job_ids": [job.id for job in jobs]}
+        if not sync:
+            return respond(accepted, 202)
+        try:
+            rt.sync_slots.acquire_nowait()
+        except trio.WouldBlock:
+            return respond({**accepted, "error": "too many concurrent synchronous requests; "
+                                                 "poll GET /job/{id}/tree"}, 503)
+        try:
+            deadline = trio.current_time() + sync_limit(rt, pipeline)
+            tree = await wait_for_tree(rt, supervisor.proc.completions, first.id, deadline,
+                                      lambda: supervisor.stopping)
+        finally:
+            rt.sync_slots.release()
+        if tree is None:
+            latest = await rt.queue.get(first.id) or first
+            return respond({**accepted, "status": latest.status, "timeout_exceeded": True,
+                            "message": "pipeline still running after its timeout; poll GET "
+                                       f"/job/{first.id}/tree"}, 202)
+        return respond(sync_view(pipeline, tree, int((time.monotonic() - started) * 1000)))
+
     @app.route("/jobs", methods=["GET"])
     @guarded("jobs:ro", "jobs:rw")
     async def list_jobs(rt: Runtime, _p: Principal | None) -> Response:
@@ -283,6 +346,22 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
         entries, total = await rt.queue.search_logs(where)
         return respond({"logs": [log_view(e, include_result=include) for e in entries],
                         "total": total})
+
+    @app.route("/scheduler/jobs", methods=["GET"])
+    @guarded("jobs:ro")
+    async def scheduler_jobs(rt: Runtime, _p: Principal | None) -> Response:
+        """Every schedule of an enabled plugin with its next run, paused flag and breaker."""
+        from ductile.schedule.views import scheduler_jobs as listing
+        from ductile.store.jobs import utcnow
+
+        assert supervisor.proc.db is not None
+        boot = supervisor.scheduler.boot if supervisor.scheduler is not None else None
+        try:
+            body = await supervisor.proc.db.read(
+                lambda conn: listing(conn, rt.config, now=utcnow(), boot=boot or utcnow()))
+        except StoreError as exc:
+            raise ApiError(503, f"cannot read schedule state: {exc}") from None
+        return respond(body)
 
     @app.route("/system/reload", methods=["POST"])
     @guarded("system:rw")

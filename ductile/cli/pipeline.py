@@ -1,0 +1,146 @@
+"""`ductile pipeline list|run`.
+
+`list` reads the `pipelines:` entries straight from the config files (no daemon, no plugin
+discovery), so it also works on a config the gateway would refuse; the gateway's boot gate
+`pipelines_compiled` is what checks them. `run` goes through the API (POST /pipeline/NAME).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from ductile.cli.common import (api_base, api_key, config_option, emit_json, fail, json_option,
+                                load)
+
+_MODES = {"sync": "synchronous", "async": "asynchronous"}
+_KINDS = ("uses", "call", "relay", "steps", "split")
+
+
+@click.group()
+def pipeline() -> None:
+    """List and run the configured pipelines."""
+
+
+@pipeline.command("list")
+@config_option
+@json_option
+def list_pipelines(config_path: str | None, as_json: bool) -> None:
+    """List the configured pipelines: name, trigger, execution mode and steps."""
+    cfg = load(config_path, validate=False)
+    rows = [_summary(source.raw, source.file) for source in cfg.pipelines
+            if isinstance(source.raw, dict)]
+    if as_json:
+        emit_json({"pipelines": rows})
+        return
+    if not rows:
+        click.echo("no pipelines configured")
+        return
+    click.echo(f"{'NAME':<24} {'TRIGGER':<28} {'MODE':<13} STEPS")
+    for row in rows:
+        click.echo(f"{row['name']:<24} {row['trigger']:<28} {row['mode']:<13} "
+                   f"{' -> '.join(row['steps'])}")
+
+
+@pipeline.command("run")
+@click.argument("name")
+@click.option("--payload", default=None, help="JSON object: the payload of the trigger event.")
+@click.option("--baggage", default=None, help="JSON object: root baggage for the run.")
+@click.option("--sync", is_flag=True,
+              help="Wait for the whole run and print its job tree (synchronous pipelines wait "
+                   "anyway; without --sync an asynchronous answer is requested).")
+@click.option("--api-url", default=None, help="Gateway URL (default http://<api.listen>).")
+@click.option("--api-key", "api_key_opt", default=None,
+              help="Token (else $DUCTILE_API_KEY, else the first configured token).")
+@config_option
+@json_option
+def run(name: str, payload: str | None, baggage: str | None, sync: bool, api_url: str | None,
+        api_key_opt: str | None, config_path: str | None, as_json: bool) -> None:
+    """Start a pipeline run on the running gateway (POST /pipeline/NAME)."""
+    import httpx
+
+    body: dict[str, Any] = {"payload": _object(payload, "--payload") or {}}
+    if baggage is not None:
+        body["baggage"] = _object(baggage, "--baggage")
+    cfg = None if (api_url and api_key_opt) else load(config_path, validate=False)
+    token = api_key(cfg, api_key_opt)
+    if not token:
+        fail("API key required. Use --api-key or DUCTILE_API_KEY env var.")
+    url = f"{api_base(cfg, api_url)}/pipeline/{name}"
+    try:
+        resp = httpx.post(url, json=body, params=None if sync else {"async": "true"},
+                          headers={"Authorization": f"Bearer {token}"},
+                          timeout=None if sync else 15.0)
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach the gateway at {url}: {exc}; is it running (ductile system status)?")
+    try:
+        data = resp.json()
+    except ValueError:
+        data = {"error": resp.text}
+    if resp.status_code >= 400:
+        fail(f"API error ({resp.status_code}): {data.get('error', data)}")
+    if as_json:
+        emit_json(data)
+        return
+    if resp.status_code == 202:
+        click.echo(f"Started pipeline {name}: job {data['job_id']} ({data['status']})")
+        if data.get("timeout_exceeded"):
+            click.echo("Still running after the pipeline timeout.")
+        click.echo(f"see: ductile job inspect {data['job_id']}")
+        return
+    click.echo(f"Pipeline {name} {data['status']} in {data.get('duration_ms')} ms "
+               f"(job {data['job_id']})")
+    for node in data.get("tree", []):
+        where = f"{node.get('pipeline')}/{node.get('step_id')}" if node.get("step_id") else "-"
+        click.echo(f"  {node['status']:<10} {where:<30} {node['plugin']}")
+    if data.get("result") is not None:
+        click.echo(json.dumps(data["result"], indent=2))
+
+
+def _object(text: str | None, flag: str) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    if text == "-":
+        text = sys.stdin.read()
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        fail(f"{flag} is not valid JSON: {exc}")
+    if not isinstance(value, dict):
+        fail(f"{flag} must be a JSON object, such as '{{\"id\": 1}}'")
+    return value
+
+
+def _summary(raw: dict[str, Any], file: str) -> dict[str, Any]:
+    hook = raw.get("on-hook")
+    trigger = f"hook {hook}" if hook else str(raw.get("on") or "api.pipeline.trigger")
+    if raw.get("from_plugin"):
+        trigger += f" from {raw['from_plugin']}"
+    mode = str(raw.get("execution_mode") or "asynchronous")
+    return {"name": str(raw.get("name", "?")), "trigger": trigger,
+            "mode": _MODES.get(mode, mode), "steps": _steps(raw.get("steps")), "file": file}
+
+
+def _steps(items: Any) -> list[str]:
+    if not isinstance(items, list):
+        return []
+    return [_step(item) for item in items]
+
+
+def _step(item: Any) -> str:
+    if not isinstance(item, dict):
+        return "?"
+    kind = next((k for k in _KINDS if k in item), None)
+    label = f"{item['id']}:" if item.get("id") else ""
+    guard = " (if)" if "if" in item else ""
+    if kind in ("steps", "split"):
+        inner = _steps(item[kind])
+        joiner = " -> " if kind == "steps" else " | "
+        return f"{label}{kind}[{joiner.join(inner)}]{guard}"
+    if kind == "relay":
+        target = item["relay"].get("to") if isinstance(item["relay"], dict) else "?"
+        return f"{label}relay {target}{guard}"
+    return f"{label}{kind} {item.get(kind)}{guard}" if kind else f"{label}?"

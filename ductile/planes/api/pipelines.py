@@ -1,0 +1,180 @@
+"""`POST /pipeline/{name}` and `GET /job/{id}/tree`: start a pipeline run, wait for its job tree.
+
+The route handlers in app.py stay thin; the work is here:
+
+* `parse_pipeline_request` reads the body `{"payload"?: {...}, "baggage"?: {...}}` (fuzzed in
+  property-tests/test_api_pipeline_body.py). `baggage` is root baggage: it seeds the run's
+  context, as claims would.
+* `enqueue_run` asks the router for the entry dispatches and enqueues one root job per entry,
+  each with its event_context row (all entries share one pipeline-instance root row).
+* `wait_for_tree` waits until every job of a tree is terminal. A successor is inserted in the
+  transaction that ends its parent, so a tree whose known jobs are all terminal has nothing left
+  to run. It waits on the existing completion events (`Completions`) of the tree's unfinished
+  jobs: registered before the tree is re-read, so a completion in between is never missed.
+* `flat_tree` / `sync_view` shape the answers (a flat list, as the Go gateway returns it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ductile.dispatch.completions import Completions
+from ductile.dispatch.routing import successors
+from ductile.planes.api.bodies import BodyError, parse_json_object
+from ductile.router.engine import start
+
+if TYPE_CHECKING:
+    from ductile.boot.runtime import Runtime
+    from ductile.router.dsl import Pipeline
+    from ductile.store.jobs import Job
+
+PIPELINE_FIELDS = ("payload", "baggage")
+_TERMINAL = frozenset({"succeeded", "failed", "timed_out", "dead", "skipped"})
+_FAILED = ("failed", "timed_out", "dead")
+
+
+@dataclass(frozen=True)
+class PipelineRequest:
+    payload: dict[str, Any]
+    baggage: dict[str, Any] | None = None
+
+
+def parse_pipeline_request(data: bytes) -> PipelineRequest:
+    """`{"payload"?: object, "baggage"?: object}`; an empty body is an empty payload."""
+    body = parse_json_object(data) or {}
+    unknown = sorted(set(body) - set(PIPELINE_FIELDS))
+    if unknown:
+        raise BodyError(f"unknown field(s) in body: {', '.join(unknown)}; "
+                        f"allowed: {', '.join(PIPELINE_FIELDS)}")
+    payload = body.get("payload")
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        raise BodyError("payload must be a JSON object")
+    baggage = body.get("baggage")
+    if baggage is not None and not isinstance(baggage, dict):
+        raise BodyError("field baggage must be a JSON object (root baggage for the run)")
+    return PipelineRequest(payload=payload, baggage=baggage)
+
+
+async def enqueue_run(rt: Runtime, pipeline: Pipeline, request: PipelineRequest,
+                      *, single_entry: bool) -> list[Job]:
+    """Enqueue the entry jobs of one run of `pipeline`; the first is the run's job id.
+
+    Raises the router's BaggageError (400) / ContextTooLarge (413) before anything is
+    enqueued, ValueError when `single_entry` and the pipeline fans out at its entry, and the
+    queue's StoreError.
+    """
+    routing = start(rt.pipelines, pipeline.name, request.payload, request.baggage)
+    if not routing.dispatches:
+        raise ValueError("pipeline has no entry points")
+    if single_entry and len(routing.dispatches) > 1:
+        raise ValueError("synchronous pipeline trigger requires exactly one entry dispatch; "
+                         "use ?async=true for fan-out entry pipelines")
+    jobs = []
+    for successor in successors(routing.dispatches, None,
+                                lambda p: rt.config.plugin(p).retry.max_attempts,
+                                submitted_by="api"):
+        jobs.append(await rt.queue.enqueue(
+            successor.plugin, successor.command, successor.payload, successor.submitted_by,
+            max_attempts=successor.max_attempts, source_event_id=successor.source_event_id,
+            context=successor.context,
+        ))
+    return jobs
+
+
+def sync_limit(rt: Runtime, pipeline: Pipeline) -> float:
+    """The pipeline's timeout, capped by `api.max_sync_timeout` when that is set."""
+    cap = rt.config.api.max_sync_timeout or math.inf
+    return min(pipeline.timeout or math.inf, cap)
+
+
+async def wait_for_tree(rt: Runtime, completions: Completions, root_id: str,
+                        deadline: float, stopping: Callable[[], bool] = lambda: False
+                        ) -> dict[str, Any] | None:
+    """The settled tree under `root_id`, or None when `deadline` (trio time) passed first or
+    the gateway began to stop (its queued jobs then run after the next start)."""
+    while True:
+        if stopping():
+            return None
+        tree = await rt.queue.tree(root_id)
+        if tree is None:
+            return None
+        pending = _pending(tree)
+        if not pending and not tree.get("truncated"):
+            return tree
+        events = [(job_id, completions.register(job_id)) for job_id in pending]
+        try:
+            again = await rt.queue.tree(root_id)
+            if again is not None and _pending(again) == pending:
+                with trio.move_on_at(deadline) as scope:
+                    await _any(event for _, event in events)
+                if scope.cancelled_caught:
+                    return None
+        finally:
+            for job_id, event in events:
+                completions.discard(job_id, event)
+
+
+def flat_tree(tree: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The nested tree as a flat list, parents before children (the Go gateway's shape plus
+    `duration_ms`, `decision`, and the step's pipeline, step id and baggage)."""
+    return [_flat(node, parent) for node, parent in _walk(tree, None)]
+
+
+def sync_view(pipeline: Pipeline, tree: Mapping[str, Any], duration_ms: int) -> dict[str, Any]:
+    """The 200 answer of a synchronous run: the tree's status (succeeded unless a job failed,
+    timed out or died), the result of the last job at a terminal step (else the root's)."""
+    nodes = [node for node, _ in _walk(tree, None)]
+    status = "succeeded"
+    for node in nodes:
+        if node["status"] in _FAILED:
+            status = node["status"]
+    result = tree.get("result")
+    terminal = [n for n in nodes if n["status"] == "succeeded" and n.get("context")
+                and n["context"].get("pipeline") == pipeline.name
+                and n["context"].get("step_id") in pipeline.terminal_steps]
+    if terminal:
+        result = max(terminal, key=lambda n: n.get("completed_at") or "")["result"]
+    return {"job_id": tree["job_id"], "status": status, "duration_ms": duration_ms,
+            "result": result, "tree": flat_tree(tree)}
+
+
+def _pending(tree: Mapping[str, Any]) -> list[str]:
+    return [node["job_id"] for node, _ in _walk(tree, None) if node["status"] not in _TERMINAL]
+
+
+def _walk(node: Mapping[str, Any], parent: str | None
+          ) -> Iterator[tuple[Mapping[str, Any], str | None]]:
+    yield node, parent
+    for child in node.get("children", ()):
+        yield from _walk(child, node["job_id"])
+
+
+def _flat(node: Mapping[str, Any], parent: str | None) -> dict[str, Any]:
+    context = node.get("context") or {}
+    return {
+        "job_id": node["job_id"], "parent_job_id": parent, "plugin": node["plugin"],
+        "command": node["command"], "status": node["status"], "result": node["result"],
+        "last_error": node["last_error"], "started_at": node["started_at"],
+        "completed_at": node["completed_at"], "duration_ms": node["duration_ms"],
+        "decision": node["decision"], "route": node.get("route"),
+        "pipeline": context.get("pipeline"),
+        "step_id": context.get("step_id"), "baggage": context.get("baggage"),
+    }
+
+
+async def _any(events: Any) -> None:
+    """Return as soon as one of `events` is set."""
+    async with trio.open_nursery() as nursery:
+        async def one(event: trio.Event) -> None:
+            await event.wait()
+            nursery.cancel_scope.cancel()
+
+        for event in events:
+            nursery.start_soon(one, event)

@@ -1,0 +1,336 @@
+"""Pipelines end to end with the real gateway: routing, baggage, `if`, split, call, sync runs,
+hooks, the depth limit, `GET /job/{id}/tree`, and the boot refusals of gate pipelines_compiled.
+
+One gateway serves the whole module (a bash plugin that reports the request it received, a
+bash plugin that fails, and the bundled Python echo); each test starts its own pipeline run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway_util import BUNDLED_PLUGINS, Gateway, free_port, write_config
+from plugins_util import make_plugin, respond_script
+
+# Reports the whole request it got (context included) in its emitted event and its result.
+DUMPER = ("req=$(cat)\n"
+          "printf '{\"status\":\"ok\",\"result\":\"dumped\",\"events\":[{\"type\":\"dumped\","
+          "\"payload\":{\"request\":%s}}]}' \"$req\"")
+
+PIPELINES: list[dict[str, Any]] = [
+    {"name": "chain", "execution_mode": "synchronous", "timeout": "20s", "steps": [
+        {"id": "first", "uses": "dumper", "baggage": {"order.id": "payload.order"}},
+        {"id": "middle", "uses": "echo"},
+        {"id": "last", "uses": "dumper"},
+    ]},
+    {"name": "guarded", "execution_mode": "sync", "steps": [
+        {"id": "maybe", "uses": "echo", "if": {"path": "payload.go", "op": "eq", "value": True}},
+        {"id": "after", "uses": "dumper"},
+    ]},
+    {"name": "fan", "execution_mode": "synchronous", "steps": [
+        {"id": "head", "uses": "echo"},
+        {"split": [{"id": "left", "uses": "echo"}, {"id": "right", "uses": "dumper"}]},
+        {"id": "tail", "uses": "dumper"},
+    ]},
+    {"name": "caller", "execution_mode": "synchronous", "steps": [
+        {"id": "a", "uses": "echo"},
+        {"call": "callee"},
+    ]},
+    {"name": "callee", "steps": [{"id": "z", "uses": "dumper"}]},
+    {"name": "shallow", "execution_mode": "synchronous", "max_depth": 1, "steps": [
+        {"id": "one", "uses": "echo"},
+        {"id": "two", "uses": "echo"},
+    ]},
+    {"name": "background", "steps": [{"id": "only", "uses": "echo"}]},
+    {"name": "on-broken", "on-hook": "job.failed", "from_plugin": "broken", "steps": [
+        {"id": "page", "uses": "dumper"},
+    ]},
+]
+for _entry in PIPELINES:
+    if "on-hook" not in _entry:
+        _entry["on"] = f"{_entry['name']}.start"
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    base = tmp_path_factory.mktemp("pipelines")
+    root = base / "plugins"
+    make_plugin(root, "dumper", DUMPER)
+    make_plugin(root, "broken", respond_script(
+        {"status": "error", "error": "disk on fire", "retry": False}))
+    port = free_port()
+    cfg = write_config(
+        base / "cfg", port=port, plugin_roots=[str(BUNDLED_PLUGINS), str(root)],
+        plugins={"echo": {"enabled": True}, "dumper": {"enabled": True},
+                 "broken": {"enabled": True, "notify_on_complete": True}},
+        service={"max_workers": 3},
+        extra={"pipelines": PIPELINES},
+    )
+    gateway = Gateway(cfg, port=port).start()
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+def run(gw: Gateway, name: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    resp = gw.post(f"/pipeline/{name}", body or {"payload": {}})
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def steps(view: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for node in view["tree"]:
+        out.setdefault(node["step_id"] or "", []).append(node)
+    return out
+
+
+def settled_tree(gw: Gateway, job_id: str, size: int, within: float = 20.0) -> list[dict]:
+    """Poll GET /job/{id}/tree until it holds `size` terminal jobs (or give up)."""
+    deadline = time.monotonic() + within
+    while True:
+        tree = gw.get(f"/job/{job_id}/tree").json()
+        done = [n for n in tree if n["status"] not in ("queued", "running")]
+        if len(tree) >= size and len(done) == len(tree) or time.monotonic() > deadline:
+            return tree
+        time.sleep(0.05)
+
+
+def test_baggage_claimed_in_step_one_reaches_step_three_across_bash_and_python(
+    gw: Gateway,
+) -> None:
+    view = run(gw, "chain", {"payload": {"order": "A-1"}})
+    assert view["status"] == "succeeded"
+    by_step = steps(view)
+    assert [n["plugin"] for n in view["tree"]] == ["dumper", "echo", "dumper"]
+    assert [n["parent_job_id"] for n in view["tree"]][1:] == [
+        view["tree"][0]["job_id"], view["tree"][1]["job_id"]]
+    last = by_step["last"][0]
+    context = last["result"]["events"][0]["payload"]["request"]["context"]
+    assert context["order"] == {"id": "A-1"}
+    assert context["ductile_pipeline"] == "chain" and context["ductile_step_id"] == "last"
+    assert context["ductile_route_depth"] == 3
+    assert last["baggage"] == {"order": {"id": "A-1"}}
+    # The sync answer's result is the terminal step's.
+    assert view["result"] == last["result"]
+    # The baggage is merged into the event payload where the payload lacks the key.
+    event = last["result"]["events"][0]["payload"]["request"]["event"]
+    assert event["payload"]["order"] == {"id": "A-1"}
+    assert event["payload"]["ductile_upstream_step_id"] == "middle"
+
+
+def test_false_if_skips_the_step_and_its_successor_still_runs(gw: Gateway) -> None:
+    view = run(gw, "guarded", {"payload": {"go": False, "n": 1}})
+    assert view["status"] == "succeeded"
+    by_step = steps(view)
+    switch = by_step["maybe__switch"][0]
+    assert switch["plugin"] == "core.switch" and switch["result"] == {
+        "matched": False, "event": "ductile.switch.false"}
+    skipped = by_step["maybe"][0]
+    assert skipped["status"] == "skipped"
+    assert "if false" in skipped["decision"]
+    after = by_step["after"][0]
+    assert after["status"] == "succeeded" and after["parent_job_id"] == skipped["job_id"]
+    # The skipped step re-emitted the event it got, so its successor sees the original payload.
+    seen = after["result"]["events"][0]["payload"]["request"]["event"]["payload"]
+    assert seen["go"] is False and seen["n"] == 1
+
+
+def test_true_if_runs_the_step(gw: Gateway) -> None:
+    view = run(gw, "guarded", {"payload": {"go": True}})
+    by_step = steps(view)
+    assert by_step["maybe__switch"][0]["result"]["matched"] is True
+    assert by_step["maybe"][0]["status"] == "succeeded"
+    assert by_step["maybe"][0]["plugin"] == "echo"
+    assert "if true" in by_step["maybe"][0]["route"]
+    assert by_step["after"][0]["status"] == "succeeded"
+
+
+def test_split_runs_both_branches_and_the_next_step_once_per_branch(gw: Gateway) -> None:
+    view = run(gw, "fan", {"payload": {"x": 1}})
+    assert view["status"] == "succeeded"
+    by_step = steps(view)
+    head = by_step["head"][0]["job_id"]
+    assert by_step["left"][0]["parent_job_id"] == head
+    assert by_step["right"][0]["parent_job_id"] == head
+    tails = by_step["tail"]
+    assert len(tails) == 2
+    assert {t["parent_job_id"] for t in tails} == {by_step["left"][0]["job_id"],
+                                                   by_step["right"][0]["job_id"]}
+
+
+def test_call_continues_in_the_called_pipeline(gw: Gateway) -> None:
+    view = run(gw, "caller", {"payload": {"k": "v"}})
+    assert view["status"] == "succeeded"
+    called = [n for n in view["tree"] if n["pipeline"] == "callee"]
+    assert [n["step_id"] for n in called] == ["z"]
+    assert called[0]["status"] == "succeeded"
+    assert "call callee" in called[0]["route"]
+
+
+def test_depth_limit_fails_the_step_past_it_with_a_clear_reason(gw: Gateway) -> None:
+    view = run(gw, "shallow")
+    assert view["status"] == "failed"
+    two = steps(view)["two"][0]
+    assert two["status"] == "failed"
+    assert two["last_error"] == "depth limit reached: 2 > max_depth 1"
+
+
+def test_async_pipeline_answers_202_and_the_tree_settles(gw: Gateway) -> None:
+    resp = gw.post("/pipeline/background", {"payload": {"a": 1}})
+    assert resp.status_code == 202, resp.text
+    body = resp.json()
+    assert body["status"] == "queued" and body["command"] == "background"
+    tree = settled_tree(gw, body["job_id"], 1)
+    assert tree[0]["status"] == "succeeded" and tree[0]["step_id"] == "only"
+
+
+def test_hook_pipeline_runs_when_a_notifying_plugin_fails(gw: Gateway) -> None:
+    resp = gw.post("/plugins/broken/run", {"payload": {"x": 1}, "sync": True})
+    assert resp.status_code == 200 and resp.json()["status"] == "failed", resp.text
+    job_id = resp.json()["job_id"]
+    tree = settled_tree(gw, job_id, 2)
+    assert len(tree) == 2, tree
+    hook = tree[1]
+    assert hook["parent_job_id"] == job_id and hook["plugin"] == "dumper"
+    assert hook["status"] == "succeeded" and hook["pipeline"] == "on-broken"
+    event = hook["result"]["events"][0]["payload"]["request"]["event"]
+    assert event["type"] == "job.failed"
+    assert event["payload"]["job_id"] == job_id and event["payload"]["error"] == "disk on fire"
+
+
+@pytest.mark.parametrize(("body", "status", "needle"), [
+    ({"payload": [1]}, 400, "payload must be a JSON object"),
+    ({"payload": {}, "extra": 1}, 400, "unknown field(s) in body: extra"),
+    ({"payload": {}}, 400, "root baggage claims failed"),
+    ({"payload": {"order": 1}, "baggage": {"ductile": {}}}, 400, "root baggage claims failed"),
+])
+def test_bad_pipeline_requests_are_refused_with_json_errors(
+    gw: Gateway, body: dict[str, Any], status: int, needle: str
+) -> None:
+    resp = gw.post("/pipeline/chain", body)
+    assert resp.status_code == status, resp.text
+    assert needle in resp.json()["error"]
+
+
+def test_unknown_pipeline_and_tree_are_404_and_scopes_apply(gw: Gateway) -> None:
+    from gateway_util import READ_TOKEN
+
+    assert gw.post("/pipeline/nope", {}).status_code == 404
+    assert "not found" in gw.post("/pipeline/nope", {}).json()["error"]
+    assert gw.get("/job/no-such-job/tree").status_code == 404
+    assert gw.post("/pipeline/chain", {"payload": {"order": 1}},
+                   token=READ_TOKEN).status_code == 403
+
+
+# --- boot refusals (no traffic: the gateway exits before it opens a port) -------------------
+
+
+REFUSALS = [
+    ("unknown plugin", [{"name": "p", "on": "x", "steps": [{"uses": "nope"}]}],
+     "unknown plugin"),
+    ("unknown call target", [{"name": "p", "on": "x", "steps": [{"call": "ghost"}]}], "ghost"),
+    ("call cycle", [{"name": "a", "on": "x", "steps": [{"call": "b"}]},
+                    {"name": "b", "steps": [{"call": "a"}]}], "cycle"),
+    ("invalid if", [{"name": "p", "on": "x", "steps": [
+        {"uses": "echo", "if": {"path": "payload.n", "op": "gt", "value": "ten"}}]}], "if"),
+    ("invalid with", [{"name": "p", "on": "x", "steps": [
+        {"uses": "echo", "with": {"a": "{payload.x"}}]}], "with"),
+    ("invalid baggage", [{"name": "p", "on": "x", "steps": [
+        {"uses": "echo", "baggage": {"ductile.x": "payload.a"}}]}], "reserved"),
+    ("relay step", [{"name": "p", "on": "x", "steps": [
+        {"relay": {"to": "peer", "event": "e"}}]}], "relay"),
+    ("hook cycle", [
+        {"name": "h1", "on-hook": "job.failed", "from_plugin": "echo",
+         "steps": [{"uses": "dumper"}]},
+        {"name": "h2", "on-hook": "job.failed", "from_plugin": "dumper",
+         "steps": [{"uses": "echo"}]}], "hook"),
+]
+
+
+@pytest.mark.parametrize(("pipelines", "needle"), [(p, n) for _, p, n in REFUSALS],
+                         ids=[name for name, _, _ in REFUSALS])
+def test_every_compile_time_refusal_exits_78_naming_gate_pipelines_compiled(
+    tmp_path: Path, pipelines: list[dict[str, Any]], needle: str
+) -> None:
+    root = tmp_path / "plugins"
+    make_plugin(root, "dumper", DUMPER)
+    cfg = write_config(tmp_path / "cfg", plugin_roots=[str(BUNDLED_PLUGINS), str(root)],
+                       plugins={"echo": {"enabled": True}, "dumper": {"enabled": True}})
+    (cfg / "pipelines.yaml").write_text(yaml.safe_dump({"pipelines": pipelines}))
+    doc = yaml.safe_load((cfg / "config.yaml").read_text())
+    doc["include"] = ["pipelines.yaml"]
+    (cfg / "config.yaml").write_text(yaml.safe_dump(doc))
+    gateway = Gateway(cfg).start(wait=False)
+    code = gateway.wait_exit(30)
+    assert code == 78, gateway.stderr()
+    records = [r for r in gateway.log_records() if r.get("msg") == "boot refused"]
+    assert records and records[0]["gate"] == "pipelines_compiled", gateway.stdout()
+    assert "pipelines.yaml" in records[0]["reason"]
+    assert needle in records[0]["reason"]
+    assert "gate pipelines_compiled" in gateway.stderr()
+
+
+# --- CLI -----------------------------------------------------------------------------------
+
+
+def test_cli_pipeline_list_shows_name_trigger_mode_and_steps(gw: Gateway) -> None:
+    from gateway_util import run_cli
+
+    result = run_cli("pipeline", "list", "--config", str(gw.config_dir), "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)["pipelines"]}
+    assert rows["chain"]["trigger"] == "chain.start"
+    assert rows["chain"]["mode"] == "synchronous"
+    assert rows["chain"]["steps"] == ["first:uses dumper", "middle:uses echo", "last:uses dumper"]
+    assert rows["guarded"]["mode"] == "synchronous"
+    assert rows["on-broken"]["trigger"] == "hook job.failed from broken"
+    assert rows["fan"]["steps"][1] == "split[left:uses echo | right:uses dumper]"
+    text = run_cli("pipeline", "list", "--config", str(gw.config_dir))
+    assert text.returncode == 0 and "background" in text.stdout
+
+
+def test_cli_pipeline_run_then_job_inspect_renders_the_lineage(gw: Gateway) -> None:
+    from gateway_util import TOKEN, run_cli
+
+    result = run_cli("pipeline", "run", "guarded", "--payload", '{"go": false, "who": "cli"}',
+                     "--baggage", '{"tenant": "t1"}', "--sync", "--api-url", gw.url,
+                     "--api-key", TOKEN, "--json")
+    assert result.returncode == 0, result.stderr
+    view = json.loads(result.stdout)
+    assert view["status"] == "succeeded" and len(view["tree"]) == 3
+    after = view["tree"][2]["job_id"]
+    inspect = run_cli("job", "inspect", after, "--config", str(gw.config_dir))
+    assert inspect.returncode == 0, inspect.stderr
+    out = inspect.stdout
+    assert f"Lineage (root job {view['job_id']})" in out
+    assert "guarded/maybe__switch  core.switch  succeeded  [switch false]" in out
+    assert "guarded/maybe  echo  skipped  [skipped: if false]" in out
+    assert f"* guarded/after  dumper  succeeded  [ran]  job {after}" in out
+    assert 'baggage: {"tenant": "t1"}' in out
+    data = json.loads(run_cli("job", "inspect", after, "--config", str(gw.config_dir),
+                              "--json").stdout)
+    skipped = data["lineage"]["tree"]["children"][0]
+    assert skipped["decision"] == "skipped: if false" and skipped["baggage"] == {"tenant": "t1"}
+
+
+def test_cli_pipeline_run_async_prints_the_job_and_bad_payload_fails(gw: Gateway) -> None:
+    from gateway_util import TOKEN, run_cli
+
+    result = run_cli("pipeline", "run", "background", "--payload", '{"a": 1}',
+                     "--api-url", gw.url, "--api-key", TOKEN)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Started pipeline background: job ")
+    bad = run_cli("pipeline", "run", "background", "--payload", "[1]", "--api-url", gw.url,
+                  "--api-key", TOKEN)
+    assert bad.returncode == 1 and "--payload must be a JSON object" in bad.stderr
+    missing = run_cli("pipeline", "run", "nope", "--api-url", gw.url, "--api-key", TOKEN)
+    assert missing.returncode == 1 and "API error (404)" in missing.stderr
