@@ -29,6 +29,28 @@ def test_config_check_accepts_the_init_config_and_names_errors(tmp_path: Path) -
     assert "'ghost' is configured but not discoverable" in bad.stdout
 
 
+def test_config_check_judges_the_vault_and_posture_as_boot_would(tmp_path: Path) -> None:
+    target = tmp_path / "cfg"
+    run_cli("config", "init", "--dir", str(target))
+    ok = json.loads(run_cli("config", "check", "--config", str(target), "--json").stdout)
+    assert ok["valid"] and ok["posture"] == "gateway"
+    # No token but a vault: the management-only posture, not an error.
+    (target / "api.yaml").write_text("api: {enabled: true}\n")
+    mgmt = json.loads(run_cli("config", "check", "--config", str(target), "--json").stdout)
+    assert mgmt["valid"] and mgmt["posture"] == "management-only"
+    (target / "api.yaml").write_text(
+        "api: {enabled: true, auth: {tokens: [{secret_ref: nope, scopes: ['*']}]}}\n")
+    bad = run_cli("config", "check", "--config", str(target))
+    assert bad.returncode == 1
+    assert "secret_ref 'nope' not found in the vault" in bad.stdout
+    # Without the key this user is vault-blind: unresolved refs are warnings, not errors.
+    (target / "vault.key").rename(tmp_path / "elsewhere.key")
+    blind = json.loads(run_cli("config", "check", "--config", str(target), "--json",
+                               env={"HOME": str(tmp_path)}).stdout)
+    assert blind["valid"], blind
+    assert any("nope" in w["message"] for w in blind["warnings"])
+
+
 def test_config_check_strict_exits_2_on_warnings(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "cfg", service={"log_levle": "debug"})
     loose = run_cli("config", "check", "--config", str(cfg))

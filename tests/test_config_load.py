@@ -542,3 +542,9 @@ def test_a_list_where_a_boolean_belongs_is_a_config_error(tmp_path) -> None:
     (tmp_path / "config.yaml").write_text("plugin_roots: [.]\napi:\n  enabled: []\n")
     with _pytest.raises(ConfigError, match="api.enabled"):
         parse_config(str(tmp_path / "config.yaml"))
+
+
+def test_relative_management_socket_resolves_against_the_config_dir(tmp_path: Path) -> None:
+    write(tmp_path, "config.yaml", "plugin_roots: [p]\napi: {management_socket: run/admin.sock}\n")
+    cfg = load_config(str(tmp_path), environ={})
+    assert cfg.api.management_socket == str(tmp_path / "run" / "admin.sock")

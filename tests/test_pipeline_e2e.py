@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from gateway_util import BUNDLED_PLUGINS, Gateway, free_port, write_config
-from plugins_util import make_plugin, respond_script
+from plugins_util import make_plugin, manifest_dict, respond_script
 
 # Reports the whole request it got (context included) in its emitted event and its result.
 DUMPER = ("req=$(cat)\n"
@@ -63,12 +63,19 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     base = tmp_path_factory.mktemp("pipelines")
     root = base / "plugins"
     make_plugin(root, "dumper", DUMPER)
+    counter = make_plugin(root, "counter", respond_script(
+        {"status": "ok", "result": "counted", "state_updates": {"seen": 2, "tag": "x"}}))
+    (counter / "manifest.yaml").write_text(yaml.safe_dump(manifest_dict(
+        "counter", fact_outputs=[{"when": {"command": "poll"}, "from": "state_updates",
+                                  "fact_type": "counter.snapshot",
+                                  "compatibility_view": "mirror_object"}])))
     make_plugin(root, "broken", respond_script(
         {"status": "error", "error": "disk on fire", "retry": False}))
     port = free_port()
     cfg = write_config(
         base / "cfg", port=port, plugin_roots=[str(BUNDLED_PLUGINS), str(root)],
         plugins={"echo": {"enabled": True}, "dumper": {"enabled": True},
+                 "counter": {"enabled": True},
                  "broken": {"enabled": True, "notify_on_complete": True}},
         service={"max_workers": 3},
         extra={"pipelines": PIPELINES},
@@ -205,6 +212,26 @@ def test_hook_pipeline_runs_when_a_notifying_plugin_fails(gw: Gateway) -> None:
     event = hook["result"]["events"][0]["payload"]["request"]["event"]
     assert event["type"] == "job.failed"
     assert event["payload"]["job_id"] == job_id and event["payload"]["error"] == "disk on fire"
+
+
+def test_fact_outputs_record_a_fact_and_mirror_it_into_plugin_state(gw: Gateway) -> None:
+    import sqlite3
+
+    resp = gw.post("/plugins/counter/run", {"command": "poll", "sync": True})
+    assert resp.status_code == 200 and resp.json()["status"] == "succeeded", resp.text
+    job_id = resp.json()["job_id"]
+    db = sqlite3.connect(f"file:{gw.config_dir / 'data' / 'state.db'}?mode=ro", uri=True)
+    try:
+        facts = db.execute("SELECT fact_type, fact_json, seq FROM plugin_facts "
+                           "WHERE job_id = ?", (job_id,)).fetchall()
+        state = db.execute("SELECT state FROM plugin_state WHERE plugin_name = 'counter'"
+                           ).fetchone()
+    finally:
+        db.close()
+    assert [(f[0], json.loads(f[1])) for f in facts] == [
+        ("counter.snapshot", {"seen": 2, "tag": "x"})]
+    assert facts[0][2] is not None
+    assert state is not None and json.loads(state[0]) == {"seen": 2, "tag": "x"}
 
 
 @pytest.mark.parametrize(("body", "status", "needle"), [

@@ -223,3 +223,20 @@ def test_revoked_principal_fails_the_job_closed_and_secrets_reach_the_plugin(
     assert plugin_secret not in gw.stdout() + gw.stderr()
     for path in (cfg / "data").iterdir():
         assert plugin_secret.encode() not in path.read_bytes()
+
+
+def test_reload_onto_an_unminted_ref_keeps_the_serving_generation(tmp_path: Path) -> None:
+    port = free_port()
+    cfg = write_config(tmp_path / "cfg", port=port)
+    gw = Gateway(cfg, port=port).start()
+    try:
+        doc = yaml.safe_load((cfg / "config.yaml").read_text())
+        doc["api"]["auth"]["tokens"][0]["secret_ref"] = "never-minted"
+        (cfg / "config.yaml").write_text(yaml.safe_dump(doc))
+        resp = gw.post("/system/reload")
+        assert resp.status_code == 409, resp.text
+        assert resp.json()["gate"] == "api_tokens_resolved"
+        assert "'never-minted' not found in the vault" in resp.json()["error"]
+        assert gw.get("/jobs").status_code == 200  # the old token still serves
+    finally:
+        assert gw.stop() == 0

@@ -37,11 +37,39 @@ def check_config(config_path: str | None) -> dict[str, Any]:
         errors.append({"category": "plugin", "message": str(exc)})
         return report
     facts = gates.BootFacts(config=cfg, plugins=plugins)
+    _open_vault(cfg, facts)
+    facts.posture = gates.decide_posture(cfg, has_vault=facts.vault_status == "loaded")
+    from ductile.boot.runtime import _schedule_problem
+
+    facts.schedule_error = _schedule_problem(cfg)
+    report["posture"] = facts.posture
     for gate in (gates.enabled_plugins_discoverable, gates.scheduled_commands_declared,
-                 gates.api_has_tokens, gates.api_tokens_resolved):
+                 gates.schedules_valid, gates.webhook_targets_admitted, gates.vault_opened,
+                 gates.secret_refs_resolved, gates.api_has_tokens, gates.api_tokens_resolved):
         refusal = gate(facts)
-        if refusal is not None:
-            errors.append({"category": refusal.gate, "message": refusal.reason})
+        if refusal is None:
+            continue
+        entry = {"category": refusal.gate, "message": refusal.reason}
+        # Without the key this user cannot see inside the vault ("vault-blind"): what the
+        # daemon (which has the key) would resolve is unknown here, so it is not an error.
+        blind = facts.vault_status == "blind" and refusal.gate in (
+            "secret_refs_resolved", "api_tokens_resolved")
+        (warnings if blind else errors).append(entry)
     report["valid"] = not errors
     report["plugins"] = sorted(plugins)
     return report
+
+
+def _open_vault(cfg: Any, facts: Any) -> None:
+    from ductile.errors import VaultError
+    from ductile.vault.owner import load_vault
+
+    try:
+        loaded = load_vault(cfg.config_dir, cfg.secrets.vault_file, cfg.secrets.key_file,
+                            os.environ, os.path.expanduser("~"))
+    except VaultError as exc:
+        facts.vault_error = str(exc)
+        return
+    facts.vault_status, facts.vault_path = loaded.status, loaded.vault_path
+    if loaded.owner is not None:
+        facts.secrets = dict(loaded.owner.resolved_secrets().values)

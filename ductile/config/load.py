@@ -19,7 +19,7 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
@@ -311,7 +311,7 @@ class _Session:
         return Config(
             service=decoded.service,
             state_path=_absolute(self.config_dir, state),
-            api=decoded.api,
+            api=_api_paths(decoded.api, self.config_dir),
             plugin_roots=_plugin_roots(decoded.plugin_roots, self.config_dir),
             plugins=decoded.plugins,
             config_path=root,
@@ -426,6 +426,13 @@ def _expand_tilde(merged: dict[str, Any], home: str | None) -> dict[str, Any]:
         if isinstance(items, list):
             result[key] = [expand_home(v, home) if isinstance(v, str) else v for v in items]
     return result
+
+
+def _api_paths(api: ApiConfig, config_dir: str) -> ApiConfig:
+    """A relative `api.management_socket` resolves against the config dir, like state.path."""
+    if not api.management_socket:
+        return api
+    return replace(api, management_socket=_absolute(config_dir, api.management_socket))
 
 
 def _absolute(config_dir: str, path: str) -> str:

@@ -174,7 +174,7 @@ def _service(service: ServiceConfig) -> dict[str, Any]:
 
 def _api(api: ApiConfig) -> dict[str, Any]:
     tokens = []
-    for index, token in enumerate(api.tokens):
+    for token in api.tokens:
         entry: dict[str, Any] = {"secret_ref": token.secret_ref, "scopes": list(token.scopes)}
         if token.name:
             entry["name"] = token.name

@@ -16,7 +16,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +63,9 @@ if TYPE_CHECKING:
     from ductile.store.queue import Claim, Finished, Successor
 
 STDERR_LOG_TAIL = 2048
-NextSkip = Callable[[], "list[str] | None"]  # skip list for chaining a claim, or None: don't
+# The skip list for chaining a claim, or None: don't. Called with True when the outcome enqueues
+# successors, which are then worth claiming even if the queue looked dry before.
+NextSkip = Callable[[bool], "list[str] | None"]
 UNAVAILABLE_PAUSE = 1.0  # seconds between claim attempts while the database refuses writes
 PERSIST_BACKOFF_MAX = 5.0
 
@@ -198,10 +200,12 @@ class Dispatcher:
             while next_claim is not None:
                 job = next_claim.job
 
-                def chain(job: Job = job) -> list[str] | None:
+                def chain(routed: bool, job: Job = job) -> list[str] | None:
                     # Decided when the outcome is written, not when the job started: a stop or
-                    # a reload in between must not claim more work.
-                    if self._claiming and rt is self._current() and not self._dry:
+                    # a reload in between must not claim more work. A routed outcome makes
+                    # its own successor eligible: claiming it in the same transaction saves
+                    # the wake-and-claim round trip on every pipeline hop.
+                    if self._claiming and rt is self._current() and (routed or not self._dry):
                         return self._skip_list(rt, finishing=job.plugin)
                     return None
 
@@ -391,7 +395,7 @@ async def _finish(
                 job, "succeeded", result=stdout_text, last_error=None, stderr=stderr_text,
                 exit_code=exit_code, duration_ms=duration_ms, outcome=outcome.reason,
                 state_update=(job.plugin, updates) if updates and facts is None else None,
-                facts=facts, claim_next=_skip(claim_next), successors=follow,
+                facts=facts, claim_next=_skip(claim_next, follow), successors=follow,
             ))
         except StoreError as exc:
             # A success whose state cannot be stored is a failure, never retried (reference §5.6).
@@ -427,7 +431,7 @@ async def _finish(
     finished = await _persist(log, job, lambda: rt.queue.complete_and_claim(
         job, outcome.status, result=stdout_text, last_error=outcome.error, stderr=stderr_text,
         exit_code=exit_code, duration_ms=duration_ms, outcome=outcome.reason,
-        claim_next=_skip(claim_next), decision=decision, successors=hooks,
+        claim_next=_skip(claim_next, hooks), decision=decision, successors=hooks,
     ))
     log.warn("job " + outcome.status.replace("_", " "), **fields, attempt=job.attempt,
              reason=decision or outcome.reason, error=outcome.error,
@@ -444,7 +448,7 @@ async def _fail_permanently(
     finished = await _persist(log, job, lambda: rt.queue.complete_and_claim(
         job, "failed", result=json.dumps({"status": "error", "error": error}), last_error=error,
         stderr=None, exit_code=None, duration_ms=0, outcome="not_runnable",
-        claim_next=_skip(claim_next), successors=hooks,
+        claim_next=_skip(claim_next, hooks), successors=hooks,
     ))
     log.warn("job failed", job_id=job.id, plugin=job.plugin, command=job.command, error=error)
     return finished.next
@@ -482,7 +486,7 @@ async def _record_verdict(
     finished = await _persist(log, job, lambda: rt.queue.complete_and_claim(
         job, "skipped", result=json.dumps({"status": "skipped", "reason": decision}),
         last_error=None, stderr=None, exit_code=None, duration_ms=0, outcome="skipped",
-        decision=decision, claim_next=_skip(claim_next), successors=follow,
+        decision=decision, claim_next=_skip(claim_next, follow), successors=follow,
     ))
     log.info("job skipped", **fields, reason=decision)
     _log_routed(log, job, finished)
@@ -513,7 +517,7 @@ async def _run_switch(
     finished = await _persist(log, job, lambda: rt.queue.complete_and_claim(
         job, "succeeded", result=json.dumps(dict(outcome.result), separators=(",", ":")),
         last_error=None, stderr=None, exit_code=None, duration_ms=duration, outcome="ok",
-        claim_next=_skip(claim_next), successors=follow,
+        claim_next=_skip(claim_next, follow), successors=follow,
     ))
     log.info("job succeeded", job_id=job.id, plugin=job.plugin, command=job.command,
              matched=outcome.matched, duration_ms=duration)
@@ -590,8 +594,8 @@ async def _persist(log: Logger, job: Job, write: Callable[[], Awaitable[Finished
             delay = min(delay * 2, PERSIST_BACKOFF_MAX)
 
 
-def _skip(claim_next: NextSkip | None) -> list[str] | None:
-    return claim_next() if claim_next is not None else None
+def _skip(claim_next: NextSkip | None, routed: Sequence[Successor] = ()) -> list[str] | None:
+    return claim_next(bool(routed)) if claim_next is not None else None
 
 
 def _now() -> datetime:
