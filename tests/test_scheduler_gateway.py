@@ -33,6 +33,8 @@ def test_schedules_fire_list_and_pause(tmp_path: Path) -> None:
     gw = Gateway(cfg, port=port).start()
     try:
         wait_for(lambda: len(scheduled_jobs(gw)) >= 2)
+        rows_by_id = {r["schedule_id"]: r for r in gw.get("/scheduler/jobs").json()["jobs"]}
+        assert rows_by_id["fast"]["paused"] is False
         listing = gw.get("/scheduler/jobs").json()["jobs"]
         rows = {row["schedule_id"]: row for row in listing}
         assert set(rows) == {"fast", "nightly"}
@@ -44,11 +46,14 @@ def test_schedules_fire_list_and_pause(tmp_path: Path) -> None:
         cli_list = run_cli("system", "scheduler", "--config", str(cfg), "--json")
         assert cli_list.returncode == 0, cli_list.stderr
         assert "paused" in cli_list.stdout
-        # A pause reaches the daemon by its next wake (at most tick_interval later).
-        time.sleep(1.5)
+        # The CLI went through the daemon, which wrote the pause and woke its scheduler.
+        assert gw.get("/scheduler/jobs").json()["jobs"][0]["paused"] is True
         settled = len(scheduled_jobs(gw))
         time.sleep(2.5)
         assert len(scheduled_jobs(gw)) == settled
+        unknown = gw.post("/scheduler/resume", {"target": "echo/nope"})
+        assert unknown.status_code == 404 and "echo/fast" in unknown.json()["error"]
+        assert gw.post("/scheduler/pause", {"target": 5}).status_code == 400
         resumed = run_cli("system", "scheduler", "resume", "echo/fast", "--config", str(cfg))
         assert resumed.returncode == 0, resumed.stderr
         wait_for(lambda: len(scheduled_jobs(gw)) > settled)

@@ -1,9 +1,10 @@
 """`ductile system scheduler [list|pause|resume]`, `system breaker [PLUGIN]`, `system reset PLUGIN`.
 
-These read and write the database directly, so they work with or without a running daemon.
-A write (pause, resume, reset) takes SQLite's write lock for a moment beside the daemon's own
-writer; the daemon re-reads schedule_entries at every pass, so a pause or resume takes effect
-at its next wake (at the latest after service.tick_interval).
+These read the database directly, so they work with or without a running daemon. Pause and
+resume go through the running gateway's API when it answers (`POST /scheduler/pause|resume`:
+the daemon writes and wakes its scheduler at once); otherwise they write the database directly
+and take effect at the daemon's next wake (at the latest after service.tick_interval). Reset
+writes directly, beside the daemon's own writer, for a moment.
 
 The command objects are registered on the `system` group by ductile/cli/system.py:
 `system.add_command(scheduler)`, `system.add_command(breaker)`, `system.add_command(reset)`.
@@ -174,19 +175,51 @@ def _pause_or_resume(target: str | None, config_path: str | None, as_json: bool,
     from ductile.store.jobs import utcnow_text
 
     cfg = load(config_path, validate=False)
-    action = control.pause if paused else control.resume
-    try:
-        entries = _write(cfg, lambda conn: action(conn, cfg, target, utcnow_text()))
-    except UnknownSchedule as exc:
-        fail(str(exc))
+    key = "paused" if paused else "resumed"
+    rows = _through_daemon(cfg, "pause" if paused else "resume", target)
+    if rows is None:
+        action = control.pause if paused else control.resume
+        try:
+            entries = _write(cfg, lambda conn: action(conn, cfg, target, utcnow_text()))
+        except UnknownSchedule as exc:
+            fail(str(exc))
+        rows = [e.as_dict() for e in entries]
     if as_json:
-        emit_json({"paused" if paused else "resumed": [e.as_dict() for e in entries]})
+        emit_json({key: rows})
         return
     verb = "Paused" if paused else "Resumed"
-    if not entries:
+    if not rows:
         click.echo(f"Nothing to {'pause' if paused else 'resume'}.")
-    for e in entries:
-        click.echo(f"{verb} {e.plugin}/{e.schedule_id} (status {e.status})")
+    for row in rows:
+        click.echo(f"{verb} {row['plugin']}/{row['schedule_id']} (status {row['status']})")
+
+
+def _through_daemon(cfg: Config, action: str, target: str | None) -> list[dict] | None:
+    """The rows the running gateway changed, or None when it is not reachable (then the
+    caller writes the database itself). A refusal by a reachable gateway is final."""
+    import httpx
+
+    from ductile.cli.common import api_base, api_key
+
+    token = api_key(cfg, None)
+    if not cfg.api.enabled or not token:
+        return None
+    try:
+        resp = httpx.post(f"{api_base(cfg, None)}/scheduler/{action}",
+                          json={"target": target} if target else {},
+                          headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    except httpx.HTTPError:
+        return None
+    if resp.status_code == 200:
+        return list(resp.json().get("paused" if action == "pause" else "resumed", []))
+    if resp.status_code in (401, 403):
+        return None  # not our gateway's token (or not this gateway): write directly
+    try:
+        message = resp.json().get("error", resp.text)
+    except ValueError:
+        message = resp.text
+    fail(f"{action} refused by the gateway ({resp.status_code}): {message}")
+    return None
 
 
 def _read(cfg: Config) -> sqlite3.Connection:

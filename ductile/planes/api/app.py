@@ -363,6 +363,35 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
             raise ApiError(503, f"cannot read schedule state: {exc}") from None
         return respond(body)
 
+    @app.route("/scheduler/<any(pause, resume):action>", methods=["POST"])
+    @guarded("system:rw")
+    async def scheduler_control(rt: Runtime, _p: Principal | None, action: str) -> Response:
+        """Pause or resume schedules (`{"target": "plugin[/id]"}`, absent: all), persisted, and
+        wake the scheduler so a resume fires without waiting for its next tick."""
+        from ductile.errors import UnknownSchedule
+        from ductile.schedule import control
+        from ductile.store.jobs import utcnow_text
+
+        body = await request.get_json(force=True, silent=True)
+        if body is None:
+            body = {}
+        if not isinstance(body, dict) or not isinstance(body.get("target", ""), (str, type(None))):
+            raise ApiError(400, 'body must be {"target": "plugin[/schedule_id]"} or empty')
+        target = body.get("target")
+        change = control.pause if action == "pause" else control.resume
+        assert supervisor.proc.db is not None
+        try:
+            entries = await supervisor.proc.db.write(
+                lambda conn: change(conn, rt.config, target, utcnow_text()))
+        except UnknownSchedule as exc:
+            raise ApiError(404, str(exc)) from None
+        except StoreError as exc:
+            raise ApiError(503, f"cannot write schedule state: {exc}") from None
+        if supervisor.scheduler is not None:
+            supervisor.scheduler.wake()
+        key = "paused" if action == "pause" else "resumed"
+        return respond({key: [e.as_dict() for e in entries]})
+
     @app.route("/system/reload", methods=["POST"])
     @guarded("system:rw")
     async def reload(rt: Runtime, _p: Principal | None) -> Response:
