@@ -9,6 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gateway_util import Gateway, free_port, write_config  # noqa: E402
+from store_util import Clock, open_database  # noqa: E402
 
 
 @pytest.fixture
@@ -29,3 +30,16 @@ def shared_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway
     gw.start()
     yield gw
     gw.stop()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """A manual store clock (see store_util.Clock); tests advance it by hand."""
+    return Clock()
+
+
+@pytest.fixture
+async def db(tmp_path: Path):
+    """A real SQLite database in tmp_path with our schema, closed after the test."""
+    async for database in open_database(tmp_path):
+        yield database

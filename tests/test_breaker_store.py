@@ -26,11 +26,6 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
         yield database
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
 async def finish(queue: Queue, status: str, *, submitted_by: str = SERVICE,
                  command: str = "poll", error: str | None = "boom") -> str:
     """One job of plugin `p` run to `status` through the real queue; returns its id."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 
 import pytest
 
@@ -17,20 +16,9 @@ from ductile.store.context import (
     fetch_lineage,
     insert_context,
 )
-from store_util import Clock, open_database
+from store_util import Clock
 
 NOW = "2026-03-01T12:00:00.000000Z"
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def db(tmp_path: Path):
-    async for database in open_database(tmp_path):
-        yield database
 
 
 @pytest.fixture

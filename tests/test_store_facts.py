@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 
 import pytest
 
@@ -19,16 +18,9 @@ from ductile.store.facts import (
     record_facts,
 )
 from ductile.store.state import MAX_STATE_BYTES
-from store_util import open_database
 
 NOW = "2026-03-01T12:00:00.000000Z"
 LATER = "2026-03-01T12:00:01.000000Z"
-
-
-@pytest.fixture
-async def db(tmp_path: Path):
-    async for database in open_database(tmp_path):
-        yield database
 
 
 def rule(fact_type: str, command: str = "poll", view: str = "") -> FactOutput:

@@ -13,18 +13,7 @@ from ductile.errors import DedupeDropped, InvalidTransition, SourceEventConflict
 from ductile.machines import load_machine
 from ductile.store import Database, Queue, Snapshots, StateStore, open_readonly, read_job_ledger
 from ductile.store.jobs import Job, format_time
-from store_util import Clock, open_database
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def db(tmp_path: Path):
-    async for database in open_database(tmp_path):
-        yield database
+from store_util import Clock
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,23 +13,12 @@ import trio
 from ductile.errors import StoreError
 from ductile.store import Database, Queue
 from ductile.store.jobs import Job, format_time
-from store_util import START, Clock, open_database
+from store_util import START, Clock
 from ductile.store.retention import PruneReport, RetentionPolicy, prune
 
 DAY = 86400.0
 TABLES = ("job_log", "job_queue", "job_transitions", "job_attempts")
 TERMINAL = ("succeeded", "failed", "timed_out", "dead", "skipped")
-
-
-@pytest.fixture
-async def db(tmp_path: Path):
-    async for database in open_database(tmp_path):
-        yield database
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,18 +13,7 @@ from ductile.store.context import ContextSpec, fetch_context
 from ductile.store.facts import fetch_facts, plan_facts
 from ductile.store.jobs import Job
 from ductile.store.queue import Finished, Successor
-from store_util import Clock, open_database
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def db(tmp_path: Path):
-    async for database in open_database(tmp_path):
-        yield database
+from store_util import Clock
 
 
 @pytest.fixture

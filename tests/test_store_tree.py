@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,18 +19,7 @@ from ductile.store.tree import (
     root_of,
     tree_settled,
 )
-from store_util import Clock, open_database
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def db(tmp_path: Path):
-    async for database in open_database(tmp_path):
-        yield database
+from store_util import Clock
 
 
 @pytest.fixture

@@ -45,6 +45,7 @@ from ductile.config.schema import (
 )
 from ductile.config.validate import validate_config
 from ductile.config.webhooks import WebhooksConfig, decode_webhooks
+from ductile.config.describe import describe as _describe
 from ductile.errors import ConfigError
 
 DEFAULT_STATE_PATH = "./data/state.db"
@@ -451,23 +452,6 @@ def _plugin_roots(roots: Iterable[str], config_dir: str) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- typed decoding
 
 
-def _describe(value: Any) -> str:
-    """A value as an operator would recognise it in their YAML."""
-    if isinstance(value, str):
-        text = value if len(value) <= 60 else value[:57] + "..."
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        text = repr(value)
-        return text if len(text) <= 60 else text[:57] + "..."
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a map"
-    return f"a {type(value).__name__}"
 
 
 @dataclass(frozen=True)

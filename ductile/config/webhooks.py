@@ -24,6 +24,7 @@ from typing import Any
 
 from ductile.config.durations import DurationError, parse_duration
 from ductile.config.sizes import SizeError, parse_byte_size
+from ductile.config.describe import describe as _describe
 from ductile.errors import ConfigError
 
 SCHEMES = ("github", "stripe", "slack")
@@ -223,20 +224,3 @@ class _Reader:
         return value
 
 
-def _describe(value: Any) -> str:
-    """A value as an operator would recognise it in their YAML (mirrors config/load.py)."""
-    if isinstance(value, str):
-        text = value if len(value) <= 60 else value[:57] + "..."
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        text = repr(value)
-        return text if len(text) <= 60 else text[:57] + "..."
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a map"
-    return f"a {type(value).__name__}"
