@@ -4,17 +4,13 @@ stays deliverable, and a claimed job's step and verdict are read back from its e
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
 from ductile.dispatch.routing import (DECISION_KEY, VERDICT_KEY, hook_payload, hook_signal,
                                       read_step, stamp_event, successors)
 from ductile.router import route, start
 from ductile.store.context import fetch_context
+from ductile.store.db import Database
 from ductile.store.queue import Queue
 from router_util import compile_text, event, ids
-from store_util import open_database
 
 SPLIT = """
 pipelines:
@@ -27,12 +23,6 @@ pipelines:
           - {id: left, uses: echo}
           - {id: right, uses: echo, if: {path: payload.n, op: gt, value: 1}}
 """
-
-
-@pytest.fixture
-async def db(tmp_path: Path):
-    async for database in open_database(tmp_path):
-        yield database
 
 
 def attempts(_plugin: str) -> int:
@@ -76,7 +66,9 @@ pipelines:
     assert [s.source_event_id for s in made] == ["e-1", "e-1@twin/b"]
 
 
-async def test_successors_are_written_with_their_contexts_and_read_back_as_steps(db) -> None:
+async def test_successors_are_written_with_their_contexts_and_read_back_as_steps(
+    db: Database,
+) -> None:
     ps = compile_text(SPLIT)
     queue = Queue(db, snapshot_id=lambda: None, dedupe_ttl=0)
     made = successors(start(ps, "fan", {"n": 2}, {"tenant": "t"}).dispatches, None,

@@ -49,13 +49,20 @@ PIPELINES: list[dict[str, Any]] = [
         {"id": "two", "uses": "echo"},
     ]},
     {"name": "background", "steps": [{"id": "only", "uses": "echo"}]},
+    {"name": "quiet", "execution_mode": "synchronous", "steps": [
+        {"id": "hush", "uses": "counter"},
+        {"id": "next", "uses": "dumper"},
+    ]},
+    {"name": "orders", "on": "order.placed", "from_plugin": "emitter", "steps": [
+        {"id": "record", "uses": "dumper", "baggage": {"order.id": "payload.id"}},
+    ]},
     {"name": "on-broken", "on-hook": "job.failed", "from_plugin": "broken", "steps": [
         {"id": "page", "uses": "dumper"},
     ]},
 ]
 for _entry in PIPELINES:
     if "on-hook" not in _entry:
-        _entry["on"] = f"{_entry['name']}.start"
+        _entry.setdefault("on", f"{_entry['name']}.start")
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +76,16 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         "counter", fact_outputs=[{"when": {"command": "poll"}, "from": "state_updates",
                                   "fact_type": "counter.snapshot",
                                   "compatibility_view": "mirror_object"}])))
+    make_plugin(root, "emitter", respond_script(
+        {"status": "ok", "result": "placed",
+         "events": [{"type": "order.placed", "payload": {"id": "O-7"}}]}))
     make_plugin(root, "broken", respond_script(
         {"status": "error", "error": "disk on fire", "retry": False}))
     port = free_port()
     cfg = write_config(
         base / "cfg", port=port, plugin_roots=[str(BUNDLED_PLUGINS), str(root)],
         plugins={"echo": {"enabled": True}, "dumper": {"enabled": True},
-                 "counter": {"enabled": True},
+                 "counter": {"enabled": True}, "emitter": {"enabled": True},
                  "broken": {"enabled": True, "notify_on_complete": True}},
         service={"max_workers": 3},
         extra={"pipelines": PIPELINES},
@@ -183,6 +193,16 @@ def test_call_continues_in_the_called_pipeline(gw: Gateway) -> None:
     assert "call callee" in called[0]["route"]
 
 
+def test_a_step_that_emits_nothing_still_lets_its_successor_run(gw: Gateway) -> None:
+    view = run(gw, "quiet", {"payload": {"q": 1}})
+    assert view["status"] == "succeeded"
+    nxt = steps(view)["next"][0]
+    event = nxt["result"]["events"][0]["payload"]["request"]["event"]
+    assert event["type"] == "ductile.step.succeeded"
+    assert event["payload"]["result"] == "counted"
+    assert event["payload"]["ductile_upstream_plugin"] == "counter"
+
+
 def test_depth_limit_fails_the_step_past_it_with_a_clear_reason(gw: Gateway) -> None:
     view = run(gw, "shallow")
     assert view["status"] == "failed"
@@ -198,6 +218,21 @@ def test_async_pipeline_answers_202_and_the_tree_settles(gw: Gateway) -> None:
     assert body["status"] == "queued" and body["command"] == "background"
     tree = settled_tree(gw, body["job_id"], 1)
     assert tree[0]["status"] == "succeeded" and tree[0]["step_id"] == "only"
+
+
+def test_an_event_from_a_plain_job_starts_the_pipeline_listening_for_it(gw: Gateway) -> None:
+    resp = gw.post("/plugins/emitter/run", {"command": "poll", "sync": True})
+    assert resp.status_code == 200 and resp.json()["status"] == "succeeded", resp.text
+    tree = settled_tree(gw, resp.json()["job_id"], 2)
+    assert len(tree) == 2, tree
+    record = tree[1]
+    assert (record["pipeline"], record["step_id"], record["status"]) == (
+        "orders", "record", "succeeded")
+    assert record["route"] == "matched on: order.placed"
+    assert record["baggage"] == {"order": {"id": "O-7"}}
+    event = record["result"]["events"][0]["payload"]["request"]["event"]
+    assert event["type"] == "order.placed" and event["source"] == "emitter"
+    assert event["payload"]["result"] == "placed"
 
 
 def test_hook_pipeline_runs_when_a_notifying_plugin_fails(gw: Gateway) -> None:
@@ -361,3 +396,22 @@ def test_cli_pipeline_run_async_prints_the_job_and_bad_payload_fails(gw: Gateway
     assert bad.returncode == 1 and "--payload must be a JSON object" in bad.stderr
     missing = run_cli("pipeline", "run", "nope", "--api-url", gw.url, "--api-key", TOKEN)
     assert missing.returncode == 1 and "API error (404)" in missing.stderr
+
+
+def test_reload_with_a_bad_pipeline_is_refused_and_the_old_pipelines_keep_running(
+    gw: Gateway,
+) -> None:
+    path = gw.config_dir / "config.yaml"
+    good = path.read_text()
+    doc = yaml.safe_load(good)
+    doc["pipelines"] = [*doc["pipelines"],
+                        {"name": "typo", "on": "x", "steps": [{"uses": "ehco"}]}]
+    try:
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        resp = gw.post("/system/reload")
+        assert resp.status_code == 409, resp.text
+        assert resp.json()["gate"] == "pipelines_compiled"
+        assert "unknown plugin 'ehco'" in resp.json()["error"]
+    finally:
+        path.write_text(good)
+    assert run(gw, "guarded", {"payload": {"go": True}})["status"] == "succeeded"

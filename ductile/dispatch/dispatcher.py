@@ -243,6 +243,10 @@ async def execute(
 
     With `claim_next` (returning a skip list, or None for "claim nothing"), the next eligible
     job is claimed in the transaction that records this outcome, and returned.
+
+    Pipeline steps: a step routed as skip/fail is recorded without a spawn, a `core.switch`
+    runs in-process, and a success's successors (routed events, hooks) are written in the
+    transaction that records it (see dispatch/routing.py).
     """
     job, state = claim.job, claim.state
     try:

@@ -85,9 +85,10 @@ def fetch_job_tree(conn: sqlite3.Connection, root_id: str) -> dict[str, Any] | N
     duration_ms (the current attempt's, else completed - started, else None), result (the last
     job_log result, decoded when it is JSON), last_error, decision (the reason of the job's last
     status change: why it was skipped, failed or enqueued), route (why the router started a
-    routed job, e.g. `if true` or `after fetch: order.placed`; None for other jobs), context (None for a job without one,
-    else {context_id, pipeline, step_id, baggage: accumulated without the `ductile` namespace,
-    ductile: the control fields}) and children. The root also has `truncated`.
+    routed job, e.g. `if true` or `after fetch: order.placed`; None for other jobs), context
+    (None for a job without one, else {context_id, pipeline, step_id, baggage: accumulated
+    without the `ductile` namespace, ductile: the control fields}) and children. The root also
+    has `truncated`.
     """
     rows = conn.execute(_NODE_SQL, _walk_params(root_id)).fetchall()
     if not rows:

@@ -325,9 +325,10 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
             rt.sync_slots.release()
         if tree is None:
             latest = await rt.queue.get(first.id) or first
+            why = ("the gateway is stopping; the run continues after the next start"
+                   if supervisor.stopping else "pipeline still running after its timeout")
             return respond({**accepted, "status": latest.status, "timeout_exceeded": True,
-                            "message": "pipeline still running after its timeout; poll GET "
-                                       f"/job/{first.id}/tree"}, 202)
+                            "message": f"{why}; poll GET /job/{first.id}/tree"}, 202)
         return respond(sync_view(pipeline, tree, int((time.monotonic() - started) * 1000)))
 
     @app.route("/jobs", methods=["GET"])
