@@ -97,3 +97,48 @@ def _token_from_vault(cfg: Config) -> str | None:
     if loaded.owner is None:
         return None
     return loaded.owner.resolved_secrets().values.get(cfg.api.tokens[0].secret_ref) or None
+
+
+def json_object_option(text: str | None, flag: str) -> dict[str, Any] | None:
+    """The JSON object given to `flag` (`-` reads stdin), or a usage failure naming the flag."""
+    import json
+
+    if text is None:
+        return None
+    if text == "-":
+        text = sys.stdin.read()
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        fail(f"{flag} is not valid JSON: {exc}")
+    if not isinstance(value, dict):
+        fail(f"{flag} must be a JSON object, such as '{{\"message\": \"hi\"}}'")
+    return value
+
+
+def post_to_gateway(path: str, body: Any, *, api_url: str | None, api_key_opt: str | None,
+                    config_path: str | None, wait: bool,
+                    params: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    """POST `body` to the running gateway; (status, JSON answer), or a failure that says what
+    to check. `wait` lifts the client timeout (the server caps a sync wait itself)."""
+    import httpx
+
+    cfg = None if (api_url and api_key_opt) else load(config_path, validate=False)
+    token = api_key(cfg, api_key_opt)
+    if not token:
+        fail("API key required. Use --api-key or DUCTILE_API_KEY env var.")
+    url = f"{api_base(cfg, api_url)}{path}"
+    try:
+        resp = httpx.post(url, json=body, params=params,
+                          headers={"Authorization": f"Bearer {token}"},
+                          timeout=None if wait else 15.0)
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach the gateway at {url}: {exc}; is it running (ductile system status)?")
+    try:
+        data = resp.json()
+    except ValueError:
+        data = {"error": resp.text}
+    if resp.status_code >= 400:
+        fail(f"API error ({resp.status_code}): "
+             f"{data.get('error', data) if isinstance(data, dict) else data}")
+    return resp.status_code, data

@@ -8,13 +8,12 @@ discovery), so it also works on a config the gateway would refuse; the gateway's
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
 
-from ductile.cli.common import (api_base, api_key, config_option, emit_json, fail, json_option,
-                                load)
+from ductile.cli.common import (config_option, emit_json, json_object_option, json_option, load,
+                                post_to_gateway)
 
 _MODES = {"sync": "synchronous", "async": "asynchronous"}
 _KINDS = ("uses", "call", "relay", "steps", "split")
@@ -60,32 +59,16 @@ def list_pipelines(config_path: str | None, as_json: bool) -> None:
 def run(name: str, payload: str | None, baggage: str | None, sync: bool, api_url: str | None,
         api_key_opt: str | None, config_path: str | None, as_json: bool) -> None:
     """Start a pipeline run on the running gateway (POST /pipeline/NAME)."""
-    import httpx
-
-    body: dict[str, Any] = {"payload": _object(payload, "--payload") or {}}
+    body: dict[str, Any] = {"payload": json_object_option(payload, "--payload") or {}}
     if baggage is not None:
-        body["baggage"] = _object(baggage, "--baggage")
-    cfg = None if (api_url and api_key_opt) else load(config_path, validate=False)
-    token = api_key(cfg, api_key_opt)
-    if not token:
-        fail("API key required. Use --api-key or DUCTILE_API_KEY env var.")
-    url = f"{api_base(cfg, api_url)}/pipeline/{name}"
-    try:
-        resp = httpx.post(url, json=body, params=None if sync else {"async": "true"},
-                          headers={"Authorization": f"Bearer {token}"},
-                          timeout=None if sync else 15.0)
-    except httpx.HTTPError as exc:
-        fail(f"cannot reach the gateway at {url}: {exc}; is it running (ductile system status)?")
-    try:
-        data = resp.json()
-    except ValueError:
-        data = {"error": resp.text}
-    if resp.status_code >= 400:
-        fail(f"API error ({resp.status_code}): {data.get('error', data)}")
+        body["baggage"] = json_object_option(baggage, "--baggage")
+    status, data = post_to_gateway(f"/pipeline/{name}", body, api_url=api_url,
+                                   api_key_opt=api_key_opt, config_path=config_path, wait=sync,
+                                   params=None if sync else {"async": "true"})
     if as_json:
         emit_json(data)
         return
-    if resp.status_code == 202:
+    if status == 202:
         click.echo(f"Started pipeline {name}: job {data['job_id']} ({data['status']})")
         if data.get("timeout_exceeded"):
             click.echo("Still running after the pipeline timeout.")
@@ -98,20 +81,6 @@ def run(name: str, payload: str | None, baggage: str | None, sync: bool, api_url
         click.echo(f"  {node['status']:<10} {where:<30} {node['plugin']}")
     if data.get("result") is not None:
         click.echo(json.dumps(data["result"], indent=2))
-
-
-def _object(text: str | None, flag: str) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    if text == "-":
-        text = sys.stdin.read()
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        fail(f"{flag} is not valid JSON: {exc}")
-    if not isinstance(value, dict):
-        fail(f"{flag} must be a JSON object, such as '{{\"id\": 1}}'")
-    return value
 
 
 def _summary(raw: dict[str, Any], file: str) -> dict[str, Any]:

@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from ductile.cli.common import (api_base, api_key, config_option, emit_json, fail, json_option,
-                                load)
+from ductile.cli.common import (config_option, emit_json, fail, json_option, load,
+                                post_to_gateway)
 
 
 @click.group()
@@ -67,8 +67,6 @@ def run(name: str, command: str | None, payload: str | None, payload_file: str |
         sync: bool, api_url: str | None, api_key_opt: str | None, config_path: str | None,
         as_json: bool) -> None:
     """Enqueue a plugin command on the running gateway (POST /plugins/NAME/run)."""
-    import httpx
-
     if payload and payload_file:
         fail("use only one of --payload or --payload-file")
     body: dict[str, object] = {"sync": sync}
@@ -84,26 +82,12 @@ def run(name: str, command: str | None, payload: str | None, payload_file: str |
             fail("--payload must be a JSON object, such as '{\"message\": \"hi\"}'")
     if command:
         body["command"] = command
-    cfg = None if (api_url and api_key_opt) else load(config_path, validate=False)
-    token = api_key(cfg, api_key_opt)
-    if not token:
-        fail("API key required. Use --api-key or DUCTILE_API_KEY env var.")
-    url = f"{api_base(cfg, api_url)}/plugins/{name}/run"
-    try:
-        resp = httpx.post(url, json=body, headers={"Authorization": f"Bearer {token}"},
-                          timeout=None if sync else 15.0)
-    except httpx.HTTPError as exc:
-        fail(f"cannot reach the gateway at {url}: {exc}; is it running (ductile system status)?")
-    try:
-        data = resp.json()
-    except ValueError:
-        data = {"error": resp.text}
-    if resp.status_code >= 400:
-        fail(f"API error ({resp.status_code}): {data.get('error', data)}")
+    status, data = post_to_gateway(f"/plugins/{name}/run", body, api_url=api_url,
+                                   api_key_opt=api_key_opt, config_path=config_path, wait=sync)
     if as_json:
         emit_json(data)
         return
-    if resp.status_code == 202:
+    if status == 202:
         click.echo(f"Queued job {data['job_id']} ({data['plugin']} {data['command']})")
         if data.get("timeout_exceeded"):
             click.echo("Still running after api.max_sync_timeout; "

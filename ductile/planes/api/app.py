@@ -131,7 +131,9 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
             "version": __version__,
             "uptime_seconds": _uptime(supervisor),
             "discovery": {"health": "/healthz", "plugins": "/plugins", "jobs": "/jobs",
-                          "run": "/plugins/{name}/run", "enqueue": "/plugin/{plugin}/{command}"},
+                          "run": "/plugins/{name}/run", "enqueue": "/plugin/{plugin}/{command}",
+                          "pipeline": "/pipeline/{name}", "tree": "/job/{id}/tree",
+                          "scheduler": "/scheduler/jobs"},
         })
 
     @app.route("/healthz", methods=["GET"])
