@@ -7,6 +7,8 @@ import json
 import time
 from pathlib import Path
 
+import httpx
+
 from gateway_util import Gateway, free_port, run_cli, write_config
 
 
@@ -54,6 +56,9 @@ def test_schedules_fire_list_and_pause(tmp_path: Path) -> None:
         unknown = gw.post("/scheduler/resume", {"target": "echo/nope"})
         assert unknown.status_code == 404 and "echo/fast" in unknown.json()["error"]
         assert gw.post("/scheduler/pause", {"target": 5}).status_code == 400
+        garbled = httpx.post(gw.url + "/scheduler/pause", content=b"{not json",
+                             headers=gw.headers(), timeout=10)
+        assert garbled.status_code == 400  # never read as "pause everything"
         resumed = run_cli("system", "scheduler", "resume", "echo/fast", "--config", str(cfg))
         assert resumed.returncode == 0, resumed.stderr
         wait_for(lambda: len(scheduled_jobs(gw)) > settled)

@@ -375,9 +375,12 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
         from ductile.schedule import control
         from ductile.store.jobs import utcnow_text
 
-        body = await request.get_json(force=True, silent=True)
-        if body is None:
-            body = {}
+        raw = await request.get_data(cache=True)
+        try:
+            # An empty body means every schedule; a body that does not parse must never.
+            body = json.loads(raw) if raw.strip() else {}
+        except (ValueError, RecursionError):
+            body = None
         if not isinstance(body, dict) or not isinstance(body.get("target", ""), (str, type(None))):
             raise ApiError(400, 'body must be {"target": "plugin[/schedule_id]"} or empty')
         target = body.get("target")
