@@ -10,14 +10,8 @@ from hypothesis import strategies as st
 
 from ductile.planes.api.bodies import BodyError
 from ductile.planes.api.pipelines import parse_pipeline_request
+from strategies import json_values
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=4),
-    max_leaves=20,
-)
 
 
 @given(st.binary(max_size=300))
