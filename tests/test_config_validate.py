@@ -124,3 +124,13 @@ def test_enabled_api_without_token_needs_a_vault(tmp_path: Path) -> None:
     assert message is not None
     assert message.startswith("api.auth.tokens must be configured when API is enabled")
     assert api_without_token(cfg, has_vault=True) is None
+
+
+def test_max_route_depth_default_override_and_refusal(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(BASE)
+    assert load_config(str(tmp_path), environ={}).service.max_route_depth == 32
+    (tmp_path / "config.yaml").write_text(BASE + "service: {max_route_depth: 5}\n")
+    assert load_config(str(tmp_path), environ={}).service.max_route_depth == 5
+    (tmp_path / "config.yaml").write_text(BASE + "service: {max_route_depth: -1}\n")
+    with pytest.raises(ConfigError, match=r"service.max_route_depth -1 must be >= 0"):
+        load_config(str(tmp_path), environ={})

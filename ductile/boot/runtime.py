@@ -244,8 +244,9 @@ async def build_generation(
     )
 
 
-#: The service-wide ceiling on the route depth of a whole chain of pipelines (pipelines that
-#: trigger each other stop here). Each pipeline run also has its own budget (docs/pipelines.md).
+#: The default of `service.max_route_depth`: the ceiling on the route depth of a whole chain of
+#: pipelines (pipelines that trigger each other stop here). Each pipeline run also has its own
+#: budget (docs/pipelines.md).
 MAX_ROUTE_DEPTH = 32
 
 
@@ -257,7 +258,8 @@ def _compile_pipelines(cfg: Config, facts: BootFacts, log: Logger) -> None:
     catalog = {name: {c.name for c in plugin.manifest.commands}
                for name, plugin in facts.plugins.items() if cfg.plugin(name).enabled}
     try:
-        compiled = compile_pipelines(cfg.pipelines, catalog, default_max_depth=MAX_ROUTE_DEPTH,
+        compiled = compile_pipelines(cfg.pipelines, catalog,
+                                     default_max_depth=cfg.service.max_route_depth,
                                      hook_max_depth=cfg.service.hook_max_depth)
     except PipelineCompileError as exc:
         facts.pipelines_error = str(exc)

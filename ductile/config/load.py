@@ -59,7 +59,7 @@ SERVICE_DURATIONS = ("tick_interval", "dedupe_ttl", "job_log_retention", "job_qu
                      "job_transitions_retention", "job_attempts_retention",
                      "breaker_transitions_retention", "shutdown_grace")
 SERVICE_STRINGS = ("name", "log_level", "log_format")
-SERVICE_INTS = ("max_workers", "hook_max_depth")
+SERVICE_INTS = ("max_workers", "hook_max_depth", "max_route_depth")
 SERVICE_BOOLS = ("strict_mode", "allow_symlinks", "unconfined")
 SERVICE_KEYS = frozenset({*SERVICE_DURATIONS, *SERVICE_STRINGS, *SERVICE_INTS, *SERVICE_BOOLS,
                           "plugin_env_passthrough"})

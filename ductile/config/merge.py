@@ -38,6 +38,7 @@ ROOT_ONLY_SERVICE_KEYS = (
     "allow_symlinks",
     "admission",
     "hook_max_depth",
+    "max_route_depth",
     "plugin_env_passthrough",
     "unconfined",
 )

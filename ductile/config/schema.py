@@ -131,6 +131,9 @@ class ServiceConfig:
     breaker_transitions_retention: float = 90 * 86400.0
     max_workers: int = field(default_factory=default_max_workers)
     hook_max_depth: int = 4
+    # The ceiling on the route depth of a whole chain of pipelines that trigger each other;
+    # each pipeline run also has its own budget (`max_depth`, else its longest path).
+    max_route_depth: int = 32
     plugin_env_passthrough: tuple[str, ...] = ()
     strict_mode: bool = False
     allow_symlinks: bool = False

@@ -164,6 +164,7 @@ def _service(service: ServiceConfig) -> dict[str, Any]:
         "breaker_transitions_retention": _duration(service.breaker_transitions_retention),
         "max_workers": service.max_workers,
         "hook_max_depth": service.hook_max_depth,
+        "max_route_depth": service.max_route_depth,
         "plugin_env_passthrough": list(service.plugin_env_passthrough),
         "strict_mode": service.strict_mode,
         "allow_symlinks": service.allow_symlinks,

@@ -82,6 +82,13 @@ def _check_hook_max_depth(cfg: Config) -> None:
         )
 
 
+def _check_max_route_depth(cfg: Config) -> None:
+    depth = cfg.service.max_route_depth
+    if depth < 0:
+        raise _error(cfg, "service.max_route_depth",
+                     f"service.max_route_depth {depth} must be >= 0 (0 means use default 32)")
+
+
 def _check_max_workers(cfg: Config) -> None:
     if cfg.service.max_workers <= 0:
         raise _error(cfg, "service.max_workers", "service.max_workers must be positive")
@@ -199,6 +206,7 @@ def _raw_plugin(cfg: Config, name: str) -> Mapping[str, Any]:
 _CHECKS: tuple[Callable[[Config], None], ...] = (
     _check_tick_interval,
     _check_hook_max_depth,
+    _check_max_route_depth,
     _check_max_workers,
     _check_retention,
     _check_log_level,
