@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from ductile.plugin.discovery import Plugin
     from ductile.store.db import Database
     from ductile.store.audit import AuditWriter
+    from ductile.store.jobs import Job
     from ductile.store.queue import Queue
     from ductile.store.state import StateStore
     from ductile.vault.owner import VaultOwner
@@ -165,8 +166,9 @@ async def build_generation(
 
     if proc.db is None:
         await _open_database(proc, cfg, facts)
+    buried: list[Job] = []
     if proc.db is not None and reason == "startup":
-        await _recover_orphans(proc, facts, log)
+        buried = await _recover_orphans(proc, facts, log)
     _compile_pipelines(cfg, facts, log)
     machine.advance("open_state")
 
@@ -187,6 +189,8 @@ async def build_generation(
     snapshot_id = facts.snapshot_id
     assert snapshot_id is not None
     log.info("config snapshot recorded", snapshot_id=snapshot_id, reason=reason)
+    if buried:
+        await _fire_recovery_hooks(proc, cfg, facts.pipelines, buried, snapshot_id, log)
 
     machine.advance("decide_posture")
     posture = facts.posture = decide_posture(cfg, has_vault=facts.vault_status == "loaded")
@@ -390,9 +394,10 @@ async def _discover(cfg: Config, facts: BootFacts, log: Logger) -> None:
              plugins=sorted(facts.plugins))
 
 
-async def _recover_orphans(proc: Process, facts: BootFacts, log: Logger) -> None:
+async def _recover_orphans(proc: Process, facts: BootFacts, log: Logger) -> list[Job]:
     """At-least-once: jobs a crash left `running` go back to the queue as a new attempt, or to
-    `dead` when their attempts are used up. Runs before any dispatcher can claim."""
+    `dead` when their attempts are used up. Runs before any dispatcher can claim. Returns the
+    jobs it marked dead (their hooks fire once the pipelines are compiled)."""
     from ductile.store.queue import Queue
 
     assert proc.db is not None
@@ -400,10 +405,55 @@ async def _recover_orphans(proc: Process, facts: BootFacts, log: Logger) -> None
         recovered = await Queue(proc.db, snapshot_id=lambda: None, dedupe_ttl=0).recover_orphans()
     except StoreError as exc:
         facts.recovery_error = str(exc)
-        return
+        return []
     for job in recovered:
         log.warn("recovered orphaned job", job_id=job.id, plugin=job.plugin, status=job.status,
                  attempt=job.attempt)
+    return [job for job in recovered if job.status == "dead"]
+
+
+async def _fire_recovery_hooks(
+    proc: Process, cfg: Config, pipelines: PipelineSet | None, buried: list[Job],
+    snapshot_id: str, log: Logger,
+) -> None:
+    """Enqueue the `job.failed` hooks (payload `recovery: true`) of root jobs crash recovery
+    marked dead, as the dispatcher would had the job failed in its hands: same successors,
+    each a child of the dead job. A hook that cannot be routed or is dropped is logged, never
+    a boot refusal: the dead job itself is already recorded."""
+    from ductile.dispatch.routing import hook_successors
+    from ductile.errors import RouterError
+    from ductile.store.queue import Queue
+
+    if pipelines is None or not pipelines.by_hook:
+        return
+    assert proc.db is not None
+    queue = Queue(proc.db, snapshot_id=lambda: snapshot_id, dedupe_ttl=cfg.service.dedupe_ttl,
+                  on_enqueue=proc.wake_dispatcher)
+    for job in buried:
+        try:
+            fired, notes = hook_successors(
+                pipelines, job, "dead", notify=cfg.plugin(job.plugin).notify_on_complete,
+                max_attempts=lambda p: cfg.plugin(p).retry.max_attempts,
+                result=None, reason="attempts_exhausted", error=job.last_error, recovery=True)
+        except RouterError as exc:
+            log.warn("recovery hook not routed", job_id=job.id, plugin=job.plugin, error=str(exc))
+            continue
+        for note in notes:
+            log.info("route not taken", job_id=job.id, plugin=job.plugin, note=note)
+        for hook in fired:
+            try:
+                enqueued = await queue.enqueue(
+                    hook.plugin, hook.command, hook.payload, hook.submitted_by,
+                    max_attempts=hook.max_attempts, dedupe_key=hook.dedupe_key,
+                    parent_job_id=job.id, source_event_id=hook.source_event_id,
+                    context=hook.context)
+            except StoreError as exc:  # dedupe drop, redelivery, or a refused write
+                log.warn("recovery hook not enqueued", job_id=job.id, plugin=hook.plugin,
+                         error=str(exc))
+                continue
+            log.info("recovery hook fired", job_id=job.id, plugin=job.plugin,
+                     hook_job_id=enqueued.id, hook_plugin=hook.plugin,
+                     pipeline=hook.context.pipeline_name if hook.context else None)
 
 
 async def _open_database(proc: Process, cfg: Config, facts: BootFacts) -> None:

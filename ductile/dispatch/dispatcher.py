@@ -25,10 +25,8 @@ import trio
 from ductile.dispatch.completions import Completions
 from ductile.dispatch.outcome import Outcome, backoff_delay, classify
 from ductile.dispatch.routing import (
-    HOOK_SUBMITTER,
     Step,
-    hook_payload,
-    hook_signal,
+    hook_successors,
     read_step,
     stamp_event,
     successors,
@@ -47,7 +45,6 @@ from ductile.router.dsl import SWITCH_PLUGIN
 from ductile.router.engine import (
     Dispatch,
     events_to_route,
-    hooks_for,
     merge_context,
     request_context,
     route,
@@ -547,21 +544,18 @@ def _hooks(rt: Runtime, job: Job, step: Step, status: str, *, result: str | None
            reason: str | None, error: str | None, log: Logger) -> list[Successor]:
     """The `on-hook` pipeline jobs a root job's end fires (its plugin has notify_on_complete).
     Pipeline steps never fire hooks: hook pipelines cannot feed themselves that way."""
-    if step.in_pipeline or job.event_context_id or not rt.pipelines.by_hook:
+    if step.in_pipeline:
         return []
-    if not rt.config.plugin(job.plugin).notify_on_complete:
-        return []
-    payload = hook_payload(job.id, job.plugin, job.command, status, result=result,
-                           reason=reason, error=error)
     try:
-        routing = hooks_for(rt.pipelines, hook_signal(status), plugin=job.plugin,
-                            payload=payload)
+        fired, notes = hook_successors(
+            rt.pipelines, job, status, notify=rt.config.plugin(job.plugin).notify_on_complete,
+            max_attempts=lambda p: rt.config.plugin(p).retry.max_attempts,
+            result=result, reason=reason, error=error)
     except RouterError as exc:
         log.warn("hook not routed", job_id=job.id, plugin=job.plugin, error=str(exc))
         return []
-    _log_notes(log, job, routing.notes)
-    return successors(routing.dispatches, None, lambda p: rt.config.plugin(p).retry.max_attempts,
-                      submitted_by=HOOK_SUBMITTER)
+    _log_notes(log, job, notes)
+    return fired
 
 
 def _successors_of(rt: Runtime, job: Job, step: Step,

@@ -25,11 +25,15 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ductile.router.engine import Dispatch, Position
+from ductile.router.engine import Dispatch, Position, hooks_for
 from ductile.store.context import ContextSpec, EventContext
 from ductile.store.queue import Successor
+
+if TYPE_CHECKING:
+    from ductile.router.dsl import PipelineSet
+    from ductile.store.jobs import Job
 
 VERDICT_KEY = "ductile_verdict"
 DECISION_KEY = "ductile_decision"
@@ -144,8 +148,10 @@ def successors(
 
 
 def hook_payload(job_id: str, plugin: str, command: str, status: str, *,
-                 result: str | None, reason: str | None, error: str | None) -> dict[str, Any]:
-    """The payload of a `job.completed` / `job.failed` / `job.timed_out` hook event."""
+                 result: str | None, reason: str | None, error: str | None,
+                 recovery: bool = False) -> dict[str, Any]:
+    """The payload of a `job.completed` / `job.failed` / `job.timed_out` hook event;
+    `recovery: true` marks a job that crash recovery buried dead."""
     payload: dict[str, Any] = {"job_id": job_id, "plugin": plugin, "command": command,
                                "status": status}
     if status == "succeeded":
@@ -154,7 +160,37 @@ def hook_payload(job_id: str, plugin: str, command: str, status: str, *,
     payload["reason"] = reason or status
     if error:
         payload["error"] = error
+    if recovery:
+        payload["recovery"] = True
     return payload
+
+
+def hook_successors(
+    pipelines: PipelineSet,
+    job: Job,
+    status: str,
+    *,
+    notify: bool,
+    max_attempts: Callable[[str], int],
+    result: str | None,
+    reason: str | None,
+    error: str | None,
+    recovery: bool = False,
+) -> tuple[list[Successor], tuple[str, ...]]:
+    """The `on-hook` pipeline jobs the end of `job` fires, and the router's notes.
+
+    Only a root job (no event context: pipeline steps never fire hooks, so hook pipelines
+    cannot feed themselves that way) of a plugin with notify_on_complete (`notify`) fires.
+    Shared by the dispatcher (a job it ran ended) and boot (crash recovery buried a job dead),
+    so both write the same payload and successors. Raises RouterError when routing fails.
+    """
+    if job.event_context_id or not notify or not pipelines.by_hook:
+        return [], ()
+    payload = hook_payload(job.id, job.plugin, job.command, status, result=result,
+                           reason=reason, error=error, recovery=recovery)
+    routing = hooks_for(pipelines, hook_signal(status), plugin=job.plugin, payload=payload)
+    return (successors(routing.dispatches, None, max_attempts, submitted_by=HOOK_SUBMITTER),
+            routing.notes)
 
 
 def hook_signal(status: str) -> str:
