@@ -27,10 +27,17 @@ MINTED = "minted-api-token-value-0123456789abcdef"
 
 
 def short_dir(tmp_path: Path) -> Path:
-    """Unix socket paths are limited to 103 bytes; pytest's tmp paths can be long."""
+    """Unix socket paths are limited to 103 bytes; pytest's tmp paths can be long. The short
+    directory is a symlink-free sibling under /tmp, removed by `remove_short_dir`."""
     path = Path("/tmp") / f"dl-{os.getpid()}-{tmp_path.name[-12:]}"
     path.mkdir(mode=0o700, exist_ok=True)
     return path
+
+
+def remove_short_dir(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def uds_client(path: Path) -> httpx.Client:
@@ -141,6 +148,7 @@ def test_the_whole_ladder(tmp_path: Path) -> None:
         assert inspect.returncode == 0 and MINTED not in inspect.stdout
     finally:
         assert gw.stop() == 0
+    remove_short_dir(sock.parent)
     for text in (gw.stdout(), gw.stderr()):
         assert MINTED not in text and admin not in text
     for path in (cfg / "data").iterdir():
