@@ -248,3 +248,18 @@ def test_reload_onto_an_unminted_ref_keeps_the_serving_generation(tmp_path: Path
         assert gw.get("/jobs").status_code == 200  # the old token still serves
     finally:
         assert gw.stop() == 0
+
+
+def test_system_status_probes_the_management_socket(tmp_path: Path) -> None:
+    cfg, port, _admin, sock = config_for_ladder(tmp_path)
+    gw = Gateway(cfg, port=port).start(wait=False)
+    try:
+        wait_for_socket(sock, gw)
+        status = run_cli("system", "status", "--config", str(cfg), "--json")
+        checks = {c["name"]: c for c in json.loads(status.stdout)["checks"]}
+        assert checks["healthz"]["ok"] is True, checks["healthz"]
+        assert "management-only" in checks["healthz"]["detail"]
+        assert checks["healthz"]["path"] == str(sock)
+    finally:
+        assert gw.stop() == 0
+        remove_short_dir(sock.parent)

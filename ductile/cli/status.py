@@ -70,6 +70,25 @@ def collect_status(config_path: str | None) -> dict[str, Any]:
 
     if not cfg.api.enabled:
         add("healthz", True, "API disabled (posture closed); nothing to probe")
+    elif not cfg.api.tokens:
+        # No API token configured: a gateway with a vault boots management-only and answers
+        # /healthz on its unix socket only.
+        from ductile.planes.api.management import management_socket_path
+
+        sock = management_socket_path(cfg.api.management_socket, cfg.state_path)
+        try:
+            import httpx
+
+            transport = httpx.HTTPTransport(uds=sock)
+            with httpx.Client(transport=transport, timeout=1.0) as client:
+                resp = client.get("http://management/healthz")
+            body = resp.json()
+            add("healthz", resp.status_code == 200,
+                f"{body.get('status')} (posture {body.get('posture')}: mint an API token over "
+                "the management socket, reference it, then ductile system reload)", path=sock)
+        except Exception as exc:  # noqa: BLE001 - an unreachable socket is the finding
+            state = "the gateway is not running" if running_pid is None else type(exc).__name__
+            add("healthz", False, f"no management socket answering: {state}", path=sock)
     else:
         from ductile.cli.common import api_base
 
