@@ -242,3 +242,12 @@ def test_job_logs_route_searches_terminal_attempts(shared_gateway: Gateway) -> N
                             ({"status": "weird"}, "invalid status filter")):
         resp = gw.get("/job-logs", params=params)
         assert resp.status_code == 400 and message in resp.json()["error"]
+
+
+def test_odd_paths_get_json_never_an_html_redirect(shared_gateway: Gateway) -> None:
+    for path in ("/job/..%2F/tree", "/job//tree", "/scheduler//jobs"):
+        resp = shared_gateway.get(path, follow_redirects=False)
+        assert resp.status_code == 404, (path, resp.status_code, resp.text)
+        assert resp.headers["content-type"].startswith("application/json")
+        assert "error" in resp.json()
+    assert shared_gateway.get("/healthz/").json()["status"] == "ok"

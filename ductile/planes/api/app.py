@@ -23,14 +23,25 @@ from werkzeug.exceptions import HTTPException
 
 from ductile import __version__
 from ductile.errors import BaggageError, ContextTooLarge, DedupeDropped, StoreError
-from ductile.planes.api.bodies import (BodyError, event_payload, parse_enqueue_request,
-                                       parse_run_request)
-from ductile.planes.api.logquery import parse_log_filter
-from ductile.planes.api.pipelines import (enqueue_run, flat_tree, parse_pipeline_request,
-                                          sync_limit, sync_view, wait_for_tree)
-from ductile.planes.api.vault_routes import register_vault_routes
-from ductile.store.joblog import LogFilter, log_view
 from ductile.planes.api.auth import AuthError, Principal, authenticate, require
+from ductile.planes.api.bodies import (
+    BodyError,
+    event_payload,
+    parse_enqueue_request,
+    parse_run_request,
+)
+from ductile.planes.api.logquery import parse_log_filter
+from ductile.planes.api.pipelines import (
+    enqueue_run,
+    flat_tree,
+    parse_pipeline_request,
+    sync_limit,
+    sync_view,
+    wait_for_tree,
+)
+from ductile.planes.api.vault_routes import register_vault_routes
+from ductile.planes.http import no_redirects
+from ductile.store.joblog import LogFilter, log_view
 
 if TYPE_CHECKING:
     from ductile.boot.runtime import Runtime
@@ -52,6 +63,7 @@ class ApiError(Exception):
 
 def create_app(supervisor: Supervisor) -> QuartTrio:
     app = QuartTrio("ductile")
+    no_redirects(app)
     app.config["MAX_CONTENT_LENGTH"] = supervisor.current.config.api.max_body_size
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     log = supervisor.proc.log.child("api")

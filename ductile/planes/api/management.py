@@ -29,6 +29,7 @@ from werkzeug.exceptions import HTTPException
 
 from ductile.errors import ConfigError
 from ductile.planes.api.vault_routes import GetOwner, register_vault_routes
+from ductile.planes.http import no_redirects
 from ductile.store.audit import Audit
 
 SOCKET_NAME = "vault-admin.sock"
@@ -40,6 +41,7 @@ def create_management_app(get_owner: GetOwner, audit: Audit,
                           health: Callable[[], dict[str, Any]]) -> QuartTrio:
     """The app of the management socket: `GET /healthz` (no auth) and `POST /vault/*`."""
     app = QuartTrio("ductile-management")
+    no_redirects(app)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
 

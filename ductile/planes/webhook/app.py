@@ -42,6 +42,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from ductile.config.webhooks import WebhookEndpoint
 from ductile.errors import DedupeDropped, StoreError
 from ductile.logs import Logger
+from ductile.planes.http import no_redirects
 from ductile.planes.webhook.payload import json_body
 from ductile.planes.webhook.verify import verify_request
 
@@ -142,6 +143,7 @@ def create_webhook_app(
     On reload, call `app.replace_routes(...)` with the new generation's values.
     """
     app = WebhookApp("ductile.webhook")
+    no_redirects(app)
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     # Quart stops buffering a body past MAX_CONTENT_LENGTH; each endpoint's own limit is
     # enforced while reading (_read_body).
