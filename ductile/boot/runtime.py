@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from ductile.store.jobs import Job
     from ductile.store.queue import Queue
     from ductile.store.state import StateStore
-    from ductile.vault.owner import VaultOwner
+    from ductile.vault.owner import VaultLoad, VaultOwner
 
 
 @dataclass
@@ -161,7 +161,7 @@ async def build_generation(
     await _discover(cfg, facts, log)
     machine.advance("discover")
     vault = await _open_vault(proc, cfg, facts, log)
-    facts.schedule_error = _schedule_problem(cfg)
+    facts.schedule_error = schedule_problem(cfg)
     machine.advance("admit")
 
     if proc.db is None:
@@ -282,39 +282,52 @@ def _empty_pipelines() -> PipelineSet:
     return compile_pipelines((), {}, default_max_depth=MAX_ROUTE_DEPTH, hook_max_depth=4)
 
 
-def _schedule_problem(cfg: Config) -> str | None:
+def schedule_problem(cfg: Config) -> str | None:
+    """The first schedule that cannot parse or can never fire (gate schedules_valid)."""
     from ductile.schedule.validate import reachability_refusal, schedule_refusal
 
     return schedule_refusal(cfg) or reachability_refusal(cfg, datetime.now(timezone.utc))
+
+
+def gather_vault_facts(
+    cfg: Config, facts: BootFacts, environ: Mapping[str, str], home: str
+) -> tuple[VaultLoad | None, tuple[str, ...]]:
+    """Open the configured vault and record what the vault gates judge (status, path, the
+    gateway-visible secrets, or the error). Blocking file I/O; shared by boot and
+    `config check`. Returns the load (None on error) and the projection's warnings."""
+    from ductile.errors import VaultError
+    from ductile.vault.owner import load_vault
+
+    try:
+        loaded = load_vault(cfg.config_dir, cfg.secrets.vault_file, cfg.secrets.key_file,
+                            environ, home)
+    except VaultError as exc:
+        facts.vault_error = str(exc)
+        return None, ()
+    facts.vault_status, facts.vault_path = loaded.status, loaded.vault_path
+    if loaded.owner is None:
+        return loaded, ()
+    resolved = loaded.owner.resolved_secrets()
+    facts.secrets = dict(resolved.values)
+    return loaded, tuple(resolved.warnings)
 
 
 async def _open_vault(
     proc: Process, cfg: Config, facts: BootFacts, log: Logger
 ) -> VaultOwner | None:
     """Decrypt the vault once for this generation; every gate and plane sees this copy."""
-    from ductile.errors import VaultError
-    from ductile.vault.owner import load_vault
-
-    try:
-        loaded = await trio.to_thread.run_sync(lambda: load_vault(
-            cfg.config_dir, cfg.secrets.vault_file, cfg.secrets.key_file, proc.environ,
-            proc.home))
-    except VaultError as exc:
-        facts.vault_error = str(exc)
+    loaded, warnings = await trio.to_thread.run_sync(
+        lambda: gather_vault_facts(cfg, facts, proc.environ, proc.home))
+    if loaded is None:
         return None
-    facts.vault_status = loaded.status
-    facts.vault_path = loaded.vault_path
-    if loaded.owner is None:
-        if loaded.status == "blind":
-            log.warn("vault present but no key found: secret_refs cannot resolve",
-                     vault=loaded.vault_path)
-        return None
-    resolved = loaded.owner.resolved_secrets()
-    facts.secrets = dict(resolved.values)
-    for warning in resolved.warnings:
+    if loaded.status == "blind":
+        log.warn("vault present but no key found: secret_refs cannot resolve",
+                 vault=loaded.vault_path)
+    for warning in warnings:
         log.warn("vault", detail=warning)
-    log.info("vault opened", vault=loaded.vault_path, key=loaded.key_path,
-             gateway_visible_secrets=len(facts.secrets))
+    if loaded.owner is not None:
+        log.info("vault opened", vault=loaded.vault_path, key=loaded.key_path,
+                 gateway_visible_secrets=len(facts.secrets))
     return loaded.owner
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 def check_config(config_path: str | None) -> dict[str, Any]:
     from ductile.boot import gates
+    from ductile.boot.runtime import gather_vault_facts, schedule_problem
     from ductile.config.load import parse_config, validate_config
     from ductile.config.resolve import resolve_config
     from ductile.errors import ConfigError, DiscoveryError
@@ -37,11 +38,9 @@ def check_config(config_path: str | None) -> dict[str, Any]:
         errors.append({"category": "plugin", "message": str(exc)})
         return report
     facts = gates.BootFacts(config=cfg, plugins=plugins)
-    _open_vault(cfg, facts)
+    gather_vault_facts(cfg, facts, os.environ, os.path.expanduser("~"))
     facts.posture = gates.decide_posture(cfg, has_vault=facts.vault_status == "loaded")
-    from ductile.boot.runtime import _schedule_problem
-
-    facts.schedule_error = _schedule_problem(cfg)
+    facts.schedule_error = schedule_problem(cfg)
     report["posture"] = facts.posture
     for gate in (gates.enabled_plugins_discoverable, gates.scheduled_commands_declared,
                  gates.schedules_valid, gates.webhook_targets_admitted, gates.vault_opened,
@@ -58,18 +57,3 @@ def check_config(config_path: str | None) -> dict[str, Any]:
     report["valid"] = not errors
     report["plugins"] = sorted(plugins)
     return report
-
-
-def _open_vault(cfg: Any, facts: Any) -> None:
-    from ductile.errors import VaultError
-    from ductile.vault.owner import load_vault
-
-    try:
-        loaded = load_vault(cfg.config_dir, cfg.secrets.vault_file, cfg.secrets.key_file,
-                            os.environ, os.path.expanduser("~"))
-    except VaultError as exc:
-        facts.vault_error = str(exc)
-        return
-    facts.vault_status, facts.vault_path = loaded.status, loaded.vault_path
-    if loaded.owner is not None:
-        facts.secrets = dict(loaded.owner.resolved_secrets().values)

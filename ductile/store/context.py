@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ductile.errors import ContextTooLarge, StoreError
+from ductile.store.jobs import load_stored_object
 
 MAX_CONTEXT_BYTES = 1024 * 1024
 #: How far `fetch_lineage` walks up before it stops (a real lineage is a few hops per pipeline).
@@ -197,14 +198,8 @@ def _exists(conn: sqlite3.Connection, context_id: str) -> bool:
 
 
 def _record(row: Mapping[str, Any]) -> EventContext:
-    try:
-        accumulated = json.loads(row["accumulated_json"])
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise StoreError(
-            f"event context {row['id']}: stored accumulated_json is not valid JSON: {exc}"
-        ) from exc
-    if not isinstance(accumulated, dict):
-        raise StoreError(f"event context {row['id']}: stored accumulated_json is not an object")
+    accumulated = load_stored_object(row["accumulated_json"],
+                                     f"event context {row['id']}: stored accumulated_json")
     return EventContext(
         id=row["id"],
         parent_id=row["parent_id"],

@@ -29,6 +29,7 @@ from typing import Any
 
 from ductile.errors import StoreError
 from ductile.plugin.manifest import FactOutput
+from ductile.store.jobs import load_stored_object
 from ductile.store.state import encode_state
 
 FACT_SEQUENCE = "plugin_facts"
@@ -202,12 +203,7 @@ def _insert_fact(
 
 
 def _record(row: Mapping[str, Any]) -> Fact:
-    try:
-        fact = json.loads(row["fact_json"])
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise StoreError(f"fact {row['id']}: stored fact_json is not valid JSON: {exc}") from exc
-    if not isinstance(fact, dict):
-        raise StoreError(f"fact {row['id']}: stored fact_json is not a JSON object")
+    fact = load_stored_object(row["fact_json"], f"fact {row['id']}: stored fact_json")
     return Fact(
         id=row["id"],
         seq=row["seq"],

@@ -55,6 +55,18 @@ def parse_time(text: str) -> datetime:
     return moment.astimezone(timezone.utc)
 
 
+def load_stored_object(text: Any, what: str) -> dict[str, Any]:
+    """Decode a JSON-object column we wrote earlier (state, facts, contexts); a row edited or
+    damaged outside the gateway is a StoreError naming `what`, never a crash."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise StoreError(f"{what} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise StoreError(f"{what} is not a JSON object")
+    return value
+
+
 def shift_time(moment: datetime, seconds: float) -> str:
     """`moment + seconds` in the stored form (used for next_retry_at and TTL cutoffs)."""
     return format_time(moment + timedelta(seconds=seconds))

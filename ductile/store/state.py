@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from ductile.errors import StoreError
 from ductile.store.db import Database
-from ductile.store.jobs import utcnow_text
+from ductile.store.jobs import load_stored_object, utcnow_text
 
 MAX_STATE_BYTES = 1024 * 1024
 
@@ -72,13 +72,7 @@ def load_state(conn: sqlite3.Connection, plugin: str) -> dict[str, Any]:
     ).fetchone()
     if row is None or row[0] is None:
         return {}
-    try:
-        state = json.loads(row[0])
-    except ValueError as exc:
-        raise StoreError(f"plugin {plugin}: stored state is not valid JSON: {exc}") from exc
-    if not isinstance(state, dict):
-        raise StoreError(f"plugin {plugin}: stored state is not a JSON object")
-    return state
+    return load_stored_object(row[0], f"plugin {plugin}: stored state")
 
 
 def apply_state_update(
