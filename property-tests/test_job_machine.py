@@ -53,7 +53,7 @@ from hypothesis.stateful import (
 from ductile.errors import DedupeDropped, InvalidTransition, StoreError
 from ductile.machines import load_machine
 from ductile.store import Database, Job, Queue, format_time, open_readonly
-from ductile.store.queue import RECOVERY_DEAD_ERROR
+from ductile.store.queue import POISON_CRASHES, POISON_ERROR, RECOVERY_DEAD_ERROR
 
 SPEC = load_machine("job")
 TERMINAL = list(SPEC.terminal)
@@ -92,6 +92,7 @@ class ModelJob:
     attempt: int = 1
     next_retry_at: str | None = None
     completed_at: str | None = None
+    crashes: int = 0  # crashes this job was running during (the second quarantines it)
 
     @property
     def outstanding(self) -> bool:
@@ -449,8 +450,15 @@ class JobMachine(RuleBasedStateMachine):
         return eligible[0] if eligible else None
 
     def expect_recovery(self, model: ModelJob, job: Job) -> None:
-        """Recovery: attempt + 1, back to queued (not due-delayed) or dead when used up."""
+        """Recovery: attempt + 1, back to queued (not due-delayed) or dead when used up; a
+        job running during its second crash is quarantined dead at the attempt it was on."""
         attempt = model.attempt + 1
+        model.crashes += 1
+        if model.crashes >= POISON_CRASHES and attempt <= model.max_attempts:
+            assert (job.status, job.attempt) == ("dead", model.attempt)
+            assert job.last_error == POISON_ERROR.format(model.crashes)
+            model.status, model.completed_at, model.next_retry_at = "dead", self.now_text, None
+            return
         if attempt <= model.max_attempts:
             assert (job.status, job.attempt, job.next_retry_at, job.last_error) == (
                 "queued", attempt, None, None

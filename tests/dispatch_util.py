@@ -49,9 +49,10 @@ class Harness:
 @asynccontextmanager
 async def harness(tmp_path: Path, *, plugins: dict[str, Any] | None = None,
                   plugin_roots: list[str] | None = None, service: dict[str, Any] | None = None,
-                  kill_grace: float = 0.5) -> AsyncIterator[Harness]:
+                  kill_grace: float = 0.5,
+                  extra: dict[str, Any] | None = None) -> AsyncIterator[Harness]:
     cfg = write_config(tmp_path / "cfg", plugins=plugins, plugin_roots=plugin_roots,
-                       service=service)
+                       service=service, extra=extra)
     stream = io.StringIO()
     proc = Process(explicit_config=str(cfg), environ=dict(os.environ),
                    log=Logger(stream=stream))

@@ -207,3 +207,31 @@ async def test_an_unsatisfiable_schedule_is_paused_invalid_without_stopping_the_
         assert keys(w) == [key("ok", T0), key("ok", T0 + timedelta(hours=1))]
         row = entry(w, "never")
         assert row["status"] == "paused_invalid" and "no fire allowed" in row["reason"]
+
+
+
+async def test_a_fire_the_store_refuses_is_skipped_and_other_schedules_go_on(
+    tmp_path: Path, clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scheduler's job boundary: one fire whose enqueue the store refuses (injected here;
+    config load already refuses what JSON cannot carry) is skipped with the reason, and the
+    scheduler keeps firing the other schedule."""
+    from ductile.errors import StoreError
+    from ductile.store.queue import Queue
+
+    real = Queue.enqueue
+
+    async def refuse_bad(self: Queue, *args: Any, **kwargs: Any) -> Any:
+        if ":bad:" in (kwargs.get("dedupe_key") or ""):
+            raise StoreError("payload is not JSON-serialisable: injected")
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Queue, "enqueue", refuse_bad)
+    schedules = echo({"id": "bad", "every": "1h"}, {"id": "good", "every": "1h"})
+    async with scheduler_world(tmp_path, schedules, start=T0) as w:
+        await advance(w, HOUR + 60)
+        assert keys(w) == [key("good", T0), key("good", T0 + timedelta(hours=1))]
+        skipped = [f for f in w.scheduler.fired if f.schedule_id == "bad"]
+        assert len(skipped) == 2 and all(f.job_id is None for f in skipped)
+        assert {f.skipped for f in skipped} == {
+            "enqueue refused: payload is not JSON-serialisable: injected"}

@@ -435,7 +435,7 @@ async def _fire_recovery_hooks(
     a boot refusal: the dead job itself is already recorded."""
     from ductile.dispatch.routing import hook_successors
     from ductile.errors import RouterError
-    from ductile.store.queue import Queue
+    from ductile.store.queue import Queue, burial_reason
 
     if pipelines is None or not pipelines.by_hook:
         return
@@ -447,7 +447,8 @@ async def _fire_recovery_hooks(
             fired, notes = hook_successors(
                 pipelines, job, "dead", notify=cfg.plugin(job.plugin).notify_on_complete,
                 max_attempts=lambda p: cfg.plugin(p).retry.max_attempts,
-                result=None, reason="attempts_exhausted", error=job.last_error, recovery=True)
+                result=None, reason=burial_reason(job), error=job.last_error,
+                recovery=True)
         except RouterError as exc:
             log.warn("recovery hook not routed", job_id=job.id, plugin=job.plugin, error=str(exc))
             continue

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+import traceback
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -65,6 +66,14 @@ STDERR_LOG_TAIL = 2048
 NextSkip = Callable[[bool], "list[str] | None"]
 UNAVAILABLE_PAUSE = 1.0  # seconds between claim attempts while the database refuses writes
 PERSIST_BACKOFF_MAX = 5.0
+
+
+class Trace:
+    """How far one job got through `execute`: the stage a fault is reported against."""
+
+    def __init__(self) -> None:
+        self.stage = "decoding the job"
+        self.started = time.monotonic()
 
 
 class RunCancel:
@@ -207,11 +216,14 @@ class Dispatcher:
                     return None
 
                 handle = self._cancels[job.id] = RunCancel()
+                trace = Trace()
                 try:
                     next_claim = await execute(
                         rt, next_claim, self._log, kill_grace=self.kill_grace, claim_next=chain,
-                        cancel=handle,
+                        cancel=handle, trace=trace,
                     )
+                except Exception as exc:  # noqa: BLE001 - the job boundary: see contain_fault
+                    next_claim = await contain_fault(rt, job, trace, exc, self._log, chain)
                 finally:
                     self._cancels.pop(job.id, None)
                     self._lanes[job.plugin] -= 1
@@ -233,6 +245,7 @@ async def execute(
     kill_grace: float = 5.0,
     claim_next: NextSkip | None = None,
     cancel: RunCancel | None = None,
+    trace: Trace | None = None,
 ) -> Claim | None:
     """Run one claimed job to its next status (terminal, or queued again for a retry).
 
@@ -244,7 +257,11 @@ async def execute(
     Pipeline steps: a step routed as skip/fail is recorded without a spawn, a `core.switch`
     runs in-process, and a success's successors (routed events, hooks) are written in the
     transaction that records it (see dispatch/routing.py).
+
+    `trace.stage` follows the job through its steps, so a fault raised by any of them is
+    reported against the step it broke (see `contain_fault`).
     """
+    trace = trace or Trace()
     job, state = claim.job, claim.state
     try:
         payload = job.payload_obj()
@@ -265,11 +282,13 @@ async def execute(
     if claim.state_error is not None:
         error = f"plugin state unreadable: {claim.state_error}"
         return await _fail_permanently(rt, job, error, log, claim_next, step)
+    trace.stage = "admitting the job"
     conf = rt.config.plugin(job.plugin)
     timeout = conf.timeout_for(job.command)
     secrets, refusal = compose_secrets(rt, conf)
     if refusal is not None:
         return await _fail_permanently(rt, job, refusal, log, claim_next, step)
+    trace.stage = "building the plugin request"
     context = request_context(job.plugin, step.position)
     event = _event_for(job.command, payload)
     if step.in_pipeline and step.event is not None:
@@ -290,6 +309,7 @@ async def execute(
         deadline_at=datetime.now(timezone.utc).astimezone() + timedelta(seconds=timeout),
         secrets=secrets,
     )
+    trace.stage = "spawning the plugin"
     env = child_env(rt.config.service.plugin_env_passthrough)
     started = time.monotonic()
     cancel = cancel or RunCancel()
@@ -306,9 +326,68 @@ async def execute(
         outcome = Outcome("dead", "cancelled", False, cancel.reason)
         return await _finish(rt, job, outcome, None, None, b"", _ms(started), log, claim_next,
                              step)
+    trace.stage = "reading the plugin response"
     outcome = classify(result, timeout)
+    trace.stage = "recording the outcome"
     return await _finish(rt, job, outcome, result.stdout, result.exit_code, result.stderr,
                          _ms(started), log, claim_next, step)
+
+
+async def contain_fault(
+    rt: Runtime, job: Job, trace: Trace, exc: Exception, log: Logger,
+    claim_next: NextSkip | None,
+) -> Claim | None:
+    """Fail one job whose own handling raised, instead of letting the fault end the process.
+
+    This is the dispatcher's job boundary. Everything `execute` does for one job (decode its
+    payload, admit it, build its request, spawn, read the response, route, record) is
+    job-scoped: a value that breaks one of those steps is bad work, and bad work fails as
+    work, with the step and the error in the ledger. Before this boundary existed, one
+    posted `{"payload": 42}` raised in the dispatcher's nursery and took the whole gateway
+    down, then again on every restart.
+
+    The job ends `failed` (outcome `job_fault`, never retried: the same input would fault
+    again) and its hooks fire. Only recording that failure is left unguarded: if the store
+    cannot take it, the component itself is broken and the process must end (systemd
+    restarts it; crash recovery then quarantines a job that keeps killing it).
+    """
+    error = f"job fault while {trace.stage}: {type(exc).__name__}: {exc}"
+    fields = {"job_id": job.id, "plugin": job.plugin, "command": job.command}
+    log.error("job fault contained", **fields, stage=trace.stage, error=error,
+              traceback="".join(traceback.format_exception(exc)))
+    current = await rt.queue.get(job.id)
+    if current is None or current.status != "running" or current.attempt != job.attempt:
+        # The outcome was already recorded and the fault came after it (a log line, a
+        # chained claim's bookkeeping): the ledger is right as it stands.
+        return None
+    try:
+        # A pipeline step (it has a context row) never fires hooks, as in `_hooks`.
+        where = Step(None, job.event_context_id, None)
+        hooks = _hooks(rt, job, where, "failed", result=None,
+                       reason="job_fault", error=error, log=log)
+    except Exception:  # noqa: BLE001 - a fault in routing the hooks must not hide the job's
+        hooks = []
+    result = json.dumps({"status": "error", "error": error})
+    duration = _ms(trace.started)
+
+    def record(follow: list[Successor]) -> Awaitable[Finished]:
+        return rt.queue.complete_and_claim(
+            job, "failed", result=result, last_error=error, stderr=None, exit_code=None,
+            duration_ms=duration, outcome="job_fault", claim_next=_skip(claim_next, follow),
+            successors=follow,
+        )
+
+    try:
+        finished = await _persist(log, job, lambda: record(hooks))
+    except StoreUnavailable:
+        raise
+    except StoreError:
+        if not hooks:
+            raise
+        # A hook the store refuses must not keep the failure itself from being recorded.
+        finished = await _persist(log, job, lambda: record([]))
+    log.warn("job failed", **fields, error=error)
+    return finished.next
 
 
 def compose_secrets(rt: Runtime, conf: PluginConf) -> tuple[dict[str, str], str | None]:

@@ -318,6 +318,14 @@ class Scheduler:
             self._record(Fired(fire.item.plugin, fire.schedule.id, fire.slot,
                                exc.existing_job_id, "already_fired"), fire.slot)
             return
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:
+            # One schedule whose job the store refuses (a payload JSON cannot carry) skips
+            # this fire; the other schedules, and the scheduler, go on.
+            self._record(Fired(fire.item.plugin, fire.schedule.id, fire.slot, None,
+                               f"enqueue refused: {exc}"), fire.slot)
+            return
         self._record(Fired(fire.item.plugin, fire.schedule.id, fire.slot, job.id), fire.slot)
 
     async def _save_all(self, state: _PassState) -> None:

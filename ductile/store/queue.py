@@ -56,6 +56,12 @@ STDERR_LOG_BYTES = 64 * 1024
 STDERR_TAIL_BYTES = 4 * 1024
 RECOVERED_REASON = "recovered after crash"
 RECOVERY_DEAD_ERROR = "Job marked dead during crash recovery: max attempts ({}) reached"
+POISON_ERROR = (
+    "poison job quarantined: it was running during {} crashes of the gateway, so it is not "
+    "run again (it may be what crashes it); see its attempts with ductile job inspect, fix "
+    "the cause, then enqueue it anew"
+)
+POISON_CRASHES = 2  # a job running during this many crashes is never claimed again
 
 _JOB_COLUMNS = Job.select_list()
 
@@ -901,6 +907,13 @@ def _recover(conn: sqlite3.Connection, machine: MachineSpec, now: str) -> list[J
 
 
 def _recover_one(conn: sqlite3.Connection, machine: MachineSpec, job: Job, now: str) -> Job:
+    """Requeue one orphaned job, or bury it: out of attempts, or a poison job.
+
+    A job found running after a crash may simply have been unlucky; a job found running after
+    a second crash is the likeliest cause of both. Requeueing it again would turn one bad
+    input into a crash loop under systemd, so it is quarantined as `dead` instead. A job out
+    of attempts is buried as such, whatever the count of crashes.
+    """
     attempt = job.attempt + 1
     limit = job.max_attempts if job.max_attempts > 0 else DEFAULT_MAX_ATTEMPTS
     crashed = _Ending(
@@ -908,13 +921,18 @@ def _recover_one(conn: sqlite3.Connection, machine: MachineSpec, job: Job, now: 
         outcome="crashed", stderr=None,
     )
     _finish_attempt(conn, job, crashed)
-    if attempt <= limit:
+    crashes = _crashes_survived(conn, job.id) + 1
+    if attempt <= limit and crashes < POISON_CRASHES:
         _check_transition(machine, "retry", job, "queued")
         return _change_status(
             conn, job, "queued", reason=RECOVERED_REASON, now=now,
             attempt=attempt, last_error=None, next_retry_at=None,
         )
-    message = RECOVERY_DEAD_ERROR.format(limit)
+    if attempt > limit:
+        message = RECOVERY_DEAD_ERROR.format(limit)
+    else:  # an attempt is left, but this job was running during every crash it saw
+        message = POISON_ERROR.format(crashes)
+        attempt = job.attempt
     _check_transition(machine, "recover", job, "dead")
     done = _change_status(
         conn, job, "dead", reason=message, now=now,
@@ -922,6 +940,24 @@ def _recover_one(conn: sqlite3.Connection, machine: MachineSpec, job: Job, now: 
     )
     _insert_log(conn, done, result=None, stderr=None, exit_code=None)
     return done
+
+
+def burial_reason(job: Job) -> str:
+    """Why crash recovery buried `job` (a row `recover_orphans` returned dead).
+
+    Told apart by the attempt counter alone: a job out of attempts is buried at attempt
+    max + 1, a quarantined poison job at the attempt it was running (never past max).
+    """
+    return "attempts_exhausted" if job.attempt > job.max_attempts else "poison_quarantined"
+
+
+def _crashes_survived(conn: sqlite3.Connection, job_id: str) -> int:
+    """How many earlier crashes found this job running (each left a recovery transition)."""
+    row = conn.execute(
+        "SELECT COUNT(*) FROM job_transitions WHERE job_id = ? AND reason = ?",
+        (job_id, RECOVERED_REASON),
+    ).fetchone()
+    return int(row[0])
 
 
 def _current(conn: sqlite3.Connection, job_id: str) -> Job:
