@@ -1,4 +1,4 @@
-"""The per-section merge rules (reference §2.4), as pure functions and through real includes."""
+"""The per-section merge rules, as pure functions and through real includes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Structural validation messages and their order (reference §3.4)."""
+"""Structural validation messages and their order."""
 
 from __future__ import annotations
 

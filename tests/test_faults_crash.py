@@ -1,4 +1,4 @@
-"""Crash and stop faults of the real gateway process under load (DESIGN §5, §6).
+"""Crash and stop faults of the real gateway process under load.
 
 Each test runs `python -m ductile system start` on a temp config dir, loads it with jobs through
 the HTTP API, kills or stops it mid-flight, boots it again on the same directory and then reads
@@ -312,7 +312,7 @@ printf '{{"status":"ok","result":"late pid %s"}}\\n' $$
 
 
 def test_stop_claims_nothing_new_while_draining(tmp_path: Path) -> None:
-    """DESIGN §5: on SIGTERM the dispatcher stops claiming. A job queued behind one that is
+    """On SIGTERM the dispatcher stops claiming. A job queued behind one that is
     running when the signal arrives must stay queued (attempt 1, never started), not be started
     during the drain and then killed at the grace deadline."""
     root = tmp_path / "plugins"

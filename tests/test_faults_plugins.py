@@ -1,4 +1,4 @@
-"""Misbehaving plugins against the real gateway process (DESIGN §7, §8).
+"""Misbehaving plugins against the real gateway process.
 
 One gateway serves the whole module; every fault plugin gets its own retry policy and timeout.
 Each test runs one job synchronously through `POST /plugins/{name}/run`, checks the outcome and

@@ -1,4 +1,4 @@
-"""Lifecycle hooks for jobs that crash recovery marks dead (execution core §6.6, §7.7).
+"""Lifecycle hooks for jobs that crash recovery marks dead.
 
 A crash is simulated as in tests/test_faults_crash.py, but without killing a gateway twice:
 before the first boot, the real store writes jobs and claims them, so the database holds them

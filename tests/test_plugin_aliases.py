@@ -1,4 +1,4 @@
-"""Aliases (`plugins.<alias>.uses: <base>`), reference §3, with alias-of-alias made an error."""
+"""Aliases (`plugins.<alias>.uses: <base>`), with alias-of-alias made an error."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Plugin discovery and trust checks against real directories (reference §2)."""
+"""Plugin discovery and trust checks against real directories."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""manifest.yaml parsing: every reference §1.3 message, shape errors, and the parsed model."""
+"""manifest.yaml parsing: every message the original gives, shape errors, and the parsed model."""
 
 from __future__ import annotations
 

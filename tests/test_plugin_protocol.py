@@ -1,4 +1,4 @@
-"""Protocol v2 request encoding and response decoding (reference §5.2, §5.3)."""
+"""Protocol v2 request encoding and response decoding."""
 
 from __future__ import annotations
 

@@ -31,7 +31,8 @@ async def run_then_stop(supervisor: Supervisor, during=None) -> int:
             results.append(await supervisor.run())
 
         nursery.start_soon(run)
-        await trio.sleep(0.3)
+        with trio.fail_after(20):
+            await supervisor.ready.wait()
         if during is not None:
             await during()
         supervisor.request_stop()
@@ -60,8 +61,14 @@ async def test_request_stop_drains_and_exits_0_with_the_database_sound(tmp_path:
     jobs = []
 
     async def enqueue_one() -> None:
-        jobs.append(await supervisor.current.queue.enqueue("echo", "poll", None, "test"))
-        await trio.sleep(0.3)
+        completions = supervisor.proc.completions
+        job = await supervisor.current.queue.enqueue("echo", "poll", None, "test")
+        done = completions.register(job.id)
+        jobs.append(job)
+        if (await supervisor.current.queue.get(job.id)).status != "succeeded":
+            with trio.fail_after(20):
+                await done.wait()
+        completions.discard(job.id, done)
 
     assert await run_then_stop(supervisor, enqueue_one) == EXIT_OK
     [job] = jobs

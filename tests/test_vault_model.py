@@ -1,4 +1,4 @@
-"""The vault model's rules (reference §7.2), on the pure in-memory model."""
+"""The vault model's rules, on the pure in-memory model."""
 
 from __future__ import annotations
 

@@ -68,6 +68,9 @@ class Supervisor:
         # the same declared machine; each build walks its own copy from idle.
         self.lifecycle = BootMachine(BootFacts(), initial="ready")
         self.started_monotonic = time.monotonic()
+        # Set once every plane is open and READY=1 was sent: what an in-process caller (a
+        # test, an embedding) waits on instead of guessing with a sleep.
+        self.ready = trio.Event()
         self._app: Any = None
         self._webhook_app: Any = None
         self._hyper_configs: dict[str, Any] = {}
@@ -174,6 +177,7 @@ class Supervisor:
                             f"MAINPID={os.getpid()}", self.proc.environ,
                         )
                         self._announce()
+                        self.ready.set()
                         await self._stop.wait()
                         self._begin_shutdown(dispatcher)
                     # The dispatcher and the API drained; signals and watchdog can go.

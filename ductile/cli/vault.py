@@ -1,6 +1,6 @@
 """`ductile vault <verb>` and `ductile system vault-audit`.
 
-Three kinds of verb (reference §7.6):
+Three kinds of verb:
 
 - local, key-touching, daemon stopped: `init`, `rotate-admin-token`, `rotate-key` (the last two
   take the PID lock to prove the daemon is not running), and `set --vault --key`;

@@ -1,6 +1,6 @@
 """Duration strings: Go units (`ns us µs ms s m h`) plus `d` (24h) and `w` (7d).
 
-Go ductile accepts `d`/`w` only in schedule intervals; we accept them everywhere (DESIGN.md §9),
+Go ductile accepts `d`/`w` only in schedule intervals; we accept them everywhere,
 so `job_log_retention: 30d` works as operators expect. Values are returned as float seconds.
 """
 

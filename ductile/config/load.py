@@ -1,6 +1,6 @@
 """Load a config: read, env files, `${VAR}`, YAML, `include:` + merge, `~`, defaults, typed values.
 
-Order (reference §2): for each file, read its bytes, load its `environment_vars.include` files,
+Order: for each file, read its bytes, load its `environment_vars.include` files,
 interpolate `${VAR}` over the whole text, parse YAML; the root document is the base and each
 include is merged in depth-first (a file's own includes right after it, so they override it).
 Then `~` expansion, defaults, `state.path` and `plugin_roots` made absolute against the root

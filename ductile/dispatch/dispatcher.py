@@ -293,7 +293,7 @@ async def execute(
     event = _event_for(job.command, payload)
     if step.in_pipeline and step.event is not None:
         # A pipeline step: its baggage reaches the plugin in `context` and, where the event's
-        # payload lacks a key, in the payload itself (reference §10.4).
+        # payload lacks a key, in the payload itself.
         inner = step.event.get("payload")
         payload = step.event
         event = {**step.event,
@@ -478,7 +478,7 @@ async def _finish(
                 facts=facts, claim_next=_skip(claim_next, follow), successors=follow,
             ))
         except StoreError as exc:
-            # A success whose state cannot be stored is a failure, never retried (reference §5.6).
+            # A success whose state cannot be stored is a failure, never retried.
             rejected = f"state update rejected: {exc}"
             finished = await _persist(log, job, lambda: rt.queue.complete_and_claim(
                 job, "failed", result=stdout_text, last_error=rejected,

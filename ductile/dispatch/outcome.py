@@ -1,6 +1,6 @@
 """Classify one plugin attempt: succeeded, or failed/timed out and whether a retry is allowed.
 
-Pure logic over the spawn result and the decoded response (reference execution-core §5.6), kept
+Pure logic over the spawn result and the decoded response, kept
 apart from the dispatcher's I/O so each rule has a direct test.
 """
 

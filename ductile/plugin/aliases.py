@@ -2,7 +2,7 @@
 
 An alias is the base's registry entry with the alias's name, so everything keyed by plugin name
 (config, state, facts, breakers, parallelism lane, queue rows) is separate per alias while the
-code executed is the same (reference §3).
+code executed is the same.
 
 The Go original resolved alias-of-alias in map order, so the outcome varied between runs. Here an
 alias may only point at a discovered *base* plugin; pointing at another alias is an error that

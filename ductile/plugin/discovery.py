@@ -1,4 +1,4 @@
-"""Find plugins under the configured roots and decide which ones we trust (reference §2).
+"""Find plugins under the configured roots and decide which ones we trust.
 
 Root problems (missing, not a directory, a refused symlink, no roots at all) are fatal: the
 operator named something that is not there, and guessing would run a different plugin set than
@@ -202,7 +202,7 @@ def _is_real_dir(entry: os.DirEntry[str]) -> bool:
 
 
 def _missing_manifest_warnings(root: str) -> list[str]:
-    """Immediate subdirectories that look like plugins but have no manifest (reference §2.5)."""
+    """Immediate subdirectories that look like plugins but have no manifest."""
     out = []
     for entry in _list_dir(root, []):
         if not _is_real_dir(entry) or entry.name in SKIP_DIRS:

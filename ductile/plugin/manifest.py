@@ -1,4 +1,4 @@
-"""Parse and validate a plugin's `manifest.yaml` (reference execution-core §1).
+"""Parse and validate a plugin's `manifest.yaml`.
 
 A manifest decides what the gateway will execute, so it is checked in full before a plugin is
 registered: every failure is a `ManifestError` whose message starts with `invalid manifest: ` and

@@ -1,6 +1,6 @@
 """Protocol v2 envelopes: the request a plugin reads on stdin and the response it writes.
 
-The request keeps the exact key order of the original gateway (reference §5.2) so plugins that
+The request keeps the exact key order of the original gateway so plugins that
 were written against it, including ones that parse with line-oriented tools, see the same bytes.
 The response decoder is strict where the original is (exactly one JSON object, the required
 fields, wrong types are errors) and is the only gate between untrusted plugin output and the

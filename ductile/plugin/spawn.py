@@ -1,6 +1,6 @@
 """Run one plugin process for one command: the only place that starts plugin processes.
 
-Contract (DESIGN §7, reference §5.1, §5.4, §5.5): the entrypoint runs with no arguments in its own
+Contract (the same as the Go original's): the entrypoint runs with no arguments in its own
 process group, with an allowlisted environment; stdin gets the request and is closed; stdout is
 captured up to 10 MiB (past that the attempt fails and the group is killed), stderr up to 64 KiB
 (the rest is dropped, never a failure). On timeout the group gets SIGTERM, then SIGKILL after the
@@ -34,7 +34,8 @@ DEFAULT_GRACE = 5.0
 _CHUNK = 64 * 1024
 _REAP_WAIT = 1.0  # after SIGKILL, how long we wait before handing reaping to a background task
 
-# reference §5.1 ([newer]): the only variables a plugin inherits besides the passthrough list.
+# The only variables a plugin inherits besides the passthrough list (as the Go original's newer
+# releases do): secrets never travel in the environment.
 ENV_ALLOWLIST = (
     "PATH", "HOME", "TZ", "LANG", "LANGUAGE", "TMPDIR",
     "LC_ALL", "LC_CTYPE", "LC_NUMERIC", "LC_TIME", "LC_COLLATE", "LC_MONETARY", "LC_MESSAGES",

@@ -15,7 +15,7 @@ A job's *position* is its `event_context` row: `Position(pipeline, step_id, accu
         `notify_on_complete`.
     run_switch(ps, position, event) -> SwitchOutcome
         Run the built-in `core.switch` job in-process; route `outcome.event` afterwards.
-    request_context(plugin, position) -> dict        the request's `context` (reference §10.4)
+    request_context(plugin, position) -> dict        the request's `context`
     merge_context(payload, context) -> dict          context keys added where the payload lacks them
     events_to_route(events, result, position) -> list    adds `payload.result`, or the synthetic
                                                          `ductile.step.succeeded` for a silent step

@@ -7,7 +7,7 @@ lines naming its public key, so an operator can tell keys apart without decrypti
     # public key: <base64url of the 32-byte public key>
     <base64url of the 32-byte private key>
 
-Resolution ladder (first hit wins; reference §7.3 with our names):
+Resolution ladder (first hit wins; the Go original's ladder with our file names):
 
 1. `$DUCTILE_VAULT_KEY_FILE`                 explicit: missing or bad is an error
 2. `secrets.key_file` (relative: config dir)  explicit: missing or bad is an error

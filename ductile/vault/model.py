@@ -4,7 +4,7 @@ The model is an immutable value. Every operation returns a new model (and a resu
 owner can try an operation, persist the new model and only then adopt it: a failed write leaves
 the old model in place with nothing to undo, and a batch (`roll_principal`) is atomic for free.
 
-Rules (the Go original's, reference §7.2):
+Rules (the Go original's):
 
 - Names: principals are kebab case (`^[a-z0-9]+(-[a-z0-9]+)*$`), secrets lower case with `_`
   and `-` inside (`^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$`).
@@ -113,7 +113,7 @@ class Composition:
 
 @dataclass(frozen=True)
 class ResolvedSecrets:
-    """The load-time projection (reference §7.5): name -> value of every active secret that is
+    """The load-time projection: name -> value of every active secret that is
     not exclusively plugin-scoped, with warnings for grants to unregistered principals."""
 
     values: Mapping[str, str] = field(repr=False)

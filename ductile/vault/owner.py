@@ -11,7 +11,7 @@ The lock is a `threading.Lock` so that mutations may run in a worker thread
 (`trio.to_thread.run_sync`) to keep the fsyncs off the event loop.
 
 `load_vault` is what boot and reload call, once per generation: it resolves the vault path and
-the key ladder and reports one of three outcomes (reference §7.4):
+the key ladder and reports one of three outcomes:
 
 - `absent`: no vault file. The gateway may run without one.
 - `blind`: a vault file but no key anywhere on the ladder (a keyless CLI or service).
