@@ -190,8 +190,9 @@ def test_yaml_syntax_error_names_file_line_and_column() -> None:
     with pytest.raises(ManifestError) as info:
         parse_manifest(text, PATH)
     message = str(info.value)
-    assert message.startswith(f"invalid manifest: YAML syntax error in {PATH} at line ")
-    assert " column " in message
+    # The format config files use: file:line:column: what.
+    assert message.startswith(f"invalid manifest: {PATH}:4:6: ")
+    assert ": YAML syntax error: " in message
 
 
 @pytest.mark.parametrize(
@@ -200,8 +201,10 @@ def test_yaml_syntax_error_names_file_line_and_column() -> None:
         ("- a\n- b\n", "manifest must be a YAML mapping, got sequence"),
         ("just text\n", "manifest must be a YAML mapping, got string"),
         ("", "manifest_spec is required"),
-        ("version: 2001-02-30\n", "cannot parse YAML"),
-        ("name: !!python/object:os.system x\n", "YAML syntax error"),
+        ("a: &x [*x]\n", "found a recursive alias"),
+        ("name: off\nmanifest_spec: ductile.plugin\nconcurrency_safe: [1]\n",
+         "concurrency_safe must be a boolean"),
+        ("name: !!python/object:os.system x\n", "1:7: YAML error: could not determine a constructor"),
         ("a: \x00\n", "cannot read YAML"),
     ],
 )
@@ -308,3 +311,21 @@ def test_expand_schema() -> None:
 
 def test_quote_matches_go_percent_q() -> None:
     assert quote("a\"b\\c\n\t\x01é") == '"a\\"b\\\\c\\n\\t\\x01é"'
+
+
+def test_manifests_load_with_the_config_files_yaml_rules() -> None:
+    """One loader for every YAML file: yaml.v3 booleans (`off` stays a string, `yes` counts in
+    a typed boolean field), dates stay strings, and alias bombs are refused."""
+    text = yaml.safe_dump({**valid(), "version": "VERSION"}, sort_keys=False)
+    parsed = parse_manifest(text.replace("VERSION", "2001-02-30") + "concurrency_safe: yes\n",
+                            PATH)
+    assert parsed.concurrency_safe is True
+    assert parsed.version == "2001-02-30"
+    assert parse_manifest(text + "concurrency_safe: off\n", PATH).concurrency_safe is False
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(7))
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(laughs, PATH)
+    assert "aliases expand this document beyond" in str(info.value)

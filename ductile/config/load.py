@@ -22,12 +22,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import yaml
-
 from ductile.config.durations import DurationError, parse_duration
 from ductile.config.envfile import expand_home, load_env_includes
 from ductile.config.interpolate import interpolate
-from ductile.config.merge import YAML11_FALSE, YAML11_TRUE, ignored_include_keys, merge_config
+from ductile.config.merge import ignored_include_keys, merge_config
 from ductile.config.resolve import SOURCE_EXPLICIT, config_file_for
 from ductile.config.schema import (
     DEFAULT_TIMEOUTS,
@@ -47,6 +45,7 @@ from ductile.config.validate import validate_config
 from ductile.config.webhooks import WebhooksConfig, decode_webhooks
 from ductile.config.describe import describe as _describe
 from ductile.errors import ConfigError
+from ductile.yamldoc import YamlProblem, load_yaml, yaml_bool_word
 
 DEFAULT_STATE_PATH = "./data/state.db"
 
@@ -77,83 +76,6 @@ SCHEDULE_STRINGS = ("id", "command", "every", "cron", "at", "after", "catch_up",
 SCHEDULE_KEYS = frozenset({*SCHEDULE_STRINGS, "jitter", "payload", "not_on",
                            "preferred_window"})
 
-
-
-class _YamlLoader(yaml.SafeLoader):
-    """SafeLoader with the scalar rules of Go's yaml.v3, which wrote every Go-ductile config.
-
-    - `true`/`false` are the only implicit booleans (`yes`, `on`, `off` stay strings, so a
-      plugin named `off` or a config value `no` survives); typed bool fields still accept the
-      YAML 1.1 words, as yaml.v3 does.
-    - No base-60 numbers: `at: 12:30` is the string "12:30", not 750.
-    - Unquoted dates stay strings instead of `datetime`, which could not travel to a plugin as
-      JSON.
-
-    It also refuses documents that aliases make recursive (`&a [*a]`) or explosively large
-    ("billion laughs"): every later walk over the config would otherwise hang or overflow.
-    """
-
-    def compose_document(self) -> yaml.Node:
-        node = super().compose_document()
-        _expanded_size(node, {}, set())
-        return node
-
-
-MAX_EXPANDED_NODES = 1_000_000
-
-
-class _AliasError(yaml.composer.ComposerError):
-    """Valid YAML syntax that we refuse to expand."""
-
-
-def _expanded_size(node: yaml.Node, sizes: dict[int, int], active: set[int]) -> int:
-    """How many values `node` stands for once aliases are expanded (memoised per node)."""
-    key = id(node)
-    if key in sizes:
-        return sizes[key]
-    if key in active:
-        raise _AliasError(
-            None, None, "found a recursive alias (a value that contains itself)", node.start_mark)
-    active.add(key)
-    size = 1
-    if isinstance(node, yaml.SequenceNode):
-        size += sum(_expanded_size(child, sizes, active) for child in node.value)
-    elif isinstance(node, yaml.MappingNode):
-        size += sum(_expanded_size(k, sizes, active) + _expanded_size(v, sizes, active)
-                    for k, v in node.value)
-    active.discard(key)
-    if size > MAX_EXPANDED_NODES:
-        raise _AliasError(
-            None, None, f"aliases expand this document beyond {MAX_EXPANDED_NODES} values",
-            node.start_mark)
-    sizes[key] = size
-    return size
-
-
-_REPLACED_TAGS = frozenset({"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int",
-                            "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp"})
-_YamlLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _REPLACED_TAGS]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    list("tTfF"))
-_YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:int",
-    re.compile(r"""^(?:[-+]?0b[0-1_]+
-                    |[-+]?0o[0-7_]+
-                    |[-+]?0[0-7_]+
-                    |[-+]?(?:0|[1-9][0-9_]*)
-                    |[-+]?0x[0-9a-fA-F_]+)$""", re.X),
-    list("-+0123456789"))
-_YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
-                    |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
-                    |[-+]?\.(?:inf|Inf|INF)
-                    |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
 
 
 def load_config(
@@ -353,33 +275,18 @@ def _parse_yaml(text: str, file: _File, *, interpolated: bool) -> dict[str, Any]
     """The document as a dict; an empty file is `{}`."""
     note = " (after ${VAR} interpolation)" if interpolated else ""
     try:
-        doc = yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        raise _yaml_error(file, exc, note) from exc
-    except yaml.YAMLError as exc:
-        raise file.error("", f"YAML syntax error: {exc}{note}") from exc
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise file.error("", f"invalid YAML value: {exc}{note}") from exc
+        doc = load_yaml(text)
+    except YamlProblem as exc:
+        if exc.line is None:
+            raise file.error("", f"{exc.problem}{note}") from exc
+        raise ConfigError(f"{file.display}:{exc.line}:{exc.column}: {exc.problem}{note}",
+                          path=file.path, line=exc.line, column=exc.column) from exc
     if doc is None:
         return {}
     if not isinstance(doc, dict):
         raise file.error("", f"expected a map of config keys at the top level, "
                              f"got {_describe(doc)}")
     return doc
-
-
-def _yaml_error(file: _File, exc: yaml.MarkedYAMLError, note: str) -> ConfigError:
-    mark = exc.problem_mark or exc.context_mark
-    problem = exc.problem or exc.context or "invalid YAML"
-    if exc.context and exc.problem:
-        problem = f"{problem} ({exc.context})"
-    semantic = isinstance(exc, (yaml.constructor.ConstructorError, _AliasError))
-    kind = "YAML error" if semantic else "YAML syntax error"
-    if mark is None:
-        return file.error("", f"{kind}: {problem}{note}")
-    line, column = mark.line + 1, mark.column + 1
-    return ConfigError(f"{file.display}:{line}:{column}: {kind}: {problem}{note}",
-                       path=file.path, line=line, column=column)
 
 
 def _include_targets(file: _File, index: int, entry: str) -> list[str]:
@@ -495,8 +402,9 @@ class _Reader:
     def boolean(self, value: Any, key: str) -> bool | None:
         if value is None or isinstance(value, bool):
             return value
-        if isinstance(value, str) and (value in YAML11_TRUE or value in YAML11_FALSE):
-            return value in YAML11_TRUE
+        word = yaml_bool_word(value)
+        if word is not None:
+            return word
         raise self.fail(key, "true or false", value)
 
     def duration(self, value: Any, key: str) -> float | None:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ductile.config.durations import DurationError, parse_duration
+from ductile.yamldoc import yaml_bool_word
 
 SERVICE_MERGED_KEYS = (
     "name",
@@ -140,9 +141,6 @@ def _merge_state(base: Any, overlay: Any) -> Any:
     return merged
 
 
-# yaml.v3 reads these words as booleans for typed bool fields only (see load._YamlLoader).
-YAML11_TRUE = frozenset({"y", "Y", "yes", "Yes", "YES", "on", "On", "ON"})
-YAML11_FALSE = frozenset({"n", "N", "no", "No", "NO", "off", "Off", "OFF"})
 
 
 def _merge_api(base: Any, overlay: Any) -> Any:
@@ -151,7 +149,7 @@ def _merge_api(base: Any, overlay: Any) -> Any:
     merged = _map(base)
     extra = _map(overlay)
     enabled = extra.get("enabled")
-    if enabled is True or (isinstance(enabled, str) and enabled in YAML11_TRUE):
+    if enabled is True or yaml_bool_word(enabled) is True:
         merged["enabled"] = True
     _override_nonzero(merged, extra, API_OVERRIDE_KEYS)
     for key in API_APPENDED_KEYS:

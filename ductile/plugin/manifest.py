@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-import yaml
 
+from ductile.yamldoc import YamlProblem, load_yaml, yaml_bool_word
 from ductile.errors import ManifestError
 
 MANIFEST_SPEC = "ductile.plugin"
@@ -145,27 +145,24 @@ def _fail(path: str, message: str) -> NoReturn:
 
 
 def _load_yaml(text: str | bytes, path: str) -> Mapping[Any, Any]:
-    """safe_load the text; a syntax error names the file, line and column."""
+    """Load with the loader config files use (yaml.v3 scalars, alias bombs refused); a problem
+    names the file, line and column."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        problem = exc.problem or exc.context or "malformed YAML"
-        raise ManifestError(
-            f"invalid manifest: YAML syntax error in {path}{where}: {problem}", path=path
-        ) from None
-    except yaml.YAMLError as exc:  # reader errors: bad encoding, control characters
-        _fail(path, f"cannot read YAML in {path}: {exc}")
-    except (ValueError, OverflowError, TypeError) as exc:  # e.g. a timestamp like 2001-02-30
-        _fail(path, f"cannot parse YAML in {path}: {exc}")
-    except RecursionError:
-        _fail(path, f"YAML in {path} is nested too deeply")
+        data = load_yaml(text)
+    except YamlProblem as exc:
+        where = f"{path}:{exc.line}:{exc.column}" if exc.line is not None else path
+        raise ManifestError(f"invalid manifest: {where}: {exc.problem}", path=path) from None
     if data is None:
         return {}
     if not isinstance(data, Mapping):
         _fail(path, f"manifest must be a YAML mapping, got {_kind(data)}")
     return data
+
+
+def _bool_word(value: Any) -> Any:
+    """A typed boolean field takes the YAML 1.1 words too (`yes`, `off`), as in config files."""
+    word = yaml_bool_word(value)
+    return value if word is None else word
 
 
 def _kind(value: object) -> str:
@@ -256,6 +253,7 @@ def _decode(data: Mapping[Any, Any], path: str) -> Manifest:
     concurrency_safe = data.get("concurrency_safe", True)
     if concurrency_safe is None:
         concurrency_safe = True
+    concurrency_safe = _bool_word(concurrency_safe)
     if not isinstance(concurrency_safe, bool):
         _fail(path, f"concurrency_safe must be a boolean, got {_kind(concurrency_safe)}")
     facts = _sequence(data.get("fact_outputs"), "fact_outputs", path)
