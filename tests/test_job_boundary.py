@@ -16,11 +16,13 @@ import pytest
 import trio
 
 from dispatch_util import harness
-from ductile.dispatch import dispatcher as dispatch_module
+from ductile.dispatch import attempt as attempt_module
+from ductile.dispatch import verdict as verdict_module
 from ductile.store.queue import Queue
 
 ECHO = {"echo": {"enabled": True, "notify_on_complete": True,
                  "retry": {"max_attempts": 3, "backoff_base": "1ms"}}}
+LISTENER = [{"name": "after", "on": "echo.poll", "steps": [{"id": "s", "uses": "echo"}]}]
 HOOK = [{"name": "on-fail", "on-hook": "job.failed", "steps": [{"id": "s", "uses": "echo"}]}]
 
 
@@ -30,23 +32,26 @@ def raising(message: str) -> Callable[..., Any]:
     return fault
 
 
-# (the name in ductile.dispatch.dispatcher to replace, the stage the ledger names)
+# (the module and the name in it to replace, the stage the ledger names)
 STEPS = [
-    ("read_step", "decoding the job"),
-    ("compose_secrets", "admitting the job"),
-    ("build_request", "building the plugin request"),
-    ("spawn_plugin", "spawning the plugin"),
-    ("classify", "reading the plugin response"),
-    ("plan_facts", "recording the outcome"),
+    (attempt_module, "read_step", "decoding the job"),
+    (attempt_module, "compose_secrets", "admitting the job"),
+    (attempt_module, "build_request", "building the plugin request"),
+    (attempt_module, "spawn_plugin", "spawning the plugin"),
+    (attempt_module, "classify", "reading the plugin response"),
+    (verdict_module, "plan_facts", "routing the outcome"),
+    (verdict_module, "route", "routing the outcome"),
 ]
 
 
-@pytest.mark.parametrize(("name", "stage"), STEPS)
+@pytest.mark.parametrize(("module", "name", "stage"), STEPS,
+                         ids=[name for _, name, _ in STEPS])
 async def test_a_fault_at_any_step_fails_that_job_and_the_next_job_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, stage: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: Any, name: str, stage: str
 ) -> None:
-    async with harness(tmp_path, plugins=ECHO) as h:
-        monkeypatch.setattr(dispatch_module, name, raising(f"injected at {name}"))
+    # `route` is only reached with pipelines: one that listens to what echo emits.
+    async with harness(tmp_path, plugins=ECHO, extra={"pipelines": LISTENER}) as h:
+        monkeypatch.setattr(module, name, raising(f"injected at {name}"))
         # plan_facts is only reached with state updates, which echo always returns.
         job = await h.run("echo", "poll", {"n": 1})
         monkeypatch.undo()
@@ -78,14 +83,14 @@ async def test_a_fault_fires_the_failed_hook_of_a_root_job(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with harness(tmp_path, plugins=ECHO, extra={"pipelines": HOOK}) as h:
-        real = dispatch_module.build_request
+        real = attempt_module.build_request
 
         def poll_faults(**kwargs: Any) -> bytes:
             if kwargs["command"] == "poll":
                 raise RuntimeError("boom")
             return real(**kwargs)
 
-        monkeypatch.setattr(dispatch_module, "build_request", poll_faults)
+        monkeypatch.setattr(attempt_module, "build_request", poll_faults)
         job = await h.run("echo", "poll", {"n": 1})
         assert job.status == "failed"
         tree = await h.rt.queue.tree(job.id)
