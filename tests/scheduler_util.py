@@ -80,7 +80,7 @@ async def build_runtime(proc: Process, cfg_dir: Path) -> Runtime:
     """A runtime generation built directly from its parts (config, discovery, database), so
     these tests do not depend on the boot gates."""
     from ductile.config.load import parse_config, validate_config
-    from ductile.plugin.aliases import apply_aliases
+    from ductile.config.aliases import apply_aliases
     from ductile.plugin.discovery import discover
     from ductile.store.db import Database
     from ductile.store.queue import Queue

@@ -9,7 +9,7 @@ from plugins_util import make_plugin
 
 from ductile.config.schema import PluginConf
 from ductile.errors import DiscoveryError
-from ductile.plugin.aliases import apply_aliases
+from ductile.config.aliases import apply_aliases
 from ductile.plugin.discovery import Plugin, discover
 
 OK = "cat >/dev/null; echo '{\"status\":\"ok\",\"result\":\"ok\"}'"

@@ -32,6 +32,7 @@ from ductile.config.schema import ApiToken, Config
 from ductile.dispatch.completions import Completions
 from ductile.errors import ConfigError, DiscoveryError, LockError, StoreError
 from ductile.logs import Logger
+from ductile.runtime import MAX_ROUTE_DEPTH, Runtime
 
 if TYPE_CHECKING:
     from ductile.dispatch.dispatcher import Dispatcher
@@ -93,42 +94,6 @@ class Process:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
-
-
-@dataclass
-class Runtime:
-    """One admitted generation: a config and everything built from it."""
-
-    generation: int
-    config: Config
-    plugins: dict[str, Plugin]
-    snapshot_id: str
-    posture: str
-    queue: Queue
-    state: StateStore
-    loaded_at: datetime
-    started_monotonic: float
-    warnings: tuple[str, ...] = ()
-    sync_slots: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(10))
-    # The vault this generation decrypted (once, at build), or None when there is none (or no
-    # key to open it). `api_tokens` are the config's tokens with their secret_ref resolved.
-    vault_owner: VaultOwner | None = None
-    api_tokens: tuple[ApiToken, ...] = ()
-    # Webhook endpoint path -> its HMAC key, resolved from the vault at build.
-    webhook_secrets: dict[str, bytes] = field(default_factory=dict)
-    # The compiled `pipelines:` of this generation (an empty set when there are none).
-    pipelines: PipelineSet = field(default_factory=lambda: _empty_pipelines())
-
-    def lane_limit(self, plugin: str) -> int:
-        """Per-plugin concurrency: explicit `parallelism` wins; otherwise concurrency-safe
-        plugins may use every worker and unsafe ones run one at a time."""
-        conf = self.config.plugins.get(plugin)
-        if conf is not None and conf.parallelism:
-            return conf.parallelism
-        found = self.plugins.get(plugin)
-        if found is None or not found.concurrency_safe:
-            return 1
-        return self.config.service.max_workers
 
 
 async def build_generation(
@@ -248,12 +213,6 @@ async def build_generation(
     )
 
 
-#: The default of `service.max_route_depth`: the ceiling on the route depth of a whole chain of
-#: pipelines (pipelines that trigger each other stop here). Each pipeline run also has its own
-#: budget (docs/pipelines.md).
-MAX_ROUTE_DEPTH = 32
-
-
 def _compile_pipelines(cfg: Config, facts: BootFacts, log: Logger) -> None:
     """Compile every `pipelines:` entry against the enabled plugins (gate pipelines_compiled)."""
     from ductile.errors import PipelineCompileError
@@ -274,12 +233,6 @@ def _compile_pipelines(cfg: Config, facts: BootFacts, log: Logger) -> None:
     if compiled.pipelines:
         log.info("pipelines compiled", count=len(compiled.pipelines),
                  pipelines=sorted(compiled.pipelines))
-
-
-def _empty_pipelines() -> PipelineSet:
-    from ductile.router.dsl import compile_pipelines
-
-    return compile_pipelines((), {}, default_max_depth=MAX_ROUTE_DEPTH, hook_max_depth=4)
 
 
 def schedule_problem(cfg: Config) -> str | None:
@@ -386,7 +339,7 @@ def _scan_symlinks(cfg: Config, facts: BootFacts) -> None:
 
 
 async def _discover(cfg: Config, facts: BootFacts, log: Logger) -> None:
-    from ductile.plugin.aliases import apply_aliases
+    from ductile.config.aliases import apply_aliases
     from ductile.plugin.discovery import discover
 
     try:

@@ -12,7 +12,7 @@ def check_config(config_path: str | None) -> dict[str, Any]:
     from ductile.config.load import parse_config, validate_config
     from ductile.config.resolve import resolve_config
     from ductile.errors import ConfigError, DiscoveryError
-    from ductile.plugin.aliases import apply_aliases
+    from ductile.config.aliases import apply_aliases
     from ductile.plugin.discovery import discover
 
     errors: list[dict[str, str]] = []

@@ -22,7 +22,7 @@ def plugin() -> None:
 def list_plugins(config_path: str | None, as_json: bool) -> None:
     """List the plugins discovered under plugin_roots (read from disk; no daemon needed)."""
     from ductile.errors import DiscoveryError
-    from ductile.plugin.aliases import apply_aliases
+    from ductile.config.aliases import apply_aliases
     from ductile.plugin.discovery import discover
 
     cfg = load(config_path, validate=False)

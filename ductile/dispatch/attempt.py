@@ -35,7 +35,7 @@ from ductile.router.engine import SwitchOutcome, merge_context, request_context,
 
 if TYPE_CHECKING:
     from ductile.config.schema import PluginConf
-    from ductile.boot.runtime import Runtime
+    from ductile.runtime import Runtime
     from ductile.store.queue import Claim
 
 

@@ -17,7 +17,7 @@ from ductile.errors import StoreError, StoreUnavailable
 from ductile.logs import Logger
 
 if TYPE_CHECKING:
-    from ductile.boot.runtime import Runtime
+    from ductile.runtime import Runtime
     from ductile.store.jobs import Job
     from ductile.store.queue import Claim, Finished
 

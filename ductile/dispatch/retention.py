@@ -17,7 +17,7 @@ from ductile.logs import Logger
 from ductile.store.retention import RetentionPolicy, prune
 
 if TYPE_CHECKING:
-    from ductile.boot.runtime import Runtime
+    from ductile.runtime import Runtime
     from ductile.store.db import Database
 
 FIRST_RUN_DELAY = 1.0  # seconds after boot: keep start-up itself free of deletes

@@ -24,7 +24,7 @@ from ductile.router.engine import Dispatch, events_to_route, route, skipped_even
 from ductile.store.facts import FactPlan, plan_facts
 
 if TYPE_CHECKING:
-    from ductile.boot.runtime import Runtime
+    from ductile.runtime import Runtime
     from ductile.config.schema import PluginConf
     from ductile.plugin.manifest import FactOutput
     from ductile.router.dsl import PipelineSet

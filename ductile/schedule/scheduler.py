@@ -42,7 +42,7 @@ from ductile.store import schedules as sch
 from ductile.store.jobs import format_time, parse_time, utcnow
 
 if TYPE_CHECKING:
-    from ductile.boot.runtime import Runtime
+    from ductile.runtime import Runtime
     from ductile.store.db import Database
 
 CancelRunning = Callable[[str, str], Awaitable[bool]]

@@ -1,0 +1,72 @@
+"""The runtime generation: one admitted config and everything built from it.
+
+Boot (`ductile/boot/runtime.py`) builds a `Runtime` through its gates; the dispatcher, the
+scheduler and the planes receive the current one through a callable and read it, never boot
+itself. It lives here, below them all, so that nothing under `ductile.boot` has to be imported
+to run a job or answer a request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import trio
+
+if TYPE_CHECKING:
+    from ductile.config.schema import ApiToken, Config
+    from ductile.plugin.discovery import Plugin
+    from ductile.router.dsl import PipelineSet
+    from ductile.store.queue import Queue
+    from ductile.store.state import StateStore
+    from ductile.vault.owner import VaultOwner
+
+
+@dataclass
+class Runtime:
+    """One admitted generation: a config and everything built from it."""
+
+    generation: int
+    config: Config
+    plugins: dict[str, Plugin]
+    snapshot_id: str
+    posture: str
+    queue: Queue
+    state: StateStore
+    loaded_at: datetime
+    started_monotonic: float
+    warnings: tuple[str, ...] = ()
+    sync_slots: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(10))
+    # The vault this generation decrypted (once, at build), or None when there is none (or no
+    # key to open it). `api_tokens` are the config's tokens with their secret_ref resolved.
+    vault_owner: VaultOwner | None = None
+    api_tokens: tuple[ApiToken, ...] = ()
+    # Webhook endpoint path -> its HMAC key, resolved from the vault at build.
+    webhook_secrets: dict[str, bytes] = field(default_factory=dict)
+    # The compiled `pipelines:` of this generation (an empty set when there are none).
+    pipelines: PipelineSet = field(default_factory=lambda: empty_pipelines())
+
+    def lane_limit(self, plugin: str) -> int:
+        """Per-plugin concurrency: explicit `parallelism` wins; otherwise concurrency-safe
+        plugins may use every worker and unsafe ones run one at a time."""
+        conf = self.config.plugins.get(plugin)
+        if conf is not None and conf.parallelism:
+            return conf.parallelism
+        found = self.plugins.get(plugin)
+        if found is None or not found.concurrency_safe:
+            return 1
+        return self.config.service.max_workers
+
+
+#: The default of `service.max_route_depth`: the ceiling on the route depth of a whole chain of
+#: pipelines (pipelines that trigger each other stop here). Each pipeline run also has its own
+#: budget (docs/pipelines.md).
+MAX_ROUTE_DEPTH = 32
+
+
+def empty_pipelines() -> PipelineSet:
+    """The pipeline set of a config with no `pipelines:`."""
+    from ductile.router.dsl import compile_pipelines
+
+    return compile_pipelines((), {}, default_max_depth=MAX_ROUTE_DEPTH, hook_max_depth=4)
