@@ -8,6 +8,7 @@ breaker build behaviour on top.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -31,6 +32,7 @@ class MachineSpec:
     transitions: tuple[Transition, ...]
     terminal: tuple[str, ...] = ()
     descriptions: dict[str, str] = field(default_factory=dict)
+    failure: tuple[str, ...] = ()  # the terminal states that count as a failure
 
     def allowed(self, source: str | None, dest: str) -> bool:
         """True when some transition leads from `source` (None = the initial pseudo-state) to
@@ -109,6 +111,41 @@ def parse_machine(name: str, doc: Any) -> MachineSpec:
         initial=initial,
         states=tuple(states),
         transitions=tuple(transitions),
-        terminal=tuple(str(s) for s in doc.get("terminal") or ()),
+        terminal=_declared(name, doc, "terminal", states),
         descriptions=descriptions,
+        failure=_declared(name, doc, "failure", states),
     )
+
+
+def _declared(name: str, doc: dict[str, Any], key: str, states: list[str]) -> tuple[str, ...]:
+    listed = tuple(str(s) for s in doc.get(key) or ())
+    for state in listed:
+        if state not in states:
+            raise ValueError(f"states/{name}.yaml: {key} names unknown state {state!r}")
+    return listed
+
+
+@dataclass(frozen=True)
+class JobStatuses:
+    """The job status sets, as `states/job.yaml` declares them."""
+
+    all: tuple[str, ...]  # every real status, in declaration order (not the `new` pseudo-state)
+    terminal: frozenset[str]  # nothing leaves these
+    live: frozenset[str]  # queued or running: the job may still change
+    failure: frozenset[str]  # the terminal statuses that count as a failure
+
+    def sql(self, which: str) -> str:
+        """A set as an SQL list literal, e.g. `('failed', 'timed_out', 'dead')`."""
+        ordered = [s for s in self.all if s in getattr(self, which)]
+        return "(" + ", ".join(f"'{s}'" for s in ordered) + ")"
+
+
+@cache
+def job_statuses() -> JobStatuses:
+    """Read once per process: the statuses every reader of the queue groups jobs by."""
+    spec = load_machine("job")
+    real = tuple(s for s in spec.states if s != spec.initial)
+    terminal = frozenset(spec.terminal)
+    return JobStatuses(all=real, terminal=terminal,
+                       live=frozenset(s for s in real if s not in terminal),
+                       failure=frozenset(spec.failure))

@@ -24,7 +24,7 @@ from ductile.machines import load_machine
 from ductile.store import Database
 from ductile.store.jobs import Job, format_time
 from ductile.store.queue import _CLAIM_SQL, _claim, _Dedupe, _insert_job, _recover, _running_counts
-from ductile.store.retention import _DELETES
+from ductile.store.retention import _deletes
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
 ROWS = 4000
@@ -216,7 +216,7 @@ def test_recovery_and_the_running_counts_use_indexes(conn: sqlite3.Connection) -
     assert_indexed(conn, statements)
 
 
-@pytest.mark.parametrize("table", sorted(_DELETES))
+@pytest.mark.parametrize("table", sorted(_deletes()))
 def test_the_retention_deletes_use_indexes(conn: sqlite3.Connection, table: str) -> None:
-    details = plan(conn, _DELETES[table], {"cutoff": format_time(NOW), "batch": 500})
+    details = plan(conn, _deletes()[table], {"cutoff": format_time(NOW), "batch": 500})
     assert [d for d in details if d.startswith("SCAN ")] == [], details

@@ -10,8 +10,8 @@ from typing import Any
 import click
 
 from ductile.cli.common import config_option, emit_json, fail, json_option, load
+from ductile.machines import job_statuses
 
-STATUSES = ("queued", "running", "succeeded", "failed", "timed_out", "dead", "skipped")
 
 
 @click.group()
@@ -49,7 +49,7 @@ def list_jobs(config_path: str | None, plugin: str | None, status: str | None, l
     try:
         status = parse_log_filter({"status": status} if status else {}).status
     except BodyError as exc:
-        fail(f"{exc}; use one of {', '.join(STATUSES)}")
+        fail(f"{exc}; use one of {', '.join(job_statuses().all)}")
     conn = _connect(config_path)
     try:
         jobs, total = fetch_jobs(conn, plugin=plugin, command=None, status=status, limit=limit)
@@ -172,9 +172,9 @@ def _step_decision(node: dict[str, Any]) -> str:
         return f"switch {'true' if result['matched'] else 'false'}"
     if node["status"] == "skipped":
         return node.get("decision") or "skipped"
-    if node["status"] in ("failed", "timed_out", "dead"):
+    if node["status"] in job_statuses().failure:
         return f"{node['status']}: {node.get('last_error') or node.get('decision') or ''}".strip()
-    if node["status"] in ("queued", "running"):
+    if node["status"] in job_statuses().live:
         return node["status"]
     return "ran"
 

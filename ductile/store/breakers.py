@@ -31,14 +31,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ductile.errors import InvalidBreakerChange
-from ductile.machines import MachineSpec, load_machine
+from ductile.machines import MachineSpec, job_statuses, load_machine
 from ductile.store.jobs import _Record, parse_time
 
 CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half_open"
 CANCELLED_BY_SCHEDULER = "cancelled by scheduler (if_running=cancel)"
-FAILURE_STATUSES = ("failed", "timed_out", "dead")
 DEFAULT_HISTORY = 20
 
 # Which trigger of states/breaker.yaml a change uses, by (from, to).
@@ -219,7 +218,7 @@ def _outcomes_since(
     base = (
         "SELECT job_id, status, completed_at FROM job_log "
         "WHERE plugin = ? AND command = ? AND submitted_by = ? "
-        f"AND status IN ('succeeded', {', '.join(repr(s) for s in FAILURE_STATUSES)}) "
+        f"AND status IN ('succeeded', {job_statuses().sql('failure')[1:]} "
         "AND coalesce(last_error, '') != ? "
     )
     params: list[Any] = [breaker.plugin, breaker.command, submitted_by, CANCELLED_BY_SCHEDULER]

@@ -26,56 +26,63 @@ from __future__ import annotations
 import math
 import sqlite3
 from dataclasses import dataclass, fields
+from functools import cache
 from datetime import datetime
 
 import trio
 
 from ductile.errors import StoreError
+from ductile.machines import job_statuses
 from ductile.store.db import Database
 from ductile.store.jobs import shift_time, utcnow
 
 DEFAULT_BATCH = 500
 
-_OUTSTANDING = "('queued', 'running')"
-_TERMINAL = "('succeeded', 'failed', 'timed_out', 'dead', 'skipped')"
 _NOT_OUTSTANDING = (
     "NOT EXISTS (SELECT 1 FROM job_queue AS q WHERE q.id = {table}.job_id "
-    f"AND q.status IN {_OUTSTANDING})"
+    "AND q.status IN {live})"
 )
 
-# Each statement deletes at most :batch rows older than :cutoff. The inner SELECT is what the
-# indexes serve; `rowid IN (...)` then deletes by rowid.
-_DELETES: dict[str, str] = {
-    "job_log": (
-        "DELETE FROM job_log WHERE rowid IN (SELECT rowid FROM job_log "
-        "WHERE completed_at < :cutoff LIMIT :batch)"
-    ),
-    # completed_at >= created_at for every row (both come from the same clock), so the
-    # created_at bound never drops a row the completed_at test keeps; it only lets
-    # job_queue_status_created_at_idx narrow the scan (job_queue has no completed_at index).
-    # After a clock step backwards a row may be kept a little longer, never deleted early.
-    "job_queue": (
-        "DELETE FROM job_queue WHERE rowid IN (SELECT rowid FROM job_queue "
-        f"WHERE status IN {_TERMINAL} AND created_at < :cutoff "
-        "AND completed_at IS NOT NULL AND completed_at < :cutoff LIMIT :batch)"
-    ),
-    "job_transitions": (
-        "DELETE FROM job_transitions WHERE rowid IN (SELECT rowid FROM job_transitions "
-        "WHERE created_at < :cutoff AND "
-        + _NOT_OUTSTANDING.format(table="job_transitions")
-        + " LIMIT :batch)"
-    ),
-    "job_attempts": (
-        "DELETE FROM job_attempts WHERE rowid IN (SELECT rowid FROM job_attempts "
-        "WHERE created_at < :cutoff AND "
-        + _NOT_OUTSTANDING.format(table="job_attempts")
-        + " LIMIT :batch)"
-    ),
-    "breaker_transitions": (
-        "DELETE FROM circuit_breaker_transitions WHERE rowid IN (SELECT rowid "
-        "FROM circuit_breaker_transitions WHERE created_at < :cutoff LIMIT :batch)"
-    ),
-}
+
+@cache
+def _deletes() -> dict[str, str]:
+    """Each statement deletes at most :batch rows older than :cutoff. The inner SELECT is what
+    the indexes serve; `rowid IN (...)` then deletes by rowid. The status sets come from
+    states/job.yaml."""
+    statuses = job_statuses()
+    terminal, live = statuses.sql("terminal"), statuses.sql("live")
+    return {
+        "job_log": (
+            "DELETE FROM job_log WHERE rowid IN (SELECT rowid FROM job_log "
+            "WHERE completed_at < :cutoff LIMIT :batch)"
+        ),
+        # completed_at >= created_at for every row (both come from the same clock), so the
+        # created_at bound never drops a row the completed_at test keeps; it only lets
+        # job_queue_status_created_at_idx narrow the scan (job_queue has no completed_at
+        # index). After a clock step backwards a row may be kept a little longer, never
+        # deleted early.
+        "job_queue": (
+            "DELETE FROM job_queue WHERE rowid IN (SELECT rowid FROM job_queue "
+            f"WHERE status IN {terminal} AND created_at < :cutoff "
+            "AND completed_at IS NOT NULL AND completed_at < :cutoff LIMIT :batch)"
+        ),
+        "job_transitions": (
+            "DELETE FROM job_transitions WHERE rowid IN (SELECT rowid FROM job_transitions "
+            "WHERE created_at < :cutoff AND "
+            + _NOT_OUTSTANDING.format(table="job_transitions", live=live)
+            + " LIMIT :batch)"
+        ),
+        "job_attempts": (
+            "DELETE FROM job_attempts WHERE rowid IN (SELECT rowid FROM job_attempts "
+            "WHERE created_at < :cutoff AND "
+            + _NOT_OUTSTANDING.format(table="job_attempts", live=live)
+            + " LIMIT :batch)"
+        ),
+        "breaker_transitions": (
+            "DELETE FROM circuit_breaker_transitions WHERE rowid IN (SELECT rowid "
+            "FROM circuit_breaker_transitions WHERE created_at < :cutoff LIMIT :batch)"
+        ),
+    }
 
 
 @dataclass(frozen=True)
@@ -136,7 +143,7 @@ async def prune(
         raise StoreError(f"prune batch must be a positive integer, got {batch!r}")
     moment = utcnow() if now is None else now
     counts: dict[str, int] = {}
-    for table, sql in _DELETES.items():
+    for table, sql in _deletes().items():
         seconds: float = getattr(policy, table)
         if seconds == 0:
             counts[table] = 0

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ductile.errors import StoreError
+from ductile.machines import job_statuses
 from ductile.store.jobs import parse_time
 
 MAX_TREE_NODES = 10_000
@@ -27,8 +28,6 @@ MAX_TREE_DEPTH = 200
 #: Where the control fields live in an accumulated context; not part of the user's baggage.
 CONTROL_NAMESPACE = "ductile"
 
-_FAILED = ("failed", "timed_out", "dead")
-_TERMINAL = ("succeeded", "skipped", *_FAILED)
 
 # Breadth-first from the root: (id, depth) pairs, distinct, so a cycle ends at the depth bound.
 # The walk reads one level past MAX_TREE_DEPTH so a caller can tell a tree was cut short.
@@ -128,12 +127,13 @@ def tree_settled(conn: sqlite3.Connection, root_id: str) -> TreeState:
         else:
             statuses[row["id"]] = row["status"]
     total = len(statuses)
-    terminal = sum(1 for status in statuses.values() if status in _TERMINAL)
+    sets = job_statuses()
+    terminal = sum(1 for status in statuses.values() if status in sets.terminal)
     return TreeState(
         total=total,
         terminal=terminal,
         all_terminal=total > 0 and terminal == total and not truncated,
-        failed_any=any(status in _FAILED for status in statuses.values()),
+        failed_any=any(status in sets.failure for status in statuses.values()),
         truncated=truncated,
     )
 
