@@ -15,7 +15,10 @@ job it is about so the message can tell an operator what to fix.
     │   ├── InvalidTransition       a job status change that states/job.yaml does not allow
     │   ├── DedupeDropped           an enqueue was dropped by dedupe
     │   ├── SourceEventConflict     a routed event was already enqueued for that target
-    │   └── SchemaMismatch          an existing database lacks tables/columns we need
+    │   ├── SchemaMismatch          an existing database lacks tables/columns we need
+    │   │   ├── SchemaTooNew        its schema version is newer than this release knows
+    │   │   └── SchemaOutdated      a reader met an older schema version (the gateway migrates)
+    │   └── MigrationFailed         a schema migration step failed; the file was left unchanged
     ├── LockError                   the PID lock is held by another instance
     ├── BootRefused                 a boot gate refused; carries the gate name (exit 78)
     └── ReloadRefused               a reload was refused; the old runtime keeps serving
@@ -128,7 +131,58 @@ class SourceEventConflict(StoreError):
 
 
 class SchemaMismatch(StoreError):
-    """An existing database lacks a table or column this version needs."""
+    """An existing database lacks a table or column this version needs, or is at a schema
+    version this code cannot use as it is."""
+
+
+class SchemaTooNew(SchemaMismatch):
+    """The database's schema version (`PRAGMA user_version`) is newer than this release knows:
+    a newer ductile wrote it. Raised by the gateway at boot (gate `schema_migrated`) and by
+    every CLI reader before anything reads or writes the file, because an older release cannot
+    know what the newer schema means (and migrations only go forward)."""
+
+    def __init__(self, path: str, found: int, supported: int) -> None:
+        super().__init__(self.describe(path, found, supported))
+        self.path = path
+        self.found = found
+        self.supported = supported
+
+    @staticmethod
+    def describe(path: str, found: int, supported: int) -> str:
+        """The refusal text, shared with the boot gate that judges the same facts."""
+        return (
+            f"state database {path} has schema version {found} but this ductile supports up "
+            f"to {supported}: it was written by a newer release; upgrade ductile or point "
+            "state.path at another file"
+        )
+
+
+class SchemaOutdated(SchemaMismatch):
+    """A reader that must not write (the CLI's read-only connections, its offline writes beside
+    a gateway) met a database at an older schema version. Only the gateway migrates, at boot
+    and with a backup, so the reader refuses rather than misread the old columns."""
+
+    def __init__(self, path: str, found: int, supported: int) -> None:
+        super().__init__(
+            f"state database {path} has schema version {found} but this ductile needs version "
+            f"{supported}: start the gateway once (ductile system start) to migrate it (it keeps "
+            "a backup beside the file), then run this command again"
+        )
+        self.path = path
+        self.found = found
+        self.supported = supported
+
+
+class MigrationFailed(StoreError):
+    """A schema migration could not be completed at boot: the backup could not be written, a
+    step failed, or another process wrote to the file meanwhile. Every step runs in one
+    transaction that was rolled back, so the file is unchanged and still at `found`."""
+
+    def __init__(self, message: str, *, path: str, found: int, target: int) -> None:
+        super().__init__(message)
+        self.path = path
+        self.found = found
+        self.target = target
 
 
 class LockError(DuctileError):

@@ -1,7 +1,9 @@
-"""Shared pieces of the store tests: a hand-moved clock and a real database per test."""
+"""Shared pieces of the store tests: a hand-moved clock, a real database per test, and a
+database as an older release left it (to test migrations)."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -31,3 +33,54 @@ async def open_database(tmp_path: Path) -> AsyncIterator[Database]:
     database = await Database.open(str(tmp_path / "ductile.db"))
     yield database
     await database.close()
+
+
+#: ductile/store/schema.sql as released before schema versions (version 1: `JSON` columns).
+SCHEMA_V1 = Path(__file__).resolve().parent / "data" / "schema_v1.sql"
+
+#: The payload texts `build_v1_database` enqueues, by job id. Version 1's NUMERIC affinity
+#: stores the first, second and fourth as numbers.
+V1_PAYLOADS: dict[str, str | None] = {
+    "job-int": "42",
+    "job-real": "1.5",
+    "job-object": '{"a":1}',
+    "job-big": "10000000000000000000000",
+    "job-none": None,
+}
+
+
+def build_v1_database(path: Path, payloads: dict[str, str | None] | None = None) -> None:
+    """A state database as a release before schema versions left it: schema_v1.sql in WAL
+    mode, user_version 0, one queued echo/poll job per payload text (in id order), a job
+    transition each, and one row of plugin_state, event_context, config_snapshots and
+    plugin_facts. Closed cleanly, so the whole file is in `path` (no -wal)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(SCHEMA_V1.read_text(encoding="utf-8"))
+        conn.execute("BEGIN")
+        for n, (job_id, payload) in enumerate((payloads or V1_PAYLOADS).items()):
+            created = f"2026-03-01T12:00:0{n}.000000Z"
+            conn.execute(
+                "INSERT INTO job_queue (id, plugin, command, payload, status, submitted_by, "
+                "created_at) VALUES (?, 'echo', 'poll', ?, 'queued', 'api', ?)",
+                (job_id, payload, created))
+            conn.execute(
+                "INSERT INTO job_transitions (job_id, from_status, to_status, reason, created_at)"
+                " VALUES (?, NULL, 'queued', 'enqueued', ?)", (job_id, created))
+        conn.execute("INSERT INTO plugin_state (plugin_name, state, updated_at) "
+                     "VALUES ('echo', '{\"count\":3}', '2026-03-01T12:00:00.000000Z')")
+        conn.execute("INSERT INTO event_context (id, parent_id, pipeline_name, step_id, "
+                     "accumulated_json, created_at) VALUES ('ctx-1', NULL, 'flow', 'first', "
+                     "'{\"baggage\":{\"n\":7}}', '2026-03-01T12:00:00.000000Z')")
+        conn.execute("INSERT INTO config_snapshots (id, config_hash, reason, loaded_at, "
+                     "semantics, plugin_fingerprints, sanitized_config, secret_fingerprints) "
+                     "VALUES ('cfg-1', 'blake2b:00', 'startup', '2026-03-01T12:00:00.000000Z', "
+                     "'{}', '{}', '{\"service\":{}}', '{}')")
+        conn.execute("INSERT INTO plugin_facts (id, seq, plugin_name, fact_type, job_id, "
+                     "command, fact_json, created_at) VALUES ('fact-1', 1, 'echo', 'seen', "
+                     "'job-int', 'poll', '{\"k\":\"v\"}', '2026-03-01T12:00:00.000000Z')")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()

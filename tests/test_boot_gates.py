@@ -50,6 +50,8 @@ def test_error_facts_refuse_with_the_gate_name() -> None:
         "plugins_discovered": BootFacts(discovery_error="plugin root does not exist: /x"),
         "aliases_resolved": BootFacts(alias_error="uses target missing"),
         "database_opened": BootFacts(db_error="database on nfs"),
+        "schema_migrated": BootFacts(schema_path="/srv/d/state.db", schema_version=5,
+                                     schema_supported=2),
         "orphans_recovered": BootFacts(recovery_error="disk I/O error"),
         "config_snapshot_recorded": BootFacts(snapshot_error="readonly database"),
         "listeners_bound": BootFacts(bind_error="api.listen 127.0.0.1:1: address in use"),
@@ -57,6 +59,25 @@ def test_error_facts_refuse_with_the_gate_name() -> None:
     for name, facts in cases.items():
         refusal = gates.GATES[name](facts)
         assert refusal is not None and refusal.gate == name, name
+
+
+def test_a_newer_schema_is_refused_naming_both_versions_and_what_to_do() -> None:
+    refusal = gates.schema_migrated(
+        BootFacts(schema_path="/srv/d/state.db", schema_version=5, schema_supported=2))
+    assert refusal is not None and refusal.gate == "schema_migrated"
+    assert refusal.reason == (
+        "state database /srv/d/state.db has schema version 5 but this ductile supports up to 2: "
+        "it was written by a newer release; upgrade ductile or point state.path at another file")
+
+
+def test_a_migrated_or_current_schema_passes_and_a_failed_migration_refuses() -> None:
+    migrated = BootFacts(schema_path="/d.db", schema_version=1, schema_supported=2,
+                         schema_backup="/d.db.v1-20260504T100731Z.bak")
+    assert gates.schema_migrated(migrated) is None
+    assert gates.schema_migrated(BootFacts(schema_version=2, schema_supported=2)) is None
+    failed = replace(migrated, schema_backup=None, schema_error="step 2 failed: disk I/O error")
+    refusal = gates.schema_migrated(failed)
+    assert refusal is not None and refusal.reason == "step 2 failed: disk I/O error"
 
 
 def test_pid_lock_refusal_says_another_instance_may_be_running() -> None:

@@ -6,15 +6,19 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import stat
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
+from ductile.store.migrations import SCHEMA_VERSION
 from gateway_util import BUNDLED_PLUGINS, TOKEN, Gateway, free_port, run_cli, write_config
 from plugins_util import make_plugin
+from store_util import build_v1_database
 
 
 def refused(gw: Gateway) -> tuple[int, str, dict]:
@@ -169,6 +173,69 @@ def test_port_in_use_refuses_at_listeners_bound(tmp_path: Path) -> None:
     assert f"127.0.0.1:{port}" in stderr
 
 
+def test_a_version_1_database_is_migrated_at_boot_and_its_queued_job_runs(
+    tmp_path: Path,
+) -> None:
+    """The crash this migration fixes: version 1 stored the payload `42` as an SQLite integer,
+    which reached json.loads as an int. Migrated at boot, the queued job runs."""
+    port = free_port()
+    cfg = write_config(tmp_path / "cfg", port=port)
+    db = cfg / "data" / "state.db"
+    build_v1_database(db, {"job-int": "42", "job-object": '{"n":1.50}'})
+    before = run_cli("job", "list", "--config", str(cfg))
+    assert before.returncode == 1, before.stderr
+    assert "start the gateway once (ductile system start) to migrate it" in before.stderr
+    gw = Gateway(cfg, port=port).start()
+    try:
+        bodies = {job_id: _wait_finished(gw, job_id) for job_id in ("job-int", "job-object")}
+    finally:
+        assert gw.stop() == 0
+    assert {job_id: body["status"] for job_id, body in bodies.items()} == {
+        "job-int": "succeeded", "job-object": "succeeded"}
+    # An object payload reaches the plugin (protocol v2 sends only non-empty objects).
+    assert bodies["job-object"]["result"]["events"][0]["payload"]["payload"] == {"n": 1.5}
+    [migrated] = [r for r in gw.log_records() if r.get("msg") == "state database migrated"]
+    assert (migrated["from_version"], migrated["to_version"]) == (1, SCHEMA_VERSION)
+    backup = Path(migrated["backup"])
+    assert backup.parent == db.parent and backup.name.startswith("state.db.v1-")
+    assert stat.S_IMODE(os.stat(backup).st_mode) == 0o600
+    listed = run_cli("job", "list", "--config", str(cfg), "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(j["id"] for j in json.loads(listed.stdout)["jobs"]) == ["job-int", "job-object"]
+
+
+def _wait_finished(gw: Gateway, job_id: str) -> dict:
+    for _ in range(500):
+        body = gw.get(f"/job/{job_id}").json()
+        if body.get("status") not in ("queued", "running"):
+            return body
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} did not finish: {body}")
+
+
+def test_a_database_from_a_newer_release_refuses_boot_and_is_left_untouched(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    cfg = write_config(tmp_path / "cfg", port=port)
+    db = cfg / "data" / "state.db"
+    build_v1_database(db)
+    conn = sqlite3.connect(db)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    before = db.read_bytes()
+    code, stderr, record = refused(Gateway(cfg, port=port))
+    assert code == 78, stderr
+    assert record["gate"] == "schema_migrated"
+    assert "gate schema_migrated" in stderr
+    assert (f"state database {db} has schema version {SCHEMA_VERSION + 1} but this ductile "
+            f"supports up to {SCHEMA_VERSION}: it was written by a newer release") in stderr
+    assert db.read_bytes() == before
+    assert not [p for p in db.parent.iterdir() if p.name.endswith(".bak")]
+    listed = run_cli("job", "list", "--config", str(cfg))
+    assert listed.returncode == 1 and "written by a newer release" in listed.stderr
+
+
 def test_api_disabled_boots_closed_posture_and_still_runs_jobs(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "cfg")  # no api block: closed posture, no listener
     gw = Gateway(cfg).start(wait=False)
@@ -176,7 +243,6 @@ def test_api_disabled_boots_closed_posture_and_still_runs_jobs(tmp_path: Path) -
         deadline = 100
         while deadline and not any(r.get("msg", "").startswith("ductile running")
                                    for r in gw.log_records()):
-            import time
             time.sleep(0.05)
             deadline -= 1
         running = [r for r in gw.log_records() if r.get("msg", "").startswith("ductile running")]
@@ -215,7 +281,6 @@ def test_sigterm_lets_a_running_plugin_finish_then_exits_0(tmp_path: Path) -> No
     for _ in range(200):  # wait until it is running
         if gw.get(f"/job/{job_id}").json()["status"] == "running":
             break
-        import time
         time.sleep(0.01)
     gw.signal(signal.SIGTERM)
     assert gw.wait_exit(30) == 0

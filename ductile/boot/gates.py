@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ductile.errors import SchemaTooNew
+
 if TYPE_CHECKING:
     from ductile.config.schema import Config
 
@@ -41,6 +43,14 @@ class BootFacts:
     alias_error: str | None = None
     plugins: dict[str, Any] = field(default_factory=dict)  # name -> discovery.Plugin
     db_error: str | None = None
+    # The state database's schema: the version the file had when opened, the newest this
+    # release knows (what an older file was migrated to), the backup a migration wrote, and
+    # the reason a migration failed (rolled back: the file is unchanged).
+    schema_path: str | None = None
+    schema_version: int | None = None
+    schema_supported: int | None = None
+    schema_backup: str | None = None
+    schema_error: str | None = None
     recovery_error: str | None = None
     snapshot_id: str | None = None
     snapshot_error: str | None = None
@@ -165,6 +175,20 @@ def scheduled_commands_declared(f: BootFacts) -> Refusal | None:
 def database_opened(f: BootFacts) -> Refusal | None:
     if f.db_error is not None:
         return Refusal("database_opened", f.db_error)
+    return None
+
+
+def schema_migrated(f: BootFacts) -> Refusal | None:
+    """The state database is at this release's schema version: an older file was migrated
+    (backed up beside itself first). A newer file is refused: migrations only go forward, and
+    an older release cannot know what a newer schema means. A failed migration is refused with
+    its reason; it was rolled back, so the file is as it was."""
+    found, supported = f.schema_version, f.schema_supported
+    if found is not None and supported is not None and found > supported:
+        return Refusal("schema_migrated",
+                       SchemaTooNew.describe(f.schema_path or "(unknown)", found, supported))
+    if f.schema_error is not None:
+        return Refusal("schema_migrated", f.schema_error)
     return None
 
 
@@ -315,6 +339,7 @@ GATES: dict[str, Gate] = {
         vault_opened,
         secret_refs_resolved,
         database_opened,
+        schema_migrated,
         orphans_recovered,
         pipelines_compiled,
         config_snapshot_recorded,

@@ -2,8 +2,9 @@
 
 `build_generation` is shared by first boot and reload. It gathers the facts for each phase (read
 and validate the config, take the PID lock, scan for symlinks, discover and trust plugins, open
-the database, recover orphans, record the config snapshot, bind the listener), then fires the
-phase's trigger so the gates judge them. A refusal raises `BootRefused` naming the gate.
+the database and migrate an older schema, recover orphans, record the config snapshot, bind the
+listener), then fires the phase's trigger so the gates judge them. A refusal raises
+`BootRefused` naming the gate.
 
 Process-wide resources live in `Process`: the PID lock, the one database (its writer thread), the
 listening socket, the dispatcher and the completion waiters. They are created at first boot and
@@ -130,7 +131,7 @@ async def build_generation(
     machine.advance("admit")
 
     if proc.db is None:
-        await _open_database(proc, cfg, facts)
+        await _open_database(proc, cfg, facts, log)
     buried: list[Job] = []
     if proc.db is not None and reason == "startup":
         buried = await _recover_orphans(proc, facts, log)
@@ -423,13 +424,34 @@ async def _fire_recovery_hooks(
                      pipeline=hook.context.pipeline_name if hook.context else None)
 
 
-async def _open_database(proc: Process, cfg: Config, facts: BootFacts) -> None:
+async def _open_database(proc: Process, cfg: Config, facts: BootFacts, log: Logger) -> None:
+    """Open (create, or migrate to the current schema version) the database; record what the
+    gates database_opened and schema_migrated judge, and log a migration once."""
+    from ductile.errors import MigrationFailed, SchemaTooNew
     from ductile.store.db import Database
+    from ductile.store.migrations import SCHEMA_VERSION
 
     try:
         proc.db = await Database.open(cfg.state_path)
+    except SchemaTooNew as exc:
+        facts.schema_path, facts.schema_version = exc.path, exc.found
+        facts.schema_supported = exc.supported
+        return
+    except MigrationFailed as exc:
+        facts.schema_path, facts.schema_version = exc.path, exc.found
+        facts.schema_supported, facts.schema_error = exc.target, str(exc)
+        return
     except (StoreError, OSError) as exc:
         facts.db_error = f"database {cfg.state_path}: {exc}"
+        return
+    migrated = proc.db.migration
+    facts.schema_path, facts.schema_supported = proc.db.path, SCHEMA_VERSION
+    facts.schema_version = migrated.from_version if migrated else SCHEMA_VERSION
+    if migrated is not None:
+        facts.schema_backup = migrated.backup_path
+        log.info("state database migrated", path=migrated.path,
+                 from_version=migrated.from_version, to_version=migrated.to_version,
+                 backup=migrated.backup_path, steps=list(migrated.steps))
 
 
 def bind_listener(listen: str, environ: Mapping[str, str]) -> socket.socket:

@@ -20,6 +20,7 @@ def job() -> None:
 
 
 def _connect(config_path: str | None) -> sqlite3.Connection:
+    from ductile.errors import StoreError
     from ductile.store.db import open_readonly
 
     cfg = load(config_path, validate=False)
@@ -28,7 +29,7 @@ def _connect(config_path: str | None) -> sqlite3.Connection:
              "(ductile system start) to create it")
     try:
         return open_readonly(cfg.state_path)
-    except sqlite3.Error as exc:
+    except (StoreError, sqlite3.Error) as exc:  # StoreError: a foreign, older or newer schema
         fail(f"cannot open {cfg.state_path}: {exc}")
 
 
@@ -227,7 +228,7 @@ def _report(ledger: dict[str, Any]) -> dict[str, Any]:
         "completed_at": job.completed_at,
         "next_retry_at": job.next_retry_at,
         "last_error": job.last_error,
-        "payload": job.payload_obj(),
+        "payload": _payload_view(job),
         "attempts": [a.as_dict() for a in ledger.get("attempts") or []],
         "transitions": [t.as_dict() for t in ledger.get("transitions") or []],
         "result": result,
@@ -290,3 +291,14 @@ def _print_report(r: dict[str, Any]) -> None:
     if r["stderr"]:
         echo("Stderr (tail):")
         echo("  " + r["stderr"][-2000:].replace("\n", "\n  "))
+
+
+def _payload_view(job: Any) -> Any:
+    """The payload as JSON when it decodes; a damaged one is shown as the text it is, since
+    inspecting the job that holds it is exactly what an operator needs to do."""
+    from ductile.errors import StoreError
+
+    try:
+        return job.payload_obj()
+    except StoreError:
+        return job.payload if isinstance(job.payload, str) else repr(job.payload)

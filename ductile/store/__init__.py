@@ -1,6 +1,7 @@
 """The SQLite store: one database file, one writer thread, and the tables' typed front doors.
 
     Database      db.py         open/verify the file; `write` (group commit) and `read`
+    MIGRATIONS    migrations.py the versioned schema steps an older file is migrated through
     Queue         queue.py      the job queue and its status machine (states/job.yaml)
     StateStore    state.py      per-plugin state, shallow-merged, 1 MiB cap
     Snapshots     snapshots.py  config snapshots stamped on every job

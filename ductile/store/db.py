@@ -34,12 +34,28 @@ import threading
 import urllib.parse
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import outcome
 import trio
 
-from ductile.errors import SchemaMismatch, StoreError, StoreUnavailable
+from ductile.errors import (
+    SchemaMismatch,
+    SchemaOutdated,
+    SchemaTooNew,
+    StoreError,
+    StoreUnavailable,
+)
+from ductile.store.migrations import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Migrated,
+    Migration,
+    is_ours,
+    migrate,
+    stored_version,
+    target_version,
+)
 
 T = TypeVar("T")
 
@@ -62,9 +78,15 @@ class Database:
     """
 
     def __init__(
-        self, path: str, writer: sqlite3.Connection, readers: list[sqlite3.Connection]
+        self,
+        path: str,
+        writer: sqlite3.Connection,
+        readers: list[sqlite3.Connection],
+        migration: Migrated | None = None,
     ) -> None:
         self.path = path
+        #: What opening this database migrated (None when it was already current or new).
+        self.migration = migration
         self._closed = False
         # [transactions committed, write functions run]; only the writer thread updates it.
         self._stats = [0, 0]
@@ -79,17 +101,24 @@ class Database:
         self._writer.start()
 
     @classmethod
-    async def open(cls, path: str, *, readers: int = 2) -> Database:
+    async def open(
+        cls, path: str, *, readers: int = 2, migrations: Sequence[Migration] = MIGRATIONS
+    ) -> Database:
         """Open (creating if needed) the database at `path`.
 
-        Refuses a network filesystem, applies schema.sql to an empty database and checks an
-        existing one for every table and column we need (SchemaMismatch names the first gap).
+        Refuses a network filesystem, applies schema.sql to an empty database, migrates an
+        older one to the newest version of `migrations` (backing it up beside itself first; see
+        ductile/store/migrations.py), refuses a newer one (SchemaTooNew) and checks the result
+        for every table and column we need (SchemaMismatch names the first gap). `migration`
+        on the result says what was migrated.
         """
         if readers < 1:
             raise StoreError(f"database {path}: need at least one reader connection")
         full = os.path.abspath(path)
-        writer, pool = await trio.to_thread.run_sync(_open_connections, full, readers)
-        return cls(full, writer, pool)
+        writer, pool, migrated = await trio.to_thread.run_sync(
+            _open_connections, full, readers, migrations
+        )
+        return cls(full, writer, pool, migrated)
 
     @property
     def closed(self) -> bool:
@@ -338,7 +367,9 @@ def _store_error(path: str, what: str, exc: BaseException) -> StoreError:
 def open_readonly(path: str) -> sqlite3.Connection:
     """Open the database read-only (`mode=ro`) for the CLI, which may run beside the daemon.
 
-    The schema is checked so an old or foreign file gives SchemaMismatch, not "no such table".
+    The schema is checked so an old or foreign file gives SchemaMismatch, not "no such table":
+    an older schema version is SchemaOutdated (start the gateway once: it migrates), a newer
+    one SchemaTooNew. A reader never migrates.
     """
     full = os.path.abspath(path)
     if not os.path.isfile(full):
@@ -364,23 +395,27 @@ def open_readonly(path: str) -> sqlite3.Connection:
 
 
 def _open_connections(
-    path: str, readers: int
-) -> tuple[sqlite3.Connection, list[sqlite3.Connection]]:
-    """Blocking part of `Database.open` (runs in a worker thread)."""
+    path: str, readers: int, migrations: Sequence[Migration]
+) -> tuple[sqlite3.Connection, list[sqlite3.Connection], Migrated | None]:
+    """Blocking part of `Database.open` (runs in a worker thread).
+
+    The schema comes before the switch to WAL: a database that is refused (too new, foreign, a
+    failed migration) is left byte for byte as it was.
+    """
     _make_parent(path)
     check_local_filesystem(path, _read_mountinfo())
     opened: list[sqlite3.Connection] = []
     try:
         writer = _connect(path)
         opened.append(writer)
+        migrated = _ensure_schema(writer, path, migrations)
         _configure_writer(writer, path)
-        _ensure_schema(writer, path)
         _check_writable(writer, path)
         for _ in range(readers):
             reader = _connect(path)
             opened.append(reader)
             reader.execute("PRAGMA query_only=ON")
-        return writer, opened[1:]
+        return writer, opened[1:], migrated
     except sqlite3.Error as exc:
         for conn in opened:
             conn.close()
@@ -434,8 +469,12 @@ def _configure_writer(conn: sqlite3.Connection, path: str) -> None:
     conn.execute("PRAGMA synchronous=NORMAL")
 
 
-def _ensure_schema(conn: sqlite3.Connection, path: str) -> None:
-    """Apply schema.sql to an empty database; otherwise check it has what we need."""
+def _ensure_schema(
+    conn: sqlite3.Connection, path: str, migrations: Sequence[Migration]
+) -> Migrated | None:
+    """Apply schema.sql to an empty database (at the newest version); otherwise migrate it if
+    it is older, then check it has what we need."""
+    version = target_version(migrations)
     conn.execute("BEGIN IMMEDIATE")
     try:
         empty = conn.execute(
@@ -446,9 +485,12 @@ def _ensure_schema(conn: sqlite3.Connection, path: str) -> None:
         _rollback_quietly(conn)
         raise
     if empty:
-        conn.executescript("BEGIN IMMEDIATE;\n" + schema_sql() + "\nCOMMIT;")
-    else:
-        verify_schema(conn, path)
+        conn.executescript("BEGIN IMMEDIATE;\n" + schema_sql()
+                           + f"\nPRAGMA user_version = {int(version)};\nCOMMIT;")
+        return None
+    migrated = migrate(conn, path, migrations, verify=lambda c: verify_tables(c, path))
+    verify_schema(conn, path, supported=version)
+    return migrated
 
 
 def schema_sql() -> str:
@@ -470,22 +512,38 @@ def required_schema() -> dict[str, tuple[str, ...]]:
         mem.close()
 
 
-def verify_schema(conn: sqlite3.Connection, path: str) -> None:
-    """Raise SchemaMismatch naming the first missing table or column."""
+def verify_schema(
+    conn: sqlite3.Connection, path: str, *, supported: int = SCHEMA_VERSION
+) -> None:
+    """Raise SchemaMismatch unless this code can use the database as it is: ours, at schema
+    version `supported` (SchemaOutdated below it, SchemaTooNew above), with every table and
+    column schema.sql declares (the first gap is named)."""
+    if not is_ours(conn):
+        verify_tables(conn, path)  # names the missing marker table, or a foreign file's first gap
+    found = stored_version(conn)
+    if found > supported:
+        raise SchemaTooNew(path, found, supported)
+    if found < supported:
+        raise SchemaOutdated(path, found, supported)
+    verify_tables(conn, path)
+
+
+def verify_tables(conn: sqlite3.Connection, path: str) -> None:
+    """Raise SchemaMismatch naming the first table or column of schema.sql that is missing."""
     present = _tables_and_columns(conn)
     for table, columns in required_schema().items():
         if table not in present:
             raise SchemaMismatch(
-                f"database {path}: required table {table} is missing. Ductile does not migrate "
-                f"databases: restore a matching version, or move the file aside to start fresh "
-                f"(the expected schema is ductile/store/schema.sql)"
+                f"database {path}: required table {table} is missing: it is not a ductile state "
+                "database, or it was damaged; restore it from a backup, or move the file aside "
+                "to start fresh (the expected schema is ductile/store/schema.sql)"
             )
         for column in columns:
             if column not in present[table]:
                 raise SchemaMismatch(
-                    f"database {path}: table {table} lacks column {column}. Ductile does not "
-                    f"migrate databases: add the column (see ductile/store/schema.sql) or move "
-                    f"the file aside to start fresh"
+                    f"database {path}: table {table} lacks column {column}: the file was damaged "
+                    "or changed by hand; restore it from a backup, add the column (see "
+                    "ductile/store/schema.sql) or move the file aside to start fresh"
                 )
 
 

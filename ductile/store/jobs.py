@@ -55,12 +55,28 @@ def parse_time(text: str) -> datetime:
     return moment.astimezone(timezone.utc)
 
 
+def stored_json_text(value: Any, what: str) -> str:
+    """The JSON text of a stored JSON column, refusing any other SQLite type as a StoreError.
+
+    Every JSON column is TEXT since schema version 2; an integer, real or blob here means a row
+    written by hand, or a version 1 database (whose `JSON` columns turned `42` into a number)
+    read without the boot migration. Naming it beats a TypeError from deep inside json.
+    """
+    if isinstance(value, str):
+        return value
+    kind = {int: "integer", float: "real", bytes: "blob"}.get(type(value), type(value).__name__)
+    raise StoreError(
+        f"{what} is stored as an SQLite {kind}, not JSON text; a database from before schema "
+        "version 2 must be migrated first (start the gateway once: it migrates at boot)"
+    )
+
+
 def load_stored_object(text: Any, what: str) -> dict[str, Any]:
     """Decode a JSON-object column we wrote earlier (state, facts, contexts); a row edited or
     damaged outside the gateway is a StoreError naming `what`, never a crash."""
     try:
-        value = json.loads(text)
-    except (TypeError, ValueError, RecursionError) as exc:
+        value = json.loads(stored_json_text(text, what))
+    except (ValueError, RecursionError) as exc:
         raise StoreError(f"{what} is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise StoreError(f"{what} is not a JSON object")
@@ -121,12 +137,14 @@ class Job(_Record):
     started_config_snapshot_id: str | None
 
     def payload_obj(self) -> Any:
-        """The payload decoded from JSON (None when absent); bad stored JSON is a StoreError."""
+        """The payload decoded from JSON (None when absent); a stored payload that is not JSON
+        text (bad JSON, or a number or blob from an unmigrated database) is a StoreError."""
         if self.payload is None:
             return None
+        text = stored_json_text(self.payload, f"job {self.id}: stored payload")
         try:
-            return json.loads(self.payload)
-        except ValueError as exc:
+            return json.loads(text)
+        except (ValueError, RecursionError) as exc:
             raise StoreError(f"job {self.id}: stored payload is not valid JSON: {exc}") from exc
 
     def to_api(self, result: str | None = None) -> dict[str, Any]:
@@ -211,8 +229,10 @@ class LogEntry(_Record):
     exit_code: int | None
 
 
-def _json_or_text(text: str) -> Any:
-    """Decode `text` as JSON when it is JSON, else return it unchanged."""
+def _json_or_text(text: Any) -> Any:
+    """Decode `text` as JSON when it is JSON text, else return it unchanged."""
+    if not isinstance(text, str):
+        return text  # not text at all (a hand-edited row): show the value as it is
     try:
         return json.loads(text)
     except (ValueError, RecursionError):

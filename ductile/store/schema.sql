@@ -1,7 +1,13 @@
 -- The ductile database: one SQLite file, WAL mode, written by one writer (ductile/store/db.py).
 --
--- Applied only to an empty database. An existing database is checked against the tables and
--- columns below (no automatic migrations), so a change here needs a migration note.
+-- Applied only to an empty database, which then gets the newest schema version (recorded in
+-- PRAGMA user_version). An older database is migrated at boot by the steps of
+-- ductile/store/migrations.py, so a change here needs a new step there too (a test compares a
+-- migrated database with this file); then every database is checked against the tables and
+-- columns below.
+--
+-- JSON is stored as TEXT, never as a declared type `JSON`: SQLite gives that NUMERIC affinity,
+-- which turns the JSON text `42` into the integer 42 and `1.50` into the real 1.5.
 --
 -- Every timestamp is a fixed-width UTC string `YYYY-MM-DDTHH:MM:SS.ffffffZ` so that SQL compares
 -- them lexicographically in time order (`next_retry_at <= now`, retention cutoffs).
@@ -11,7 +17,7 @@ CREATE TABLE IF NOT EXISTS job_queue (
     id                          TEXT PRIMARY KEY,
     plugin                      TEXT NOT NULL,
     command                     TEXT NOT NULL,
-    payload                     JSON,
+    payload                     TEXT,
     status                      TEXT NOT NULL,
     attempt                     INTEGER NOT NULL DEFAULT 1,
     max_attempts                INTEGER NOT NULL DEFAULT 4,
@@ -96,16 +102,16 @@ CREATE TABLE IF NOT EXISTS config_snapshots (
     ductile_version     TEXT,
     binary_path         TEXT,
     snapshot_format     INTEGER NOT NULL DEFAULT 1,
-    semantics           JSON,
-    plugin_fingerprints JSON,
-    sanitized_config    JSON,
-    secret_fingerprints JSON
+    semantics           TEXT,
+    plugin_fingerprints TEXT,
+    sanitized_config    TEXT,
+    secret_fingerprints TEXT
 );
 
 -- Per-plugin state object, shallow-merged from `state_updates` (1 MiB cap).
 CREATE TABLE IF NOT EXISTS plugin_state (
     plugin_name TEXT PRIMARY KEY,
-    state       JSON NOT NULL DEFAULT '{}',
+    state       TEXT NOT NULL DEFAULT '{}',
     updated_at  TEXT
 );
 
@@ -123,7 +129,7 @@ CREATE TABLE IF NOT EXISTS plugin_facts (
     fact_type   TEXT NOT NULL,
     job_id      TEXT NOT NULL,
     command     TEXT NOT NULL,
-    fact_json   JSON NOT NULL,
+    fact_json   TEXT NOT NULL,
     created_at  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS plugin_facts_plugin_created_at_idx
@@ -141,7 +147,7 @@ CREATE TABLE IF NOT EXISTS event_context (
     parent_id        TEXT,
     pipeline_name    TEXT,
     step_id          TEXT,
-    accumulated_json JSON NOT NULL,
+    accumulated_json TEXT NOT NULL,
     created_at       TEXT NOT NULL
 );
 

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from ductile.errors import StoreError
 from ductile.store.db import Database
-from ductile.store.jobs import utcnow_text
+from ductile.store.jobs import stored_json_text, utcnow_text
 
 SNAPSHOT_FORMAT = 1
 
@@ -109,10 +109,11 @@ def _encode(key: str, value: Any) -> str | None:
         raise StoreError(f"config snapshot: {key} is not JSON-serialisable: {exc}") from exc
 
 
-def _decode(snapshot_id: str, key: str, text: str | None) -> Any:
+def _decode(snapshot_id: str, key: str, text: Any) -> Any:
     if text is None:
         return None
+    text = stored_json_text(text, f"config snapshot {snapshot_id}: {key}")
     try:
         return json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise StoreError(f"config snapshot {snapshot_id}: {key} is not valid JSON: {exc}") from exc

@@ -223,9 +223,10 @@ def _context(row: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _json_or_text(text: str | None) -> Any:
-    if text is None:
-        return None
+def _json_or_text(text: Any) -> Any:
+    """Decode JSON text for display; anything else (NULL, not JSON, not text) as it is."""
+    if not isinstance(text, str):
+        return text
     try:
         return json.loads(text)
     except (ValueError, RecursionError):
