@@ -33,6 +33,8 @@ class MachineSpec:
     terminal: tuple[str, ...] = ()
     descriptions: dict[str, str] = field(default_factory=dict)
     failure: tuple[str, ...] = ()  # the terminal states that count as a failure
+    # Gates judged on facts gathered without side effects (boot: what `config check` runs).
+    side_effect_free: tuple[str, ...] = ()
 
     def allowed(self, source: str | None, dest: str) -> bool:
         """True when some transition leads from `source` (None = the initial pseudo-state) to
@@ -114,7 +116,18 @@ def parse_machine(name: str, doc: Any) -> MachineSpec:
         terminal=_declared(name, doc, "terminal", states),
         descriptions=descriptions,
         failure=_declared(name, doc, "failure", states),
+        side_effect_free=_gates_listed(name, doc, transitions),
     )
+
+
+def _gates_listed(name: str, doc: dict[str, Any], transitions: list[Transition]) -> tuple[str, ...]:
+    listed = tuple(str(g) for g in doc.get("side_effect_free") or ())
+    known = {gate for t in transitions for gate in t.conditions}
+    for gate in listed:
+        if gate not in known:
+            raise ValueError(f"states/{name}.yaml: side_effect_free names {gate!r}, which no "
+                             "transition lists as a condition")
+    return listed
 
 
 def _declared(name: str, doc: dict[str, Any], key: str, states: list[str]) -> tuple[str, ...]:

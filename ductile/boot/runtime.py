@@ -27,11 +27,21 @@ import trio
 
 from ductile import __version__
 from ductile.boot import pidlock
-from ductile.boot.gates import BootFacts, decide_posture
+from ductile.boot.gates import BootFacts
+from ductile.boot.gather import (
+    DEFAULT_ETC_DIR,
+    gather_config,
+    gather_pipelines,
+    gather_plugins,
+    gather_posture,
+    gather_schedules,
+    gather_symlinks,
+    gather_vault_facts,
+)
 from ductile.boot.machine import BootMachine
 from ductile.config.schema import ApiToken, Config
 from ductile.dispatch.completions import Completions
-from ductile.errors import ConfigError, DiscoveryError, LockError, StoreError
+from ductile.errors import ConfigError, LockError, StoreError
 from ductile.logs import Logger
 from ductile.runtime import MAX_ROUTE_DEPTH, Runtime
 
@@ -55,7 +65,7 @@ class Process:
     environ: Mapping[str, str]
     log: Logger
     home: str = field(default_factory=lambda: os.path.expanduser("~"))
-    etc_dir: str = "/etc/ductile"
+    etc_dir: str = DEFAULT_ETC_DIR
     lock: pidlock.PidLock | None = None
     db: Database | None = None
     listener: socket.socket | None = None
@@ -105,7 +115,7 @@ async def build_generation(
     machine = BootMachine(facts)
     log = proc.log.child("boot")
 
-    _load_config(proc, facts)
+    gather_config(facts, proc.explicit_config, proc.environ, proc.home, proc.etc_dir)
     machine.advance("load_config")
     cfg = facts.config
     assert cfg is not None
@@ -123,11 +133,15 @@ async def build_generation(
             facts.lock_error = str(exc)
     machine.advance("acquire_lock")
 
-    _scan_symlinks(cfg, facts)
-    await _discover(cfg, facts, log)
+    gather_symlinks(cfg, facts)
+    for warning in await trio.to_thread.run_sync(gather_plugins, cfg, facts):
+        log.warn("failed to load plugin", detail=warning)
+    if facts.plugins:
+        log.info("plugin discovery complete", count=len(facts.plugins),
+                 plugins=sorted(facts.plugins))
     machine.advance("discover")
     vault = await _open_vault(proc, cfg, facts, log)
-    facts.schedule_error = schedule_problem(cfg)
+    gather_schedules(cfg, facts)
     machine.advance("admit")
 
     if proc.db is None:
@@ -135,7 +149,11 @@ async def build_generation(
     buried: list[Job] = []
     if proc.db is not None and reason == "startup":
         buried = await _recover_orphans(proc, facts, log)
-    _compile_pipelines(cfg, facts, log)
+    for warning in gather_pipelines(cfg, facts):
+        log.warn("pipeline warning", detail=warning)
+    if facts.pipelines is not None and facts.pipelines.pipelines:
+        log.info("pipelines compiled", count=len(facts.pipelines.pipelines),
+                 pipelines=sorted(facts.pipelines.pipelines))
     machine.advance("open_state")
 
     from ductile.config.snapshot import snapshot_fields
@@ -158,8 +176,10 @@ async def build_generation(
     if buried:
         await _fire_recovery_hooks(proc, cfg, facts.pipelines, buried, snapshot_id, log)
 
+    gather_posture(cfg, facts)
+    posture = facts.posture
+    assert posture is not None
     machine.advance("decide_posture")
-    posture = facts.posture = decide_posture(cfg, has_vault=facts.vault_status == "loaded")
     machine.advance("gate_privsep")
 
     if posture == "gateway" and proc.listener is None:
@@ -214,58 +234,6 @@ async def build_generation(
     )
 
 
-def _compile_pipelines(cfg: Config, facts: BootFacts, log: Logger) -> None:
-    """Compile every `pipelines:` entry against the enabled plugins (gate pipelines_compiled)."""
-    from ductile.errors import PipelineCompileError
-    from ductile.router.dsl import compile_pipelines
-
-    catalog = {name: {c.name for c in plugin.manifest.commands}
-               for name, plugin in facts.plugins.items() if cfg.plugin(name).enabled}
-    try:
-        compiled = compile_pipelines(cfg.pipelines, catalog,
-                                     default_max_depth=cfg.service.max_route_depth,
-                                     hook_max_depth=cfg.service.hook_max_depth)
-    except PipelineCompileError as exc:
-        facts.pipelines_error = str(exc)
-        return
-    facts.pipelines = compiled
-    for warning in compiled.warnings:
-        log.warn("pipeline warning", detail=warning)
-    if compiled.pipelines:
-        log.info("pipelines compiled", count=len(compiled.pipelines),
-                 pipelines=sorted(compiled.pipelines))
-
-
-def schedule_problem(cfg: Config) -> str | None:
-    """The first schedule that cannot parse or can never fire (gate schedules_valid)."""
-    from ductile.schedule.validate import reachability_refusal, schedule_refusal
-
-    return schedule_refusal(cfg) or reachability_refusal(cfg, datetime.now(timezone.utc))
-
-
-def gather_vault_facts(
-    cfg: Config, facts: BootFacts, environ: Mapping[str, str], home: str
-) -> tuple[VaultLoad | None, tuple[str, ...]]:
-    """Open the configured vault and record what the vault gates judge (status, path, the
-    gateway-visible secrets, or the error). Blocking file I/O; shared by boot and
-    `config check`. Returns the load (None on error) and the projection's warnings."""
-    from ductile.errors import VaultError
-    from ductile.vault.owner import load_vault
-
-    try:
-        loaded = load_vault(cfg.config_dir, cfg.secrets.vault_file, cfg.secrets.key_file,
-                            environ, home)
-    except VaultError as exc:
-        facts.vault_error = str(exc)
-        return None, ()
-    facts.vault_status, facts.vault_path = loaded.status, loaded.vault_path
-    if loaded.owner is None:
-        return loaded, ()
-    resolved = loaded.owner.resolved_secrets()
-    facts.secrets = dict(resolved.values)
-    return loaded, tuple(resolved.warnings)
-
-
 async def _open_vault(
     proc: Process, cfg: Config, facts: BootFacts, log: Logger
 ) -> VaultOwner | None:
@@ -298,67 +266,6 @@ def _bind_management(proc: Process, cfg: Config, facts: BootFacts) -> None:
         facts.bind_error = f"api.management_socket: {exc}"
         return
     proc.management_path = path
-
-
-def _load_config(proc: Process, facts: BootFacts) -> None:
-    from ductile.config.load import parse_config, validate_config
-    from ductile.config.resolve import resolve_config
-
-    try:
-        facts.config_path, facts.source = resolve_config(
-            proc.explicit_config, proc.environ, proc.home, etc_dir=proc.etc_dir
-        )
-    except ConfigError as exc:
-        facts.resolve_error = str(exc)
-        return
-    try:
-        cfg = parse_config(facts.config_path, source=facts.source, environ=proc.environ)
-    except ConfigError as exc:
-        facts.load_error = str(exc)
-        return
-    try:
-        validate_config(cfg)
-    except ConfigError as exc:
-        facts.validate_error = str(exc)
-    facts.config = cfg
-
-
-def _scan_symlinks(cfg: Config, facts: BootFacts) -> None:
-    paths = [cfg.config_dir, cfg.config_path, *(f.path for f in cfg.source_files)]
-    seen: set[str] = set()
-    for path in paths:
-        if path in seen:
-            continue
-        seen.add(path)
-        try:
-            resolved = os.path.realpath(path, strict=True)
-        except OSError as exc:
-            facts.symlink_error = f"failed to resolve symlinks for {path!r}: {exc.strerror}"
-            return
-        if resolved != os.path.normpath(os.path.abspath(path)):
-            facts.symlinks.append((path, resolved))
-
-
-async def _discover(cfg: Config, facts: BootFacts, log: Logger) -> None:
-    from ductile.config.aliases import apply_aliases
-    from ductile.plugin.discovery import discover
-
-    try:
-        found = await trio.to_thread.run_sync(
-            lambda: discover(cfg.plugin_roots, allow_symlinks=cfg.service.allow_symlinks)
-        )
-    except DiscoveryError as exc:
-        facts.discovery_error = str(exc)
-        return
-    for warning in found.warnings:
-        log.warn("failed to load plugin", detail=warning)
-    try:
-        facts.plugins = apply_aliases(found.plugins, cfg.plugins)
-    except DiscoveryError as exc:
-        facts.alias_error = str(exc)
-        return
-    log.info("plugin discovery complete", count=len(facts.plugins),
-             plugins=sorted(facts.plugins))
 
 
 async def _recover_orphans(proc: Process, facts: BootFacts, log: Logger) -> list[Job]:

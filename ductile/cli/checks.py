@@ -1,59 +1,46 @@
-"""`ductile config check`: the boot gates that need no side effects, run from the CLI."""
+"""`ductile config check`: boot's side-effect-free gates, run from the CLI.
+
+Which gates run is not written here: `states/boot.yaml` lists them under `side_effect_free`, and
+the facts they judge are gathered by the same functions boot uses (`ductile/boot/gather.py`).
+Unlike boot, which stops at the first refusal, the check reports every gate that refuses,
+stopping only where a later gate would have nothing to judge (no config parsed, no plugin
+discovered).
+"""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
+# Without the vault key this user cannot see inside the vault ("vault-blind"): what the daemon
+# (which has the key) would resolve is unknown here, so these refusals are only warnings.
+_BLIND_GATES = ("secret_refs_resolved", "api_tokens_resolved")
+# A refusal here leaves nothing for the gates after it to judge.
+_STOPPING_GATES = ("config_found", "config_loaded", "plugins_discovered", "aliases_resolved")
+
 
 def check_config(config_path: str | None) -> dict[str, Any]:
-    from ductile.boot import gates
-    from ductile.boot.runtime import gather_vault_facts, schedule_problem
-    from ductile.config.load import parse_config, validate_config
-    from ductile.config.resolve import resolve_config
-    from ductile.errors import ConfigError, DiscoveryError
-    from ductile.config.aliases import apply_aliases
-    from ductile.plugin.discovery import discover
+    from ductile.boot.gates import GATES
+    from ductile.boot.gather import dry_run
+    from ductile.machines import load_machine
 
+    facts, warned = dry_run(config_path, os.environ, os.path.expanduser("~"))
     errors: list[dict[str, str]] = []
-    warnings: list[dict[str, str]] = []
+    warnings = [{"category": category, "message": message}
+                for category, message in warned.items]
     report: dict[str, Any] = {"valid": False, "errors": errors, "warnings": warnings}
-    try:
-        path, source = resolve_config(config_path, os.environ, os.path.expanduser("~"))
-        report["path"], report["source"] = path, source
-        cfg = parse_config(path, source=source, environ=os.environ)
-    except ConfigError as exc:
-        errors.append({"category": "config", "message": str(exc)})
-        return report
-    warnings.extend({"category": "config", "message": w} for w in cfg.warnings)
-    try:
-        validate_config(cfg)
-    except ConfigError as exc:
-        errors.append({"category": "validation", "message": str(exc)})
-    try:
-        found = discover(cfg.plugin_roots, allow_symlinks=cfg.service.allow_symlinks)
-        warnings.extend({"category": "plugin", "message": w} for w in found.warnings)
-        plugins = apply_aliases(found.plugins, cfg.plugins)
-    except DiscoveryError as exc:
-        errors.append({"category": "plugin", "message": str(exc)})
-        return report
-    facts = gates.BootFacts(config=cfg, plugins=plugins)
-    gather_vault_facts(cfg, facts, os.environ, os.path.expanduser("~"))
-    facts.posture = gates.decide_posture(cfg, has_vault=facts.vault_status == "loaded")
-    facts.schedule_error = schedule_problem(cfg)
-    report["posture"] = facts.posture
-    for gate in (gates.enabled_plugins_discoverable, gates.scheduled_commands_declared,
-                 gates.schedules_valid, gates.webhook_targets_admitted, gates.vault_opened,
-                 gates.secret_refs_resolved, gates.api_has_tokens, gates.api_tokens_resolved):
-        refusal = gate(facts)
+    if facts.config_path is not None:
+        report["path"], report["source"] = facts.config_path, facts.source
+    for gate in load_machine("boot").side_effect_free:
+        refusal = GATES[gate](facts)
         if refusal is None:
             continue
         entry = {"category": refusal.gate, "message": refusal.reason}
-        # Without the key this user cannot see inside the vault ("vault-blind"): what the
-        # daemon (which has the key) would resolve is unknown here, so it is not an error.
-        blind = facts.vault_status == "blind" and refusal.gate in (
-            "secret_refs_resolved", "api_tokens_resolved")
+        blind = facts.vault_status == "blind" and gate in _BLIND_GATES
         (warnings if blind else errors).append(entry)
+        if gate in _STOPPING_GATES:
+            return report
     report["valid"] = not errors
-    report["plugins"] = sorted(plugins)
+    report["posture"] = facts.posture
+    report["plugins"] = sorted(facts.plugins)
     return report
