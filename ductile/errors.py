@@ -4,6 +4,11 @@ Every error a caller handles differently has its own class; each carries the fil
 job it is about so the message can tell an operator what to fix.
 
     DuctileError
+    ├── ValueProblem (also ValueError)  one value in a file or a request is malformed
+    │   ├── DurationError           not a duration (`30s`, `1h30m`, `7d`)
+    │   ├── SizeError               not a byte size (`512KB`, `2MB`)
+    │   ├── ScheduleError           a schedule entry is invalid or can never fire
+    │   └── YamlProblem             a YAML document does not load (carries line/column)
     ├── ConfigError                 config cannot be found, parsed or validated (file/key/line)
     │   └── ConfigNotFound          no config directory or file at any resolution step
     ├── ManifestError               a plugin's manifest.yaml is invalid
@@ -29,6 +34,34 @@ from __future__ import annotations
 
 class DuctileError(Exception):
     """Base class of every error Ductile raises on purpose."""
+
+
+class ValueProblem(DuctileError, ValueError):
+    """One value is malformed: the message names the value and shows a valid one. Raised by the
+    pure parsers (durations, sizes, schedules, YAML); the caller wraps it with the file and key
+    it came from (usually as a ConfigError). Also a ValueError, as parsers' errors are."""
+
+
+class DurationError(ValueProblem):
+    """A string is not a duration; the message says what a valid one looks like."""
+
+
+class SizeError(ValueProblem):
+    """A value is not a byte size; the message names the value and shows valid ones."""
+
+
+class ScheduleError(ValueProblem):
+    """A schedule entry is invalid or has no reachable fire; the message names the field."""
+
+
+class YamlProblem(ValueProblem):
+    """A YAML document does not load: `problem` says why, `line`/`column` (1-based) where."""
+
+    def __init__(self, problem: str, line: int | None = None, column: int | None = None):
+        super().__init__(problem if line is None else f"{line}:{column}: {problem}")
+        self.problem = problem
+        self.line = line
+        self.column = column
 
 
 class ConfigError(DuctileError):

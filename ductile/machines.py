@@ -1,7 +1,7 @@
 """Load the declared state machines in `states/*.yaml`.
 
 The YAML files are the single source of truth for boot phases, job statuses and breaker states.
-This module only reads them into plain data; `boot/machine.py`, `store/queue.py` and the
+This module only reads them into plain data; `boot/machine.py`, `store/writes.py` and the
 breaker build behaviour on top.
 """
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from ductile.config.schema import ApiToken, Config
     from ductile.plugin.discovery import Plugin
     from ductile.router.dsl import PipelineSet
-    from ductile.store.queue import Queue
+    from ductile.store.interface import JobQueue
     from ductile.store.state import StateStore
     from ductile.vault.owner import VaultOwner
 
@@ -32,7 +32,7 @@ class Runtime:
     plugins: dict[str, Plugin]
     snapshot_id: str
     posture: str
-    queue: Queue
+    queue: JobQueue  # SQLite's store.queue.Queue; see store/interface.py
     state: StateStore
     loaded_at: datetime
     started_monotonic: float

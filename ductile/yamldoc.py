@@ -23,20 +23,12 @@ from typing import Any
 
 import yaml
 
+from ductile.errors import YamlProblem
+
 MAX_EXPANDED_NODES = 1_000_000
 # What yaml.v3 decodes into a Go bool besides true/false (the YAML 1.1 words).
 YAML11_TRUE = frozenset({"y", "Y", "yes", "Yes", "YES", "on", "On", "ON"})
 YAML11_FALSE = frozenset({"n", "N", "no", "No", "NO", "off", "Off", "OFF"})
-
-
-class YamlProblem(ValueError):
-    """A document that does not load: `problem` says why, `line`/`column` (1-based) where."""
-
-    def __init__(self, problem: str, line: int | None = None, column: int | None = None):
-        super().__init__(problem if line is None else f"{line}:{column}: {problem}")
-        self.problem = problem
-        self.line = line
-        self.column = column
 
 
 def load_yaml(text: str | bytes) -> Any:

@@ -53,7 +53,7 @@ from hypothesis.stateful import (
 from ductile.errors import DedupeDropped, InvalidTransition, StoreError
 from ductile.machines import load_machine
 from ductile.store import Database, Job, Queue, format_time, open_readonly
-from ductile.store.queue import POISON_CRASHES, POISON_ERROR, RECOVERY_DEAD_ERROR
+from ductile.store.writes import POISON_CRASHES, POISON_ERROR, RECOVERY_DEAD_ERROR
 
 SPEC = load_machine("job")
 TERMINAL = list(SPEC.terminal)

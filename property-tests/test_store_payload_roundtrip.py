@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ductile.store import Database, Queue
-from ductile.store.queue import encode_payload
+from ductile.store.values import encode_payload
 from strategies import json_values
 
 # Wider than the request-body strategy: integers far past 64 bits (JSON has no limit; Python's

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ductile.store.jobs import format_time, parse_time
-from ductile.store.queue import truncate_head, truncate_tail
+from ductile.store.values import truncate_head, truncate_tail
 from ductile.store.state import merge_state
 
 moments = st.datetimes(

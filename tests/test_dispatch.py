@@ -11,7 +11,7 @@ import trio
 
 from dispatch_util import harness
 from ductile.dispatch.outcome import backoff_delay
-from ductile.store.queue import read_job_ledger
+from ductile.store.ledger import read_job_ledger
 from plugins_util import make_plugin
 
 NO_BACKOFF = {"max_attempts": 3, "backoff_base": "1ms"}

@@ -8,7 +8,8 @@ from pathlib import Path
 import trio
 
 from ductile.store import Database
-from ductile.store.queue import Queue, RawJSON
+from ductile.store.queue import Queue
+from ductile.store.values import RawJSON
 from fault_util import db_path, wait_for
 from gateway_util import Gateway, free_port, write_config
 

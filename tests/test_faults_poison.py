@@ -14,7 +14,7 @@ from pathlib import Path
 from fault_util import db_path, wait_for
 from gateway_util import Gateway, free_port, write_config
 from plugins_util import bundled_root, make_plugin
-from ductile.store.queue import POISON_ERROR
+from ductile.store.writes import POISON_ERROR
 
 KILLER = "cat >/dev/null\nkill -9 $PPID\nsleep 5"
 PIPELINES = [{"name": "on-poison", "on-hook": "job.failed",

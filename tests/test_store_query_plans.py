@@ -1,6 +1,6 @@
 """The queue's hot statements use an index, never a full scan of job_queue.
 
-The statements are not copied here: the real writer-side functions of queue.py (and the
+The statements are not copied here: the real writer-side functions of writes.py (and the
 retention deletes) run against a recording connection, so a change to their SQL is checked
 as soon as it is made. Each recorded statement is then run through `EXPLAIN QUERY PLAN` with
 the same parameters on a database of a few thousand rows, both before and after `ANALYZE`
@@ -23,12 +23,13 @@ import trio
 from ductile.machines import load_machine
 from ductile.store import Database
 from ductile.store.jobs import Job, format_time
-from ductile.store.queue import _CLAIM_SQL, _claim, _Dedupe, _insert_job, _recover, _running_counts
+from ductile.store.ledger import _running_counts
 from ductile.store.retention import _deletes
+from ductile.store.writes import _CLAIM_SQL, _claim, _Dedupe, _insert_job, _recover
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
 ROWS = 4000
-JOB_QUEUE_NAMES = {"job_queue", "q", "r"}  # the table and the aliases queue.py gives it
+JOB_QUEUE_NAMES = {"job_queue", "q", "r"}  # the table and the aliases writes.py gives it
 MACHINE = load_machine("job")
 
 

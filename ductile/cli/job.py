@@ -45,7 +45,7 @@ def list_jobs(config_path: str | None, plugin: str | None, status: str | None, l
     """List jobs, newest first."""
     from ductile.planes.api.bodies import BodyError
     from ductile.planes.api.logquery import parse_log_filter
-    from ductile.store.queue import fetch_jobs
+    from ductile.store.ledger import fetch_jobs
 
     try:
         status = parse_log_filter({"status": status} if status else {}).status
@@ -123,7 +123,7 @@ def inspect(job_id: str, config_path: str | None, as_json: bool) -> None:
     """Show everything the ledger knows about JOB_ID: attempts with timings and exit codes,
     transitions, result, stderr tail, who submitted it, and the config snapshot that was live
     when it was enqueued."""
-    from ductile.store.queue import read_job_ledger
+    from ductile.store.ledger import read_job_ledger
     from ductile.store.tree import fetch_job_tree, root_of
 
     conn = _connect(config_path)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from ductile.errors import DurationError  # noqa: F401 - raised here; importable from here too
+
 _UNITS = {
     "ns": 1e-9,
     "us": 1e-6,
@@ -23,8 +25,6 @@ _UNITS = {
 _TERM = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h|d|w)")
 
 
-class DurationError(ValueError):
-    """A string is not a duration; the message says what a valid one looks like."""
 
 
 def parse_duration(text: str) -> float:

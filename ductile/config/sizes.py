@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ductile.errors import SizeError  # noqa: F401 - raised here; importable from here too
+
 MAX_SIZE = 2**63 - 1
 
 _UNITS = {
@@ -40,8 +42,6 @@ _SIZE = re.compile(r"[ \t]*([0-9]+)[ \t]*([A-Za-z]*)[ \t]*")
 _HINT = "use a whole number of bytes or a unit such as 512KB, 2MB or 1GiB"
 
 
-class SizeError(ValueError):
-    """A value is not a byte size; the message names the value and shows valid ones."""
 
 
 def parse_byte_size(value: Any) -> int:

@@ -19,7 +19,8 @@ from ductile.logs import Logger
 if TYPE_CHECKING:
     from ductile.dispatch.verdict import Record
     from ductile.store.jobs import Job
-    from ductile.store.queue import Finished, Queue
+    from ductile.store.interface import JobQueue
+    from ductile.store.queue import Finished
 
 # The skip list for chaining a claim, or None: don't. Called with True when the record enqueues
 # successors, which are then worth claiming even if the queue looked dry before.
@@ -27,7 +28,7 @@ NextSkip = Callable[[bool], "list[str] | None"]
 PERSIST_BACKOFF_MAX = 5.0
 
 
-async def record(queue: Queue, job: Job, rec: Record, log: Logger,
+async def record(queue: JobQueue, job: Job, rec: Record, log: Logger,
                  claim_next: NextSkip | None = None) -> Finished:
     """Write `rec` for `job`, waiting out a database that cannot take writes."""
     skip = claim_next(bool(rec.successors)) if claim_next is not None else None

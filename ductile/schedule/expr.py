@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
 
+from ductile.errors import ScheduleError  # noqa: F401 - raised here; importable from here too
 from ductile.config.durations import DurationError, parse_duration
 from ductile.config.validate import go_quote, parse_interval
 
@@ -71,8 +72,6 @@ _CRON_FIELDS = (
 _CRON_ITEM = re.compile(r"^(\*|[0-9a-z]+(?:-[0-9a-z]+)?)(?:/(\d+))?$")
 
 
-class ScheduleError(ValueError):
-    """A schedule entry is invalid or has no reachable fire; the message names the field."""
 
 
 @dataclass(frozen=True)

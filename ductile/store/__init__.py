@@ -2,7 +2,11 @@
 
     Database      db.py         open/verify the file; `write` (group commit) and `read`
     MIGRATIONS    migrations.py the versioned schema steps an older file is migrated through
-    Queue         queue.py      the job queue and its status machine (states/job.yaml)
+    Queue         queue.py      the job queue's async facade: one write or read per method
+                  writes.py     its writer statements, job machine checks, crash recovery
+                  ledger.py     its readers (also run by the CLI on a read-only connection)
+                  values.py     new job rows, payload JSON, byte-bounded text (pure)
+    JobQueue      interface.py  what the layers above call on the queue (for a 2nd backend)
     StateStore    state.py      per-plugin state, shallow-merged, 1 MiB cap
     Snapshots     snapshots.py  config snapshots stamped on every job
     Job, ...      jobs.py       immutable row records and the stored timestamp format
@@ -23,7 +27,8 @@ from ductile.store.jobs import (
     utcnow,
     utcnow_text,
 )
-from ductile.store.queue import Queue, read_job_ledger
+from ductile.store.ledger import read_job_ledger
+from ductile.store.queue import Queue
 from ductile.store.snapshots import Snapshots
 from ductile.store.state import StateStore, merge_state
 

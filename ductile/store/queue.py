@@ -1,14 +1,13 @@
-"""The durable job queue: the only module that writes job_queue.
-
-Every status change is checked against `states/job.yaml` before it is made and recorded in
-job_transitions in the same transaction, so the transition history can always explain the
-cached `status` column (`ductile job inspect` relies on that). Each attempt gets a job_attempts
-row at claim time and is finished by `complete`, `retry` or crash recovery: that row is our
-execution ledger (duration, exit code, outcome, stderr tail).
+"""The durable job queue's async facade: `Queue` and the records its methods return.
 
 Each public method is one `Database.write` (one savepoint in a group commit) or one
-`Database.read`. The SQL lives in small synchronous functions taking a connection, so the CLI
-can reuse the readers on a read-only connection without a running daemon.
+`Database.read`, so everything still goes through the one writer. The SQL lives in small
+synchronous functions taking a connection: the writer statements in writes.py (machine checks,
+dedupe, the attempt ledger, crash recovery), the readers in ledger.py (which the CLI also runs
+on a read-only connection without a daemon). What stays here needs the caller's side: rows
+built and values encoded before the write (values.py; bad input fails before anything is
+written), the clock, the live config snapshot, and waking the dispatcher after a commit.
+store/interface.py names the part of `Queue` that the layers above the store use.
 
 Time comes from an injectable clock and is stored fixed-width (see jobs.py), so every "is it
 due yet" question is a string comparison in SQL.
@@ -18,13 +17,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ductile.errors import DedupeDropped, InvalidTransition, SourceEventConflict, StoreError
+from ductile.errors import DedupeDropped, SourceEventConflict, StoreError
 from ductile.machines import MachineSpec, load_machine
 from ductile.store.context import (
     ContextSpec,
@@ -47,23 +45,39 @@ from ductile.store.jobs import (
     utcnow,
 )
 from ductile.store.joblog import LogFilter, search_logs
-from ductile.store.snapshots import fetch_snapshot
-from ductile.store.tree import fetch_job_tree
-from ductile.store.state import apply_state_update, encode_updates, load_state
-
-DEFAULT_MAX_ATTEMPTS = 4
-STDERR_LOG_BYTES = 64 * 1024
-STDERR_TAIL_BYTES = 4 * 1024
-RECOVERED_REASON = "recovered after crash"
-RECOVERY_DEAD_ERROR = "Job marked dead during crash recovery: max attempts ({}) reached"
-POISON_ERROR = (
-    "poison job quarantined: it was running during {} crashes of the gateway, so it is not "
-    "run again (it may be what crashes it); see its attempts with ductile job inspect, fix "
-    "the cause, then enqueue it anew"
+from ductile.store.ledger import (
+    _next_retry_at,
+    _queue_depth,
+    _running_counts,
+    fetch_attempts,
+    fetch_job,
+    fetch_jobs,
+    fetch_log_entries,
+    fetch_transitions,
 )
-POISON_CRASHES = 2  # a job running during this many crashes is never claimed again
+from ductile.store.state import encode_updates, load_state
+from ductile.store.tree import fetch_job_tree
+from ductile.store.values import DEFAULT_MAX_ATTEMPTS, RawJSON, queued_job, require_text
+from ductile.store.writes import (
+    _cancel,
+    _claim,
+    _complete,
+    _Dedupe,
+    _Ending,
+    _insert_job,
+    _insert_successors,
+    _record_spawn,
+    _recover,
+    _retry,
+    burial_reason,
+)
 
-_JOB_COLUMNS = Job.select_list()
+# Re-exports, kept only for the modules that still import them from here: RawJSON (defined in
+# values.py) for ductile/planes/webhook/payload.py, burial_reason (writes.py) for
+# ductile/boot/runtime.py. Point those imports at the defining module, then drop these two.
+# Everything else imports from the module that defines the name.
+__all__ = ["Claim", "DroppedSuccessor", "Finished", "Queue", "RawJSON", "Successor",
+           "burial_reason"]
 
 
 @dataclass(frozen=True)
@@ -182,7 +196,7 @@ class Queue:
         transaction and points the job at it: nothing is written if the job is dropped.
         Oversize baggage raises ContextTooLarge before anything is written.
         """
-        _require_text(plugin=plugin, command=command, submitted_by=submitted_by)
+        require_text(plugin=plugin, command=command, submitted_by=submitted_by)
         if context is not None and event_context_id is not None:
             raise StoreError(
                 "enqueue: give either event_context_id (a stored context) or context (a new "
@@ -191,7 +205,7 @@ class Queue:
         prepared = prepare_context(context) if context is not None else None
         now = self._clock()
         ttl = self._dedupe_ttl if dedupe_ttl is None else dedupe_ttl
-        job = self._queued_job(
+        job = queued_job(
             plugin=plugin,
             command=command,
             payload=payload,
@@ -202,6 +216,7 @@ class Queue:
             parent_job_id=parent_job_id,
             source_event_id=source_event_id,
             event_context_id=prepared.id if prepared is not None else event_context_id,
+            snapshot_id=self._snapshot_id(),
         )
         dedupe = _Dedupe(
             check_outstanding=True,
@@ -217,55 +232,17 @@ class Queue:
         self._on_enqueue()
         return job
 
-    def _queued_job(
-        self,
-        *,
-        plugin: str,
-        command: str,
-        payload: Any,
-        submitted_by: str,
-        max_attempts: int,
-        dedupe_key: str | None,
-        created_at: str,
-        parent_job_id: str | None,
-        source_event_id: str | None,
-        event_context_id: str | None,
-    ) -> Job:
-        """The row of a new queued job (attempt 1, stamped with the live config snapshot)."""
-        key = dedupe_key.strip() if dedupe_key and dedupe_key.strip() else None
-        return Job(
-            id=str(uuid.uuid4()),
-            plugin=plugin,
-            command=command,
-            payload=encode_payload(payload),
-            status="queued",
-            attempt=1,
-            max_attempts=max_attempts if max_attempts > 0 else DEFAULT_MAX_ATTEMPTS,
-            submitted_by=submitted_by,
-            dedupe_key=key,
-            created_at=created_at,
-            started_at=None,
-            completed_at=None,
-            next_retry_at=None,
-            last_error=None,
-            parent_job_id=parent_job_id,
-            source_event_id=source_event_id,
-            event_context_id=event_context_id,
-            enqueued_config_snapshot_id=self._snapshot_id(),
-            started_config_snapshot_id=None,
-        )
-
     def _pending(self, parent: Job, successors: Sequence[Successor], now: str) -> list[_Pending]:
         """Check and encode successors on the caller's side (bad input fails before writing)."""
         pending = []
         for successor in successors:
-            _require_text(
+            require_text(
                 plugin=successor.plugin,
                 command=successor.command,
                 submitted_by=successor.submitted_by,
             )
             prepared = prepare_context(successor.context) if successor.context else None
-            job = self._queued_job(
+            job = queued_job(
                 plugin=successor.plugin,
                 command=successor.command,
                 payload=successor.payload,
@@ -276,6 +253,7 @@ class Queue:
                 parent_job_id=parent.id,
                 source_event_id=successor.source_event_id,
                 event_context_id=prepared.id if prepared is not None else None,
+                snapshot_id=self._snapshot_id(),
             )
             pending.append(_Pending(successor=successor, job=job, context=prepared))
         return pending
@@ -317,12 +295,7 @@ class Queue:
 
     async def record_spawn(self, job_id: str, attempt: int, pid: int) -> None:
         """Note the plugin's pid on the attempt row (for the ledger; cheap, group-committed)."""
-        await self._db.write(
-            lambda conn: conn.execute(
-                "UPDATE job_attempts SET pid = ? WHERE job_id = ? AND attempt = ?",
-                (pid, job_id, attempt),
-            )
-        )
+        await self._db.write(lambda conn: _record_spawn(conn, job_id, attempt, pid))
 
     async def complete(self, job: Job, status: str, **ending: Any) -> Job:
         """`complete_and_claim` without claiming: end the job and return its final row."""
@@ -385,20 +358,13 @@ class Queue:
             update = (state_update[0], encode_updates(state_update[1]))
         now = self._clock()
         pending = self._pending(job, successors, format_time(now))
+        ttl = self._dedupe_ttl
         dedupe = _Dedupe(
-            check_outstanding=True,
-            success_cutoff=(
-                shift_time(now, -self._dedupe_ttl) if self._dedupe_ttl > 0 else None
-            ),
+            check_outstanding=True, success_cutoff=shift_time(now, -ttl) if ttl > 0 else None
         )
         end = _Ending(
-            now=format_time(now),
-            last_error=last_error,
-            exit_code=exit_code,
-            duration_ms=duration_ms,
-            outcome=outcome,
-            stderr=stderr,
-            decision=decision,
+            now=format_time(now), last_error=last_error, exit_code=exit_code,
+            duration_ms=duration_ms, outcome=outcome, stderr=stderr, decision=decision,
         )
         claim = self._claimer(claim_next) if claim_next is not None else None
 
@@ -411,7 +377,10 @@ class Queue:
                 done,
                 claim(conn) if claim is not None else None,
                 successors=inserted,
-                dropped=dropped,
+                dropped=tuple(
+                    DroppedSuccessor(successor=item.successor, error=error)
+                    for item, error in dropped
+                ),
             )
 
         finished = await self._db.write(finish)
@@ -438,12 +407,8 @@ class Queue:
         """
         now = self._clock()
         end = _Ending(
-            now=format_time(now),
-            last_error=last_error,
-            exit_code=exit_code,
-            duration_ms=duration_ms,
-            outcome=outcome,
-            stderr=stderr,
+            now=format_time(now), last_error=last_error, exit_code=exit_code,
+            duration_ms=duration_ms, outcome=outcome, stderr=stderr,
         )
         due = shift_time(now, max(0.0, delay))
         claim = self._claimer(claim_next) if claim_next is not None else None
@@ -522,551 +487,11 @@ class Queue:
 
     async def queue_depth(self) -> int:
         """How many jobs are queued (due or not)."""
-        return await self._db.read(
-            lambda conn: int(
-                conn.execute("SELECT count(*) FROM job_queue WHERE status = 'queued'").fetchone()[0]
-            )
-        )
+        return await self._db.read(_queue_depth)
 
     async def next_due_at(self) -> datetime | None:
         """The earliest `next_retry_at` of a queued job (possibly already past): when the
         dispatcher must wake even if nothing is enqueued. None when no queued job waits on a
         retry time."""
-        text = await self._db.read(
-            lambda conn: conn.execute(
-                "SELECT min(next_retry_at) FROM job_queue "
-                "WHERE status = 'queued' AND next_retry_at IS NOT NULL AND next_retry_at != ''"
-            ).fetchone()[0]
-        )
+        text = await self._db.read(_next_retry_at)
         return parse_time(text) if text else None
-
-
-# -- synchronous readers (also used by the CLI on a read-only connection) ------------------
-
-
-def fetch_job(conn: sqlite3.Connection, job_id: str) -> Job | None:
-    """One job row, or None."""
-    row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM job_queue WHERE id = ?", (job_id,)).fetchone()
-    return Job.from_row(row) if row is not None else None
-
-
-def fetch_jobs(
-    conn: sqlite3.Connection,
-    *,
-    plugin: str | None,
-    command: str | None,
-    status: str | None,
-    limit: int,
-) -> tuple[list[Job], int]:
-    """Filtered jobs newest first, plus the total ignoring `limit`."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column, value in (("plugin", plugin), ("command", command), ("status", status)):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(value)
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    total = int(conn.execute(f"SELECT count(*) FROM job_queue {where}", params).fetchone()[0])
-    rows = conn.execute(
-        f"SELECT {_JOB_COLUMNS} FROM job_queue {where} "
-        "ORDER BY created_at DESC, rowid DESC LIMIT ?",
-        (*params, limit),
-    ).fetchall()
-    return [Job.from_row(row) for row in rows], total
-
-
-def fetch_attempts(conn: sqlite3.Connection, job_id: str) -> list[Attempt]:
-    rows = conn.execute(
-        f"SELECT {Attempt.select_list()} FROM job_attempts WHERE job_id = ? ORDER BY attempt, id",
-        (job_id,),
-    )
-    return [Attempt.from_row(row) for row in rows]
-
-
-def fetch_transitions(conn: sqlite3.Connection, job_id: str) -> list[Transition]:
-    rows = conn.execute(
-        f"SELECT {Transition.select_list()} FROM job_transitions WHERE job_id = ? "
-        "ORDER BY created_at, id",
-        (job_id,),
-    )
-    return [Transition.from_row(row) for row in rows]
-
-
-def fetch_log_entries(conn: sqlite3.Connection, job_id: str) -> list[LogEntry]:
-    rows = conn.execute(
-        f"SELECT {LogEntry.select_list()} FROM job_log WHERE job_id = ? "
-        "ORDER BY attempt, completed_at",
-        (job_id,),
-    )
-    return [LogEntry.from_row(row) for row in rows]
-
-
-def read_job_ledger(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
-    """Everything recorded about one job, for `ductile job inspect`; None when unknown.
-
-    Keys: job, attempts, transitions, logs, snapshot (the config snapshot live at enqueue, as
-    a dict, or None) and started_snapshot (the one live at the last claim).
-    """
-    job = fetch_job(conn, job_id)
-    if job is None:
-        return None
-    return {
-        "job": job,
-        "attempts": fetch_attempts(conn, job_id),
-        "transitions": fetch_transitions(conn, job_id),
-        "logs": fetch_log_entries(conn, job_id),
-        "snapshot": fetch_snapshot(conn, job.enqueued_config_snapshot_id),
-        "started_snapshot": fetch_snapshot(conn, job.started_config_snapshot_id),
-    }
-
-
-def _running_counts(conn: sqlite3.Connection) -> dict[str, int]:
-    rows = conn.execute(
-        "SELECT plugin, count(*) FROM job_queue WHERE status = 'running' GROUP BY plugin"
-    )
-    return {str(row[0]): int(row[1]) for row in rows}
-
-
-# -- payload and text helpers -----------------------------------------------------------
-
-
-class RawJSON(str):
-    """JSON text the caller already validated, stored byte for byte (a webhook body keeps the
-    exact bytes its sender signed)."""
-
-
-def encode_payload(payload: Any) -> str | None:
-    """Compact JSON text of the payload (None stays NULL); refuses what JSON cannot carry."""
-    if payload is None:
-        return None
-    if isinstance(payload, RawJSON):
-        return str(payload)
-    try:
-        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise StoreError(f"payload is not JSON-serialisable: {exc}") from exc
-
-
-def truncate_head(text: str | None, limit: int) -> str | None:
-    """The first `limit` bytes of `text` as UTF-8, never splitting a character."""
-    if text is None:
-        return None
-    data = _utf8(text)
-    return data[:limit].decode("utf-8", "ignore") if len(data) > limit else data.decode("utf-8")
-
-
-def truncate_tail(text: str | None, limit: int) -> str | None:
-    """The last `limit` bytes of `text` as UTF-8: where a failing plugin says why."""
-    if text is None:
-        return None
-    data = _utf8(text)
-    start = max(0, len(data) - limit)
-    return data[start:].decode("utf-8", "ignore")
-
-
-def _utf8(text: str) -> bytes:
-    """UTF-8 bytes of `text`; lone surrogates (from undecodable process output) become `?`
-    so SQLite, which refuses them, always gets valid text."""
-    return text.encode("utf-8", "replace")
-
-
-def _require_text(**values: Any) -> None:
-    for name, value in values.items():
-        if not isinstance(value, str) or not value.strip():
-            raise StoreError(f"{name} is empty")
-
-
-# -- writer-side operations (run on the writer thread inside a savepoint) -------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Dedupe:
-    """What enqueue must check before inserting."""
-
-    check_outstanding: bool
-    success_cutoff: str | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Ending:
-    """How an attempt ended: the fields complete, retry and the ledger share."""
-
-    now: str
-    last_error: str | None
-    exit_code: int | None
-    duration_ms: int | None
-    outcome: str
-    stderr: str | None
-    decision: str | None = None  # why the job moved (e.g. attempts_exhausted); else outcome
-
-    def reason(self) -> str:
-        """The job_transitions reason: the decision code, then the error text if any."""
-        code = self.decision or self.outcome
-        return f"{code}: {self.last_error}" if self.last_error else code
-
-
-def _insert_job(conn: sqlite3.Connection, machine: MachineSpec, job: Job, dedupe: _Dedupe) -> None:
-    _check_edge(machine, "enqueue", job.id, None, job.status)
-    _check_dedupe(conn, job, dedupe)
-    _check_source_event(conn, job)
-    values = job.as_dict()
-    conn.execute(
-        f"INSERT INTO job_queue ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})",
-        tuple(values.values()),
-    )
-    reason = f"enqueued by {job.submitted_by}"
-    _append_transition(conn, job.id, None, job.status, reason, job.created_at)
-
-
-def _insert_successors(
-    conn: sqlite3.Connection, machine: MachineSpec, pending: list[_Pending], dedupe: _Dedupe
-) -> tuple[tuple[Job, ...], tuple[DroppedSuccessor, ...]]:
-    """Enqueue each successor and its context; skip (and report) redeliveries and dedupe
-    drops. `_insert_job` raises those before writing anything, so a skip leaves no trace."""
-    inserted: list[Job] = []
-    dropped: list[DroppedSuccessor] = []
-    for item in pending:
-        try:
-            _insert_job(conn, machine, item.job, dedupe)
-        except (SourceEventConflict, DedupeDropped) as exc:
-            dropped.append(DroppedSuccessor(successor=item.successor, error=exc))
-            continue
-        if item.context is not None:
-            write_prepared(conn, item.context, item.job.created_at)
-        inserted.append(item.job)
-    return tuple(inserted), tuple(dropped)
-
-
-def _check_dedupe(conn: sqlite3.Connection, job: Job, dedupe: _Dedupe) -> None:
-    if job.dedupe_key is None:
-        return
-    target = (job.dedupe_key, job.plugin, job.command)
-    if dedupe.check_outstanding:
-        row = conn.execute(
-            # `+plugin`/`+command` keep SQLite on the dedupe-key index even before ANALYZE has
-            # run; otherwise it scans every outstanding job of the target.
-            "SELECT id FROM job_queue WHERE dedupe_key = ? AND +plugin = ? AND +command = ? "
-            "AND status IN ('queued', 'running') ORDER BY created_at LIMIT 1",
-            target,
-        ).fetchone()
-        if row is not None:
-            raise DedupeDropped(job.dedupe_key, "outstanding", row[0])
-    if dedupe.success_cutoff is not None:
-        row = conn.execute(
-            "SELECT id FROM job_queue WHERE dedupe_key = ? AND plugin = ? AND command = ? "
-            "AND status = 'succeeded' AND completed_at >= ? ORDER BY completed_at DESC LIMIT 1",
-            (*target, dedupe.success_cutoff),
-        ).fetchone()
-        if row is not None:
-            raise DedupeDropped(job.dedupe_key, "recent_success", row[0])
-
-
-def _check_source_event(conn: sqlite3.Connection, job: Job) -> None:
-    """Mirror the unique index job_queue_event_source_idx with a clear error (NULL parents
-    never collide there, so they never collide here)."""
-    if job.source_event_id is None or job.parent_job_id is None:
-        return
-    row = conn.execute(
-        "SELECT 1 FROM job_queue WHERE parent_job_id = ? AND source_event_id = ? "
-        "AND plugin = ? AND command = ?",
-        (job.parent_job_id, job.source_event_id, job.plugin, job.command),
-    ).fetchone()
-    if row is not None:
-        raise SourceEventConflict(job.parent_job_id, job.source_event_id, job.plugin, job.command)
-
-
-_ELIGIBLE = """
-      AND q.plugin NOT IN (SELECT value FROM json_each(:skip))
-      AND (q.dedupe_key IS NULL OR NOT EXISTS (
-            SELECT 1 FROM job_queue AS r
-            WHERE r.status = 'running' AND r.dedupe_key = q.dedupe_key
-              AND r.plugin = q.plugin AND r.command = q.command))"""
-
-# The oldest eligible queued row, found as the older of two candidates: the oldest fresh row
-# (no retry time; partial index job_queue_fresh_idx, FIFO) and the oldest due retry (partial
-# index job_queue_retry_due_idx bounds the scan to retries already due). Retries keep their
-# created_at, so FIFO order across both kinds is unchanged; retries not yet due are never read.
-# INDEXED BY pins the plan: without statistics SQLite would walk (status, created_at) instead.
-_CLAIM_SQL = f"""
-UPDATE job_queue
-SET status = 'running', started_at = :now, started_config_snapshot_id = :snapshot
-WHERE status = 'queued' AND id = (
-    SELECT id FROM (
-        SELECT * FROM (
-            SELECT q.id, q.created_at, q.rowid AS rid
-            FROM job_queue AS q INDEXED BY job_queue_fresh_idx
-            WHERE q.status = 'queued' AND q.next_retry_at IS NULL{_ELIGIBLE}
-            ORDER BY q.created_at, q.rowid LIMIT 1)
-        UNION ALL
-        SELECT * FROM (
-            SELECT q.id, q.created_at, q.rowid AS rid
-            FROM job_queue AS q INDEXED BY job_queue_retry_due_idx
-            WHERE q.status = 'queued' AND q.next_retry_at IS NOT NULL
-              AND q.next_retry_at <= :now{_ELIGIBLE}
-            ORDER BY q.created_at, q.rowid LIMIT 1))
-    ORDER BY created_at, rid
-    LIMIT 1)
-RETURNING {_JOB_COLUMNS}
-"""
-
-
-def _claim(
-    conn: sqlite3.Connection, machine: MachineSpec, *, now: str, snapshot: str | None, skip: str
-) -> Job | None:
-    _check_edge(machine, "claim", "(next eligible job)", "queued", "running")
-    row = conn.execute(_CLAIM_SQL, {"now": now, "snapshot": snapshot, "skip": skip}).fetchone()
-    if row is None:
-        return None
-    job = Job.from_row(row)
-    _append_transition(conn, job.id, "queued", "running", "claimed", now)
-    conn.execute(
-        "INSERT INTO job_attempts (job_id, attempt, created_at, started_at) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (job_id, attempt) DO UPDATE SET started_at = excluded.started_at, "
-        "finished_at = NULL, duration_ms = NULL, exit_code = NULL, outcome = NULL, "
-        "error = NULL, stderr_tail = NULL, pid = NULL",
-        (job.id, job.attempt, now, now),
-    )
-    return job
-
-
-def _complete(
-    conn: sqlite3.Connection,
-    machine: MachineSpec,
-    job: Job,
-    status: str,
-    end: _Ending,
-    result: str | None,
-    state_update: tuple[str, Mapping[str, Any]] | None,
-) -> Job:
-    current = _current(conn, job.id)
-    _check_transition(machine, "complete", current, status)
-    _check_attempt(current, job)
-    if state_update is not None:
-        apply_state_update(conn, state_update[0], state_update[1], end.now)
-    done = _change_status(
-        conn,
-        current,
-        status,
-        reason=end.reason(),
-        now=end.now,
-        completed_at=end.now,
-        last_error=end.last_error,
-        next_retry_at=None,
-    )
-    _insert_log(conn, done, result=result, stderr=end.stderr, exit_code=end.exit_code)
-    _finish_attempt(conn, current, end)
-    return done
-
-
-def _retry(
-    conn: sqlite3.Connection, machine: MachineSpec, job: Job, end: _Ending, due: str
-) -> Job:
-    current = _current(conn, job.id)
-    _check_transition(machine, "retry", current, "queued")
-    _check_attempt(current, job)
-    if current.attempt >= current.max_attempts:
-        raise StoreError(
-            f"job {job.id}: cannot retry: attempt {current.attempt} of "
-            f"{current.max_attempts} was the last; complete it instead"
-        )
-    _finish_attempt(conn, current, end)
-    return _change_status(
-        conn,
-        current,
-        "queued",
-        reason=end.reason(),
-        now=end.now,
-        attempt=current.attempt + 1,
-        next_retry_at=due,
-        last_error=end.last_error,
-        completed_at=None,
-    )
-
-
-def _cancel(
-    conn: sqlite3.Connection, machine: MachineSpec, job_id: str, reason: str, now: str
-) -> Job:
-    current = _current(conn, job_id)
-    _check_transition(machine, "cancel", current, "dead")
-    done = _change_status(
-        conn, current, "dead", reason=reason, now=now, completed_at=now, last_error=reason
-    )
-    _insert_log(conn, done, result=None, stderr=None, exit_code=None)
-    return done
-
-
-def _recover(conn: sqlite3.Connection, machine: MachineSpec, now: str) -> list[Job]:
-    orphans = [
-        Job.from_row(row)
-        for row in conn.execute(
-            f"SELECT {_JOB_COLUMNS} FROM job_queue WHERE status = 'running' "
-            "ORDER BY created_at, rowid"
-        ).fetchall()
-    ]
-    return [_recover_one(conn, machine, job, now) for job in orphans]
-
-
-def _recover_one(conn: sqlite3.Connection, machine: MachineSpec, job: Job, now: str) -> Job:
-    """Requeue one orphaned job, or bury it: out of attempts, or a poison job.
-
-    A job found running after a crash may simply have been unlucky; a job found running after
-    a second crash is the likeliest cause of both. Requeueing it again would turn one bad
-    input into a crash loop under systemd, so it is quarantined as `dead` instead. A job out
-    of attempts is buried as such, whatever the count of crashes.
-    """
-    attempt = job.attempt + 1
-    limit = job.max_attempts if job.max_attempts > 0 else DEFAULT_MAX_ATTEMPTS
-    crashed = _Ending(
-        now=now, last_error=RECOVERED_REASON, exit_code=None, duration_ms=None,
-        outcome="crashed", stderr=None,
-    )
-    _finish_attempt(conn, job, crashed)
-    crashes = _crashes_survived(conn, job.id) + 1
-    if attempt <= limit and crashes < POISON_CRASHES:
-        _check_transition(machine, "retry", job, "queued")
-        return _change_status(
-            conn, job, "queued", reason=RECOVERED_REASON, now=now,
-            attempt=attempt, last_error=None, next_retry_at=None,
-        )
-    if attempt > limit:
-        message = RECOVERY_DEAD_ERROR.format(limit)
-    else:  # an attempt is left, but this job was running during every crash it saw
-        message = POISON_ERROR.format(crashes)
-        attempt = job.attempt
-    _check_transition(machine, "recover", job, "dead")
-    done = _change_status(
-        conn, job, "dead", reason=message, now=now,
-        attempt=attempt, last_error=message, completed_at=now, next_retry_at=None,
-    )
-    _insert_log(conn, done, result=None, stderr=None, exit_code=None)
-    return done
-
-
-def burial_reason(job: Job) -> str:
-    """Why crash recovery buried `job` (a row `recover_orphans` returned dead).
-
-    Told apart by the attempt counter alone: a job out of attempts is buried at attempt
-    max + 1, a quarantined poison job at the attempt it was running (never past max).
-    """
-    return "attempts_exhausted" if job.attempt > job.max_attempts else "poison_quarantined"
-
-
-def _crashes_survived(conn: sqlite3.Connection, job_id: str) -> int:
-    """How many earlier crashes found this job running (each left a recovery transition)."""
-    row = conn.execute(
-        "SELECT COUNT(*) FROM job_transitions WHERE job_id = ? AND reason = ?",
-        (job_id, RECOVERED_REASON),
-    ).fetchone()
-    return int(row[0])
-
-
-def _current(conn: sqlite3.Connection, job_id: str) -> Job:
-    job = fetch_job(conn, job_id)
-    if job is None:
-        raise StoreError(f"job {job_id} not found")
-    return job
-
-
-def _check_transition(machine: MachineSpec, trigger: str, current: Job, to_status: str) -> None:
-    """Refuse a change the machine does not allow, or allows only under another trigger
-    (queued -> dead is a `cancel`, never a `complete`)."""
-    _check_edge(machine, trigger, current.id, current.status, to_status)
-
-
-def _check_edge(
-    machine: MachineSpec, trigger: str, job_id: str, from_status: str | None, to_status: str
-) -> None:
-    source = machine.initial if from_status is None else from_status
-    by_trigger = any(
-        t.trigger == trigger and t.dest == to_status and (source in t.source or "*" in t.source)
-        for t in machine.transitions
-    )
-    # by_trigger implies allowed(); both are asked so MachineSpec stays the final word.
-    if not (by_trigger and machine.allowed(from_status, to_status)):
-        raise InvalidTransition(job_id, from_status, to_status)
-
-
-def _check_attempt(current: Job, job: Job) -> None:
-    """Refuse an outcome reported for an attempt that is no longer the job's current one."""
-    if current.attempt != job.attempt:
-        raise StoreError(
-            f"job {job.id}: attempt {job.attempt} is stale (the job is at attempt "
-            f"{current.attempt})"
-        )
-
-
-def _change_status(
-    conn: sqlite3.Connection,
-    current: Job,
-    to_status: str,
-    *,
-    reason: str | None,
-    now: str,
-    **columns: Any,
-) -> Job:
-    """Update the row (only if its status is still `current.status`) and log the change.
-
-    Callers check the machine first; the status guard in the WHERE clause catches a row
-    changed behind our back (another process writing the same file).
-    """
-    assignments = "".join(f", {name} = ?" for name in columns)
-    row = conn.execute(
-        f"UPDATE job_queue SET status = ?{assignments} WHERE id = ? AND status = ? "
-        f"RETURNING {_JOB_COLUMNS}",
-        (to_status, *columns.values(), current.id, current.status),
-    ).fetchone()
-    if row is None:
-        raise StoreError(f"job {current.id}: status is no longer {current.status}")
-    _append_transition(conn, current.id, current.status, to_status, reason, now)
-    return Job.from_row(row)
-
-
-def _append_transition(
-    conn: sqlite3.Connection,
-    job_id: str,
-    from_status: str | None,
-    to_status: str,
-    reason: str | None,
-    now: str,
-) -> None:
-    conn.execute(
-        "INSERT INTO job_transitions (job_id, from_status, to_status, reason, created_at) "
-        "VALUES (?, ?, ?, ?, ?)",
-        (job_id, from_status, to_status, reason, now),
-    )
-
-
-def _insert_log(
-    conn: sqlite3.Connection,
-    job: Job,
-    *,
-    result: str | None,
-    stderr: str | None,
-    exit_code: int | None,
-) -> None:
-    """The job_log row of a terminal attempt; `INSERT OR IGNORE` keeps the first one."""
-    conn.execute(
-        "INSERT OR IGNORE INTO job_log (id, job_id, plugin, command, status, result, attempt, "
-        "submitted_by, created_at, completed_at, last_error, stderr, parent_job_id, "
-        "source_event_id, event_context_id, enqueued_config_snapshot_id, "
-        "started_config_snapshot_id, exit_code) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            f"{job.id}-{job.attempt}", job.id, job.plugin, job.command, job.status, result,
-            job.attempt, job.submitted_by, job.created_at, job.completed_at, job.last_error,
-            truncate_head(stderr, STDERR_LOG_BYTES), job.parent_job_id, job.source_event_id,
-            job.event_context_id, job.enqueued_config_snapshot_id,
-            job.started_config_snapshot_id, exit_code,
-        ),
-    )
-
-
-def _finish_attempt(conn: sqlite3.Connection, job: Job, end: _Ending) -> None:
-    conn.execute(
-        "UPDATE job_attempts SET finished_at = ?, duration_ms = ?, exit_code = ?, outcome = ?, "
-        "error = ?, stderr_tail = ? WHERE job_id = ? AND attempt = ?",
-        (
-            end.now, end.duration_ms, end.exit_code, end.outcome, end.last_error,
-            truncate_tail(end.stderr, STDERR_TAIL_BYTES), job.id, job.attempt,
-        ),
-    )
