@@ -1,5 +1,6 @@
 """Fuzz the `POST /pipeline/{name}` body parser: only BodyError ever escapes, and a body is
-accepted exactly when it is an object with an object (or absent) payload and baggage."""
+accepted exactly when it is an object with an object (or absent) payload and baggage whose
+top-level keys avoid the reserved ductile names."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ductile.planes.api.bodies import BodyError
-from ductile.planes.api.pipelines import parse_pipeline_request
-from strategies import json_values
+from ductile.planes.api.pipelines import is_reserved_baggage_key, parse_pipeline_request
+from strategies import hostile_json_bytes, json_values
+
+baggage_keys = st.one_of(st.text(max_size=10),
+                         st.sampled_from(["ductile", "ductile.x", "ductile_plugin", "ductiles",
+                                          "Ductile_x", "tenant"]))
 
 
-
-@given(st.binary(max_size=300))
+@given(st.one_of(st.binary(max_size=300), hostile_json_bytes()))
 def test_arbitrary_bytes_either_parse_or_raise_body_error(data: bytes) -> None:
     try:
         parsed = parse_pipeline_request(data)
@@ -23,15 +27,21 @@ def test_arbitrary_bytes_either_parse_or_raise_body_error(data: bytes) -> None:
         return
     assert isinstance(parsed.payload, dict)
     assert parsed.baggage is None or isinstance(parsed.baggage, dict)
+    json.dumps([parsed.payload, parsed.baggage], allow_nan=False,
+               ensure_ascii=False).encode("utf-8")
 
 
-@given(st.dictionaries(st.sampled_from(["payload", "baggage", "other"]), json_values,
+@given(st.dictionaries(st.sampled_from(["payload", "baggage", "other"]),
+                       st.one_of(json_values, st.dictionaries(baggage_keys, json_values,
+                                                              max_size=3)),
                        max_size=3))
 def test_structured_bodies_are_accepted_exactly_when_well_typed(body: dict) -> None:
+    baggage = body.get("baggage")
     well_typed = (
         set(body) <= {"payload", "baggage"}
         and (body.get("payload") is None or isinstance(body["payload"], dict))
-        and (body.get("baggage") is None or isinstance(body["baggage"], dict))
+        and (baggage is None or (isinstance(baggage, dict)
+                                 and not any(is_reserved_baggage_key(k) for k in baggage)))
     )
     try:
         parsed = parse_pipeline_request(json.dumps(body).encode())
@@ -40,3 +50,13 @@ def test_structured_bodies_are_accepted_exactly_when_well_typed(body: dict) -> N
         return
     assert well_typed
     assert parsed.payload == (body.get("payload") or {})
+
+
+@given(st.sampled_from(["ductile", "ductile.route_depth", "ductile_plugin", "ductile_"]))
+def test_reserved_baggage_keys_are_refused_by_name(key: str) -> None:
+    try:
+        parse_pipeline_request(json.dumps({"baggage": {key: 1}}).encode())
+    except BodyError as exc:
+        assert f"key {key!r} is reserved" in str(exc)
+    else:
+        raise AssertionError(f"baggage key {key!r} accepted")

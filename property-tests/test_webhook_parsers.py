@@ -4,6 +4,7 @@ documented way; none raises anything else."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from hypothesis import given
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from ductile.config.sizes import MAX_SIZE, SizeError, format_byte_size, parse_byte_size
 from ductile.config.webhooks import decode_webhooks
 from ductile.errors import ConfigError
-from ductile.planes.webhook.payload import json_body
+from ductile.planes.webhook.payload import PayloadError, webhook_payload
 from ductile.planes.webhook.verify import (
     SignatureFormatError,
     StripeSignature,
@@ -26,6 +27,7 @@ from ductile.planes.webhook.verify import (
     verify_slack,
     verify_stripe,
 )
+from strategies import hostile_json_bytes
 
 UNITS = {"": 1, "B": 1, "kb": 1024, "KiB": 1024, "M": 1024**2, "MB": 1024**2, "mib": 1024**2,
          "GB": 1024**3, "Gib": 1024**3}
@@ -109,11 +111,45 @@ def test_signed_input_verifies_and_any_other_body_does_not(
                              tolerance=1).ok
 
 
-@given(st.binary())
-def test_json_body_is_the_exact_text_or_none(body: bytes) -> None:
-    payload = json_body(body)
-    if payload is not None:
-        assert payload.encode("utf-8") == body
+@given(st.one_of(st.binary(), hostile_json_bytes()), st.sampled_from(["handle", "poll"]))
+def test_webhook_payload_is_the_exact_text_or_a_payload_error(body: bytes, command: str) -> None:
+    try:
+        payload = webhook_payload(body, command)
+    except PayloadError as exc:
+        assert str(exc).startswith("invalid JSON body: ")
+        return
+    assert payload.encode("utf-8") == body
+    value = json.loads(payload)
+    assert command != "handle" or isinstance(value, dict)
+    # What is accepted can be encoded again, as the dispatcher does for the plugin.
+    json.dumps(value, allow_nan=False).encode("utf-8")
+
+
+@given(st.sampled_from(["1e999", "-1e999", "NaN", "Infinity", "-Infinity", '"\\ud800"',
+                        '"\\udfff"', "1" + "0" * 400]),
+       st.integers(min_value=0, max_value=3))
+def test_hostile_values_are_refused_naming_their_field(literal: str, depth: int) -> None:
+    body = ('{"a": ' * depth + '{"n": ' + literal + "}" + "}" * depth).encode()
+    try:
+        webhook_payload(body, "handle")
+    except PayloadError as exc:
+        assert "field " + "a." * depth + "n " in str(exc)
+    else:
+        raise AssertionError(f"accepted {body!r}")
+
+
+@given(st.integers(min_value=1, max_value=200),
+       st.sampled_from([("[", "]", 1), ('{"a":', "}", 1), ('{"[{": [', "]}", 2)]))
+def test_nesting_is_refused_past_64_levels(levels: int, shape: tuple[str, str, int]) -> None:
+    # Brackets inside strings do not nest: '{"[{": [' is two levels, not four.
+    opener, closer, per_level = shape
+    body = (opener * levels + "1" + closer * levels).encode()
+    try:
+        webhook_payload(body, "poll")
+    except PayloadError as exc:
+        assert levels * per_level > 64 and "at most 64 levels" in str(exc)
+    else:
+        assert levels * per_level <= 64
 
 
 json_values = st.recursive(

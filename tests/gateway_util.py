@@ -167,6 +167,26 @@ class Gateway:
         return out
 
 
+def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes, read until the server closes (or `timeout`)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        try:
+            sock.sendall(data)
+        except OSError:
+            pass  # the server may close while a long request is still being sent
+        out = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None,
             input: str | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

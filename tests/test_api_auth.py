@@ -19,7 +19,10 @@ TOKENS = (ApiToken(token="alpha-secret", scopes=("plugin:rw",)),
         ("", "missing or invalid Authorization header"),
         ("Bearer ", "missing or invalid Authorization header"),
         ("Basic abc", "invalid Authorization header format"),
-        ("bearer alpha-secret", "invalid Authorization header format"),
+        ("Bearer", "invalid Authorization header format"),
+        ("Bearer\talpha-secret", "invalid Authorization header format"),
+        ("Bearerx alpha-secret", "invalid Authorization header format"),
+        ("bearer  ", "missing or invalid Authorization header"),
         ("Bearer wrong", "invalid token"),
     ],
 )
@@ -28,6 +31,13 @@ def test_bad_headers_are_401_with_the_reference_message(header: str | None, mess
         authenticate(header, TOKENS)
     assert caught.value.status == 401
     assert caught.value.message == message
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR"])
+def test_the_bearer_scheme_is_case_insensitive(scheme: str) -> None:
+    # RFC 7235 §2.1: the auth-scheme is a case-insensitive token.
+    principal = authenticate(f"{scheme} alpha-secret", TOKENS)
+    assert principal.allows(["plugin:rw"])
 
 
 def test_an_empty_configured_token_never_matches_an_empty_presented_one() -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 import httpx
 import pytest
 
-from gateway_util import READ_TOKEN, TOKEN, Gateway
+from gateway_util import READ_TOKEN, TOKEN, Gateway, raw_exchange
 
 
 def test_index_and_healthz_need_no_token(shared_gateway: Gateway) -> None:
@@ -14,6 +17,13 @@ def test_index_and_healthz_need_no_token(shared_gateway: Gateway) -> None:
     health = httpx.get(shared_gateway.url + "/healthz").json()
     assert set(health) >= {"status", "uptime_seconds", "queue_depth", "plugins_loaded",
                            "posture", "version", "config_path"}
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+def test_the_bearer_scheme_is_case_insensitive(shared_gateway: Gateway, scheme: str) -> None:
+    resp = httpx.get(shared_gateway.url + "/plugins",
+                     headers={"Authorization": f"{scheme} {TOKEN}"})
+    assert resp.status_code == 200, resp.text
 
 
 @pytest.mark.parametrize(
@@ -66,7 +76,11 @@ def test_run_defaults_to_handle_and_wraps_the_payload_as_an_event(shared_gateway
     [
         ("/plugins/nope/run", {}, 404, "plugin 'nope' not found"),
         ("/plugins/echo/run", {"command": "explode"}, 400, "command 'explode' not supported"),
-        ("/plugins/echo/run", {"payload": [1, 2]}, 400, "payload must be a JSON object"),
+        ("/plugins/echo/run", {"payload": [1, 2]}, 400,
+         "field payload must be a JSON object for command handle (it becomes the payload of an "
+         "api.trigger event); got an array"),
+        ("/plugin/echo/handle", {"payload": "text"}, 400,
+         "field payload must be a JSON object for command handle"),
         ("/plugins/echo/run", {"sync": "yes"}, 400, "sync must be true or false"),
         ("/plugins/echo/run", {"paylod": {}}, 400, "unknown field(s) in body: paylod"),
         ("/plugin/nope/poll", {}, 400, "plugin not found"),
@@ -102,6 +116,10 @@ def test_unknown_route_and_wrong_method_are_json(shared_gateway: Gateway) -> Non
     assert missing.status_code == 404 and "no route for GET /nowhere" in missing.json()["error"]
     wrong = httpx.delete(shared_gateway.url + "/healthz")
     assert wrong.status_code == 405 and "not allowed" in wrong.json()["error"]
+    assert wrong.headers["allow"] == "GET, HEAD"
+    post_only = httpx.get(shared_gateway.url + "/pipeline/x")
+    assert post_only.status_code == 405 and post_only.headers["allow"] == "POST"
+    assert httpx.get(shared_gateway.url + "/scheduler/pause").headers["allow"] == "POST"
 
 
 def test_unknown_job_is_404(shared_gateway: Gateway) -> None:
@@ -110,9 +128,9 @@ def test_unknown_job_is_404(shared_gateway: Gateway) -> None:
 
 
 @pytest.mark.parametrize(("query", "message"), [
-    ({"limit": "0"}, "limit must be a positive integer"),
-    ({"limit": "abc"}, "limit must be a positive integer"),
-    ({"limit": "201"}, "limit must be <= 200"),
+    ({"limit": "0"}, "limit must be an integer from 1 to 200, got '0'"),
+    ({"limit": "abc"}, "limit must be an integer from 1 to 200, got 'abc'"),
+    ({"limit": "201"}, "limit must be an integer from 1 to 200, got '201'"),
     ({"status": "exploded"}, "invalid status filter"),
 ])
 def test_jobs_query_validation(shared_gateway: Gateway, query: dict, message: str) -> None:
@@ -238,7 +256,7 @@ def test_job_logs_route_searches_terminal_attempts(shared_gateway: Gateway) -> N
     without = gw.get("/job-logs", params={"job_id": job["job_id"]}).json()
     assert "result" not in without["logs"][0]
     for params, message in (({"from": "nope"}, "invalid from timestamp"),
-                            ({"limit": "500"}, "limit must be <= 200"),
+                            ({"limit": "500"}, "limit must be an integer from 1 to 200"),
                             ({"status": "weird"}, "invalid status filter")):
         resp = gw.get("/job-logs", params=params)
         assert resp.status_code == 400 and message in resp.json()["error"]
@@ -251,3 +269,179 @@ def test_odd_paths_get_json_never_an_html_redirect(shared_gateway: Gateway) -> N
         assert resp.headers["content-type"].startswith("application/json")
         assert "error" in resp.json()
     assert shared_gateway.get("/healthz/").json()["status"] == "ok"
+
+
+# --- hostile input: every refusal is a 4xx naming the field, never a 500 or a 503 -------------
+
+
+def post_raw(gw: Gateway, path: str, raw: bytes) -> httpx.Response:
+    return httpx.post(gw.url + path, content=raw, timeout=30,
+                      headers={**gw.headers(), "Content-Type": "application/json"})
+
+
+@pytest.mark.parametrize("path", ["/plugin/echo/poll", "/plugins/echo/run"])
+@pytest.mark.parametrize(("raw", "message"), [
+    (b'{"payload": "\\ud800"}', "invalid JSON body: field payload contains a lone surrogate "
+                                "\\ud800, which is not valid Unicode"),
+    (b'{"payload": {"k": ["\\udc00"]}}', "field payload.k[0] contains a lone surrogate \\udc00"),
+    (b'{"payload": {"\\ud800": 1}}', "field payload has a key that contains a lone surrogate"),
+    (b'{"payload": {"n": 1e999}}', "invalid JSON body: field payload.n holds the out-of-range "
+                                   "number 1e999; numbers must be finite"),
+    (b'{"payload": {"n": -1e999}}', "field payload.n holds the out-of-range number -1e999"),
+    (b'{"payload": {"n": NaN}}', "field payload.n holds NaN, which is not JSON"),
+    (b'{"payload": {"n": Infinity}}', "field payload.n holds Infinity, which is not JSON"),
+    (b'{"payload": {"n": 1' + b"0" * 5000 + b"}}", "field payload.n holds the out-of-range"),
+    (b'{"payload": ' + b'{"a":' * 950 + b"1" + b"}" * 951,
+     "invalid JSON body: the body nests objects/arrays 951 levels deep; at most 64 levels are "
+     "allowed"),
+    (b'{"payload": ' + b"[" * 5000 + b"]" * 5000 + b"}", "at most 64 levels"),
+    (b'{"payload": {}, "dedupe_key": "\\ud800"}', "field dedupe_key contains a lone surrogate"),
+    (b"\xff\xfe{}", "invalid JSON body: the body is not UTF-8"),
+])
+def test_hostile_json_bodies_get_400_naming_the_field(shared_gateway: Gateway, path: str,
+                                                       raw: bytes, message: str) -> None:
+    resp = post_raw(shared_gateway, path, raw)
+    assert resp.status_code == 400, resp.text
+    assert message in resp.json()["error"]
+
+
+def test_the_deepest_accepted_payload_runs(shared_gateway: Gateway) -> None:
+    # 64 levels: the body's object, then 63 nested in payload.
+    for command in ("poll", "handle"):
+        raw = (b'{"sync": true, "command": "%s", "payload": ' % command.encode()
+               + b'{"a":' * 63 + b"1" + b"}" * 64)
+        resp = post_raw(shared_gateway, "/plugins/echo/run", raw)
+        assert resp.status_code == 200 and resp.json()["status"] == "succeeded", resp.text
+    too_deep = post_raw(shared_gateway, "/plugins/echo/run",
+                        b'{"payload": ' + b'{"a":' * 64 + b"1" + b"}" * 65)
+    assert too_deep.status_code == 400 and "65 levels deep" in too_deep.json()["error"]
+
+
+@pytest.mark.parametrize("payload", [42, "text", [1, "two"], None, True, {"k": "v"}, 1.5,
+                                     -0.0, "", []])
+def test_any_json_payload_is_accepted_by_a_non_handle_command_and_runs(
+    shared_gateway: Gateway, payload: object
+) -> None:
+    gw = shared_gateway
+    for path in ("/plugin/echo/poll", "/plugins/echo/run"):
+        body: dict = {"payload": payload}
+        if path == "/plugins/echo/run":
+            body.update(command="poll", sync=True)
+        resp = gw.post(path, body)
+        assert resp.status_code in (200, 202), resp.text
+        job_id = resp.json()["job_id"]
+        deadline = time.monotonic() + 15
+        while gw.get(f"/job/{job_id}").json()["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        job = gw.get(f"/job/{job_id}").json()
+        assert job["status"] == "succeeded", job
+
+
+@pytest.mark.parametrize("payload", [None, {}, {"k": "v"}])
+def test_handle_accepts_an_object_or_nothing(shared_gateway: Gateway, payload: object) -> None:
+    resp = shared_gateway.post("/plugins/echo/run", {"payload": payload, "sync": True})
+    assert resp.status_code == 200 and resp.json()["status"] == "succeeded", resp.text
+
+
+@pytest.mark.parametrize(("route", "params", "message"), [
+    ("/job-logs", {"from": "9999-12-31T23:59:59-23:59"},
+     "from timestamp 9999-12-31T23:59:59-23:59 is out of range: it must lie in "
+     "0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z once converted to UTC"),
+    ("/job-logs", {"since": "0001-01-01T00:00:00+23:59"}, "since timestamp"),
+    ("/job-logs", {"to": "9999-12-31T23:59:59-23:59"}, "to timestamp"),
+    ("/job-logs", {"until": "0001-01-01T00:00:00+00:01"}, "until timestamp"),
+    ("/job-logs", {"from": "99999999999d"}, "from duration 99999999999d reaches outside"),
+    ("/job-logs", {"limit": "9" * 5000}, "limit must be an integer from 1 to 200, got '9999"),
+    ("/jobs", {"limit": "9" * 5000}, "limit must be an integer from 1 to 200, got '9999"),
+    ("/jobs", {"limit": "-3"}, "limit must be an integer from 1 to 200"),
+])
+def test_out_of_range_query_parameters_get_400_naming_them(
+    shared_gateway: Gateway, route: str, params: dict, message: str
+) -> None:
+    resp = shared_gateway.get(route, params=params)
+    assert resp.status_code == 400, resp.text
+    assert message in resp.json()["error"]
+    assert len(resp.json()["error"]) < 300
+
+
+def test_scheduler_control_bodies_are_read_strictly(shared_gateway: Gateway) -> None:
+    bad = post_raw(shared_gateway, "/scheduler/pause", b'{"target": "\\ud800"}')
+    assert bad.status_code == 400 and "field target contains a lone surrogate" in \
+        bad.json()["error"]
+    wrong_type = shared_gateway.post("/scheduler/pause", {"target": 3})
+    assert wrong_type.status_code == 400 and "field target must be a string" in \
+        wrong_type.json()["error"]
+
+
+def test_a_404_does_not_echo_a_huge_path(shared_gateway: Gateway) -> None:
+    resp = httpx.get(shared_gateway.url + "/" + "a" * 10_000)
+    assert resp.status_code == 404
+    assert len(resp.json()["error"]) < 400 and "(10001 characters)" in resp.json()["error"]
+
+
+# --- what hypercorn answers before the app runs (docs/api.md, Input limits) -------------------
+
+
+@pytest.mark.parametrize(("name", "request_bytes", "status"), [
+    ("100 kB URL", b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 431),
+    ("NUL in a header", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", 400),
+    ("negative Content-Length",
+     b"POST /plugins/echo/run HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 400),
+    ("two Content-Lengths", b"POST /plugins/echo/run HTTP/1.1\r\nHost: x\r\n"
+                            b"Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400),
+    ("bad chunk size", b"POST /plugins/echo/run HTTP/1.1\r\nHost: x\r\n"
+                       b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", 400),
+    ("unknown Transfer-Encoding",
+     b"POST /plugins/echo/run HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    ("HTTP/1.1 without Host", b"GET /healthz HTTP/1.1\r\n\r\n", 400),
+    ("not HTTP", b"\x16\x03\x01\x02\x00garbage\r\n\r\n", 400),
+])
+def test_requests_refused_by_the_http_server_get_a_4xx_and_the_gateway_stays_up(
+    shared_gateway: Gateway, name: str, request_bytes: bytes, status: int
+) -> None:
+    assert shared_gateway.port is not None
+    answer = raw_exchange(shared_gateway.port, request_bytes)
+    status_line = answer.split(b"\r\n", 1)[0]
+    assert status_line.startswith(f"HTTP/1.1 {status}".encode()), (name, answer[:200])
+    # hypercorn's own refusal: empty body, connection closed (documented in docs/api.md).
+    assert b"content-length: 0" in answer.lower() and b"connection: close" in answer.lower()
+    assert httpx.get(shared_gateway.url + "/healthz").status_code == 200
+
+
+def test_a_bad_chunk_after_the_app_started_reading_does_not_hurt_the_gateway(
+    shared_gateway: Gateway,
+) -> None:
+    assert shared_gateway.port is not None
+    with socket.create_connection(("127.0.0.1", shared_gateway.port), timeout=5) as sock:
+        sock.sendall(b"POST /plugins/echo/run HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n")
+        time.sleep(0.3)
+        sock.sendall(b"zz\r\n")
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert httpx.get(shared_gateway.url + "/healthz").status_code == 200
+    assert not [r for r in shared_gateway.log_records() if r.get("level") == "ERROR"
+                and r.get("component") == "api"]
+
+
+def test_an_unknown_http_version_is_a_json_400(shared_gateway: Gateway) -> None:
+    assert shared_gateway.port is not None
+    answer = raw_exchange(shared_gateway.port, b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"connection: close" in head.lower()
+    assert b'"HTTP/9.9 is not supported; use HTTP/1.1 or HTTP/1.0"' in body
+
+
+def test_a_keep_alive_connection_survives_a_413(shared_gateway: Gateway) -> None:
+    # Regression: the 413 was sent before the body was read, without `Connection: close`;
+    # the next request on the same connection then hung or found it closed.
+    big = b'{"payload": "' + b"x" * (1024 * 1024 + 10) + b'"}'
+    with httpx.Client(base_url=shared_gateway.url, timeout=10,
+                      headers=shared_gateway.headers()) as client:
+        for _ in range(20):
+            refused = client.post("/plugin/echo/poll", content=big)
+            assert refused.status_code == 413 and refused.headers["connection"] == "close"
+            after = client.post("/plugin/echo/poll", content=b'{"payload": NaN}')
+            assert after.status_code == 400 and "NaN" in after.json()["error"]

@@ -88,6 +88,8 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
                  "counter": {"enabled": True}, "emitter": {"enabled": True},
                  "broken": {"enabled": True, "notify_on_complete": True}},
         service={"max_workers": 3},
+        # Bodies larger than the 1 MiB baggage cap, so the cap itself can be tested.
+        api={"max_body_size": 4 * 1024 * 1024},
         extra={"pipelines": PIPELINES},
     )
     gateway = Gateway(cfg, port=port).start()
@@ -270,10 +272,20 @@ def test_fact_outputs_record_a_fact_and_mirror_it_into_plugin_state(gw: Gateway)
 
 
 @pytest.mark.parametrize(("body", "status", "needle"), [
-    ({"payload": [1]}, 400, "payload must be a JSON object"),
+    ({"payload": [1]}, 400, "field payload must be a JSON object (it becomes the payload of "
+                            "the pipeline's trigger event); got an array"),
+    ({"payload": "x"}, 400, "field payload must be a JSON object"),
+    ({"payload": 3}, 400, "field payload must be a JSON object"),
     ({"payload": {}, "extra": 1}, 400, "unknown field(s) in body: extra"),
     ({"payload": {}}, 400, "root baggage claims failed"),
-    ({"payload": {"order": 1}, "baggage": {"ductile": {}}}, 400, "root baggage claims failed"),
+    ({"payload": {"order": 1}, "baggage": {"ductile": {}}}, 400,
+     "field baggage: key 'ductile' is reserved (ductile, ductile.* and ductile_* belong to "
+     "the core)"),
+    ({"payload": {"order": 1}, "baggage": {"ductile_plugin": "x"}}, 400,
+     "field baggage: key 'ductile_plugin' is reserved"),
+    ({"payload": {"order": 1}, "baggage": {"ductile.route_depth": 0}}, 400,
+     "field baggage: key 'ductile.route_depth' is reserved"),
+    ({"payload": {"order": 1}, "baggage": [1]}, 400, "field baggage must be a JSON object"),
 ])
 def test_bad_pipeline_requests_are_refused_with_json_errors(
     gw: Gateway, body: dict[str, Any], status: int, needle: str
@@ -281,6 +293,52 @@ def test_bad_pipeline_requests_are_refused_with_json_errors(
     resp = gw.post("/pipeline/chain", body)
     assert resp.status_code == status, resp.text
     assert needle in resp.json()["error"]
+
+
+@pytest.mark.parametrize("levels", [64, 900, 950, 980, 1200])
+def test_deep_root_baggage_is_refused_with_400_naming_the_limit(gw: Gateway,
+                                                                levels: int) -> None:
+    import httpx
+
+    baggage = b'{"a":' * levels + b"1" + b"}" * levels
+    raw = b'{"payload": {"order": 1}, "baggage": ' + baggage + b"}"
+    resp = httpx.post(gw.url + "/pipeline/chain", content=raw, headers=gw.headers(), timeout=30)
+    assert resp.status_code == 400, resp.text
+    assert f"the body nests objects/arrays {levels + 1} levels deep; at most 64 levels are " \
+           "allowed" in resp.json()["error"]
+
+
+def test_the_deepest_accepted_root_baggage_runs_through_every_step(gw: Gateway) -> None:
+    import httpx
+
+    levels = 62  # the body, `baggage`, then 62 objects: 64 levels in all
+    baggage = b'{"deep": ' + b'{"a":' * levels + b"1" + b"}" * levels + b"}"
+    raw = b'{"payload": {"order": 5}, "baggage": ' + baggage + b"}"
+    resp = httpx.post(gw.url + "/pipeline/chain", content=raw, headers=gw.headers(), timeout=30)
+    assert resp.status_code == 200 and resp.json()["status"] == "succeeded", resp.text
+    last = steps(resp.json())["last"][0]
+    assert last["baggage"]["order"] == {"id": 5}
+    inner = last["baggage"]["deep"]
+    for _ in range(levels - 1):
+        inner = inner["a"]
+    assert inner == {"a": 1}
+
+
+def test_oversized_root_baggage_is_413_naming_the_limit(gw: Gateway) -> None:
+    resp = gw.post("/pipeline/chain", {"payload": {"order": 1},
+                                       "baggage": {"blob": "x" * (1024 * 1024)}})
+    assert resp.status_code == 413, resp.text
+    body = resp.json()
+    assert body["bytes_limit"] == 1024 * 1024 and body["bytes_actual"] > 1024 * 1024
+    assert body["error"].startswith("pipeline baggage exceeds maximum context size: the run's "
+                                    f"baggage would be {body['bytes_actual']} bytes as compact "
+                                    "JSON, limit 1048576 bytes")
+    # Baggage that fits on its own but not with what the entry step claims from the payload.
+    half = "y" * (600 * 1024)
+    claimed = gw.post("/pipeline/chain", {"payload": {"order": half},
+                                          "baggage": {"blob": half}})
+    assert claimed.status_code == 413, claimed.text
+    assert gw.get("/healthz").status_code == 200
 
 
 def test_unknown_pipeline_and_tree_are_404_and_scopes_apply(gw: Gateway) -> None:

@@ -134,6 +134,35 @@ async def test_management_app_serves_only_healthz_and_vault(tmp_path: Path) -> N
         assert "only GET /healthz and POST /vault/*" in (await response.get_json())["error"]
     response = await client.get("/vault/secret")
     assert response.status_code == 405 and "error" in await response.get_json()
+    assert response.headers["Allow"] == "POST"
+    response = await client.delete("/healthz")
+    assert response.status_code == 405 and response.headers["Allow"] == "GET, HEAD"
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+async def test_the_admin_bearer_scheme_is_case_insensitive(tmp_path: Path, scheme: str) -> None:
+    owner, admin = make_owner(tmp_path)
+    client = create_management_app(lambda: owner, Recorder(), health).test_client()
+    response = await client.post("/vault/secret", data=b'{"name": "k", "value": "v"}',
+                                 headers={"Authorization": f"{scheme} {admin}"})
+    assert response.status_code == 200, await response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    (b'{"name": "k", "value": "abc\\ud800"}',
+     "invalid JSON body: field value contains a lone surrogate, which is not valid Unicode"),
+    (b'{"name": "k", "value": 1e999}',
+     "invalid JSON body: field value holds an out-of-range number; numbers must be finite"),
+    (b'{"name": ' + b"[" * 100 + b"]" * 100 + b"}", "at most 64 levels"),
+])
+async def test_hostile_vault_bodies_are_400_without_echoing_the_value(
+    tmp_path: Path, raw: bytes, message: str
+) -> None:
+    owner, admin = make_owner(tmp_path)
+    client = create_management_app(lambda: owner, Recorder(), health).test_client()
+    status, answer, text = await post(client, "/vault/secret", raw, admin)
+    assert status == 400 and message in answer["error"]
+    assert "abc" not in text and "1e999" not in text and "d800" not in text
 
 
 async def test_audit_writer_appends_rows_to_the_real_database(tmp_path: Path) -> None:

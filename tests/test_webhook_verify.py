@@ -7,7 +7,7 @@ import hmac
 
 import pytest
 
-from ductile.planes.webhook.payload import RawJSON, json_body
+from ductile.planes.webhook.payload import PayloadError, RawJSON, webhook_payload
 from ductile.planes.webhook.verify import (
     SignatureFormatError,
     Verdict,
@@ -136,10 +136,33 @@ def test_verify_request_reads_the_configured_headers_case_insensitively() -> Non
                           tolerance=300, now=NOW) == Verdict(False, "unknown scheme 'hmac-md5'")
 
 
-def test_json_body_keeps_the_exact_text_and_refuses_non_json() -> None:
-    text = '{ "b": 1.50,\n "a": "\\u00e9" }'
-    payload = json_body(text.encode())
+def test_webhook_payload_keeps_the_exact_text_and_refuses_what_cannot_be_carried() -> None:
+    text = '{ "b": 1.50,\n "a": "\\u00e9", "e": "\\ud83d\\ude00" }'
+    payload = webhook_payload(text.encode(), "handle")
     assert isinstance(payload, RawJSON) and payload == text
-    for bad in (b"", b"nope", b'{"a": NaN}', b"[Infinity]", b"\xef\xbb\xbf{}", b"\xff",
-                b"[" * 50_000 + b"]" * 50_000):
-        assert json_body(bad) is None
+    for bad, message in (
+        (b"", "Expecting value"), (b"nope", "Expecting value"),
+        (b'{"a": NaN}', "field a holds NaN"), (b"[Infinity]", "field [0] holds Infinity"),
+        (b'{"a": 1e999}', "field a holds the out-of-range number 1e999"),
+        (b'{"a": "\\ud800"}', "field a contains a lone surrogate \\ud800"),
+        (b"\xef\xbb\xbf{}", "BOM"), (b"\xff", "not UTF-8"),
+        (b"[" * 50_000 + b"]" * 50_000, "50000 levels deep; at most 64"),
+    ):
+        with pytest.raises(PayloadError) as caught:
+            webhook_payload(bad, "poll")
+        assert caught.value.args[0].startswith("invalid JSON body: ")
+        assert message in str(caught.value), bad[:20]
+
+
+@pytest.mark.parametrize(("body", "accepted"), [
+    (b"{}", True), (b'{"type": "x", "payload": {}}', True), (b"[1]", False), (b'"s"', False),
+    (b"1", False), (b"null", False), (b"true", False),
+])
+def test_handle_needs_an_object_and_other_commands_take_any_json(body: bytes,
+                                                                 accepted: bool) -> None:
+    assert webhook_payload(body, "poll") == body.decode()
+    if accepted:
+        assert webhook_payload(body, "handle") == body.decode()
+    else:
+        with pytest.raises(PayloadError, match="must be a JSON object for command handle"):
+            webhook_payload(body, "handle")

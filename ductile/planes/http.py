@@ -2,7 +2,49 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import trio
+from quart import Response, request
 from quart_trio import QuartTrio
+from quart_trio.asgi import TrioASGIHTTPConnection
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
+
+#: Characters of a request path quoted back in an error message.
+MAX_PATH_SHOWN = 200
+#: Seconds to hand a (small JSON) response to hypercorn, shielded from cancellation.
+SEND_TIMEOUT = 10.0
+#: The HTTP versions a plane answers (hypercorn reports them so; h2/h3 only when configured).
+HTTP_VERSIONS = frozenset({"1.0", "1.1", "2", "3"})
+
+
+class ShieldedSendConnection(TrioASGIHTTPConnection):
+    """quart-trio's HTTP connection, with the response send shielded from its own cancel.
+
+    quart-trio runs the request handler and the ASGI receive loop as two tasks in a nursery.
+    When we answer before the body is complete (413, 408) with `Connection: close`, hypercorn
+    closes the socket from *inside* our send; its close tells the receive loop "disconnect",
+    which cancels the nursery, which cancels that very close half-way. The socket then stays
+    open until `read_timeout`: the sender keeps trickling bytes into it, and a keep-alive
+    client that sends its next request on it waits for an answer that never comes. Shielding
+    the send (bounded by SEND_TIMEOUT) lets the close finish.
+    """
+
+    async def handle_request(  # type: ignore[override]
+        self, nursery: trio.Nursery, request: Any, send: Any
+    ) -> None:
+        response = await self.app.handle_request(request)
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + SEND_TIMEOUT):
+            await self._send_response(send, response)
+        nursery.cancel_scope.cancel()
+
+
+class PlaneApp(QuartTrio):
+    """The quart-trio app of every HTTP plane: early answers really close the connection."""
+
+    asgi_http_class = ShieldedSendConnection
 
 
 def no_redirects(app: QuartTrio) -> None:
@@ -14,3 +56,59 @@ def no_redirects(app: QuartTrio) -> None:
     """
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
+
+
+def refuse_unknown_http_versions(app: QuartTrio) -> None:
+    """Answer 400 to a request line with an HTTP version we do not speak (`HTTP/9.9`).
+
+    h11 accepts any `HTTP/<digit>.<digit>` and hypercorn passes it on; the answer would be an
+    HTTP/1.1 response to a client that asked for something else. Hooks run in the order they
+    were registered: register this after a hook that must always run (the API's in-flight
+    count) and before one that answers every request (the webhook plane's). It may answer
+    before the body was read, so it closes the connection.
+    """
+
+    @app.before_request
+    async def check_http_version() -> Response | None:
+        version = request.http_version
+        if version in HTTP_VERSIONS:
+            return None
+        return json_error(400, f"HTTP/{version[:10]} is not supported; use HTTP/1.1 or "
+                               "HTTP/1.0", close=True)
+
+
+def json_response(body: Any, status: int = 200, *, close: bool = False) -> Response:
+    """A JSON answer (one line, newline-terminated); `close` adds `Connection: close`."""
+    response = Response(json.dumps(body, default=str) + "\n", status=status,
+                        content_type="application/json")
+    if close:
+        response.headers["Connection"] = "close"
+    return response
+
+
+def json_error(status: int, message: str, *, allow: Iterable[str] | None = None,
+               close: bool = False) -> Response:
+    """`{"error": message}` with `status`; a 405 lists the methods the path does take in
+    `Allow` (RFC 9110 §15.5.6 requires it)."""
+    response = json_response({"error": message}, status, close=close)
+    if allow is not None:
+        response.headers["Allow"] = ", ".join(sorted(set(allow)))
+    return response
+
+
+def http_exception_response(exc: HTTPException, message: str, *,
+                            close: bool = False) -> Response:
+    """The JSON answer to a werkzeug HTTPException (404, 405, 413, ... raised by routing or
+    quart), keeping what the status needs: `Allow` for a 405, `Connection: close` for a 413."""
+    allow = exc.valid_methods if isinstance(exc, MethodNotAllowed) else None
+    # A body over the limit is answered before it was read: the rest of it must never be
+    # taken for the next request on the connection.
+    close = close or isinstance(exc, RequestEntityTooLarge)
+    return json_error(exc.code or 500, message, allow=allow or None, close=close)
+
+
+def shown_path(path: str) -> str:
+    """A request path as quoted in an error message: at most MAX_PATH_SHOWN characters."""
+    if len(path) <= MAX_PATH_SHOWN:
+        return path
+    return f"{path[:MAX_PATH_SHOWN]}... ({len(path)} characters)"

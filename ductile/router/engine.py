@@ -64,6 +64,7 @@ from typing import Any
 from ductile.errors import (
     BaggageError,
     ConditionEvalError,
+    ContextTooLarge,
     RoutingError,
     TemplateError,
 )
@@ -461,6 +462,10 @@ def _dispatch(ps: PipelineSet, pipeline: Pipeline, node: Node, mode: str,
         check_size(accumulated)
     except BaggageError as exc:
         reason = f"apply baggage claims for {pipeline.name}:{node.id}: {exc}"
+        if out.strict_claims and isinstance(exc, ContextTooLarge):
+            # Over the cap is a size refusal (API 413) whether the root baggage alone or the
+            # entry step's claims on top of it pass 1 MiB.
+            raise ContextTooLarge(exc.actual, exc.limit) from None
         if out.strict_claims:
             raise BaggageError(reason) from None
         out.fail(pipeline, node.id, event, bare, reason, root)

@@ -28,6 +28,7 @@ from ductile.planes.api.bodies import (
     BodyError,
     event_payload,
     parse_enqueue_request,
+    parse_json_object,
     parse_run_request,
 )
 from ductile.planes.api.logquery import parse_log_filter
@@ -40,7 +41,13 @@ from ductile.planes.api.pipelines import (
     wait_for_tree,
 )
 from ductile.planes.api.vault_routes import register_vault_routes
-from ductile.planes.http import no_redirects
+from ductile.planes.http import (
+    PlaneApp,
+    http_exception_response,
+    no_redirects,
+    refuse_unknown_http_versions,
+    shown_path,
+)
 from ductile.store.joblog import LogFilter, log_view
 
 if TYPE_CHECKING:
@@ -62,7 +69,7 @@ class ApiError(Exception):
 
 
 def create_app(supervisor: Supervisor) -> QuartTrio:
-    app = QuartTrio("ductile")
+    app = PlaneApp("ductile")
     no_redirects(app)
     app.config["MAX_CONTENT_LENGTH"] = supervisor.current.config.api.max_body_size
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
@@ -107,20 +114,24 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
         supervisor.http_inflight += 1
         await request.get_data(cache=True)
 
+    # After the body was read (and counted in flight): see refuse_unknown_http_versions.
+    refuse_unknown_http_versions(app)
+
     @app.teardown_request
     async def count_done(_exc: BaseException | None) -> None:
         supervisor.http_inflight -= 1
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
+        path = shown_path(request.path)
         messages = {
-            404: f"no route for {request.method} {request.path}; see GET / for the route list",
-            405: f"method {request.method} not allowed on {request.path}",
+            404: f"no route for {request.method} {path}; see GET / for the route list",
+            405: f"method {request.method} not allowed on {path}",
             413: "request body too large (limit "
                  f"{app.config['MAX_CONTENT_LENGTH']} bytes)",
         }
         code = exc.code or 500
-        return respond({"error": messages.get(code, exc.description or exc.name)}, code)
+        return http_exception_response(exc, messages.get(code, exc.description or exc.name))
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:
@@ -312,7 +323,9 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
         try:
             jobs = await enqueue_run(rt, pipeline, body, single_entry=sync)
         except ContextTooLarge as exc:
-            raise ApiError(413, "pipeline baggage exceeds maximum context size",
+            raise ApiError(413, "pipeline baggage exceeds maximum context size: the run's "
+                                f"baggage would be {exc.actual} bytes as compact JSON, limit "
+                                f"{exc.limit} bytes",
                            bytes_actual=exc.actual, bytes_limit=exc.limit) from None
         except BaggageError as exc:
             raise ApiError(400, f"root baggage claims failed: {exc}") from None
@@ -390,11 +403,13 @@ def create_app(supervisor: Supervisor) -> QuartTrio:
         raw = await request.get_data(cache=True)
         try:
             # An empty body means every schedule; a body that does not parse must never.
-            body = json.loads(raw) if raw.strip() else {}
-        except (ValueError, RecursionError):
-            body = None
-        if not isinstance(body, dict) or not isinstance(body.get("target", ""), (str, type(None))):
-            raise ApiError(400, 'body must be {"target": "plugin[/schedule_id]"} or empty')
+            body = parse_json_object(raw) or {}
+        except BodyError as exc:
+            raise ApiError(400, f'{exc}; send {{"target": "plugin[/schedule_id]"}} or an empty '
+                                "body") from None
+        if not isinstance(body.get("target", ""), (str, type(None))):
+            raise ApiError(400, 'field target must be a string "plugin[/schedule_id]" (or '
+                                "absent: every schedule)")
         target = body.get("target")
         change = control.pause if action == "pause" else control.resume
         assert supervisor.proc.db is not None

@@ -1,5 +1,7 @@
 """Bearer-token authentication and scope checks, free of any HTTP framework.
 
+`Authorization: Bearer <token>`; the scheme name is case-insensitive (`bearer`, `BEARER`).
+
 Tokens are compared in constant time against every configured token (no early exit on the first
 mismatch, so timing does not reveal which token prefix matched). Scopes follow the Go gateway:
 `plugin:rw` implies `plugin:ro`, `jobs:rw` implies `jobs:ro`, `*` passes every check, and
@@ -14,7 +16,8 @@ from dataclasses import dataclass
 
 from ductile.config.schema import ApiToken
 
-BEARER = "Bearer "
+#: The auth scheme, compared case-insensitively.
+SCHEME = "bearer"
 IMPLIED = {
     "plugin:rw": ("plugin:ro",),
     "jobs:rw": ("jobs:ro",),
@@ -41,13 +44,25 @@ class AuthError(Exception):
         self.message = message
 
 
+def bearer_credentials(header: str | None) -> str | None:
+    """The token of `Authorization: Bearer <token>`, stripped ("" when empty); None when the
+    header is absent or names another scheme. The scheme is case-insensitive (RFC 7235 §2.1:
+    `bearer`, `BEARER` and `Bearer` are the same scheme)."""
+    if not header:
+        return None
+    scheme, space, rest = header.partition(" ")
+    if not space or scheme.lower() != SCHEME:
+        return None
+    return rest.strip()
+
+
 def authenticate(header: str | None, tokens: Sequence[ApiToken]) -> Principal:
     """Map an Authorization header to the principal of the token it carries."""
     if not header:
         raise AuthError(401, "missing or invalid Authorization header")
-    if not header.startswith(BEARER):
+    presented = bearer_credentials(header)
+    if presented is None:
         raise AuthError(401, "invalid Authorization header format")
-    presented = header[len(BEARER):].strip()
     if not presented:
         raise AuthError(401, "missing or invalid Authorization header")
     match: ApiToken | None = None

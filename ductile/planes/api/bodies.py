@@ -2,14 +2,19 @@
 property-tests/test_api_bodies.py).
 
 Every rejection is a `BodyError` whose message names the field and what is allowed; nothing else
-escapes, whatever bytes arrive.
+escapes, whatever bytes arrive. The JSON itself is read by `ductile.planes.jsonbody.loads`
+(UTF-8, at most 64 levels deep, finite numbers, no lone surrogates).
+
+What `payload` may be (docs/api.md, "Payload types"): any JSON value where a command receives
+it as is; a JSON object where it becomes the payload of an event (`handle`, pipelines).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+from ductile.planes.jsonbody import JsonInputError, json_type, loads
 
 RUN_FIELDS = ("payload", "command", "sync", "dedupe_key")
 MAX_DEDUPE_KEY = 256
@@ -32,11 +37,12 @@ def parse_json_object(data: bytes) -> dict[str, Any] | None:
     if not data or not data.strip():
         return None
     try:
-        body = json.loads(data, parse_constant=_refuse_constant)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        body = loads(data)
+    except JsonInputError as exc:
         raise BodyError(f"invalid JSON body: {exc}") from None
     if not isinstance(body, dict):
-        raise BodyError('invalid JSON body: expected an object such as {"payload": {...}}')
+        raise BodyError('invalid JSON body: expected an object such as {"payload": {...}}, '
+                        f"got {json_type(body)}")
     return body
 
 
@@ -45,7 +51,7 @@ def parse_run_request(data: bytes) -> RunRequest:
     body = parse_json_object(data) or {}
     unknown = sorted(set(body) - set(RUN_FIELDS))
     if unknown:
-        raise BodyError(f"unknown field(s) in body: {', '.join(unknown)}; "
+        raise BodyError(f"unknown field(s) in body: {', '.join(unknown)[:200]}; "
                         f"allowed: {', '.join(RUN_FIELDS)}")
     command = body.get("command")
     if command is not None and (not isinstance(command, str) or not command):
@@ -78,19 +84,19 @@ def parse_dedupe_key(body: dict[str, Any]) -> str | None:
 
 
 def event_payload(command: str, payload: Any) -> Any:
-    """`handle` receives its payload wrapped as an `api.trigger` event; other commands get it
-    as is."""
+    """`handle` receives its payload wrapped as an `api.trigger` event (absent or null: `{}`),
+    so it must be an object; other commands get any JSON value as is."""
     if command != "handle":
         return payload
+    return {"type": "api.trigger",
+            "payload": object_payload(payload, "for command handle (it becomes the payload of "
+                                               "an api.trigger event)")}
+
+
+def object_payload(payload: Any, why: str) -> dict[str, Any]:
+    """`payload` where an event is built from it: an object; absent or null is `{}`."""
     if payload is None:
-        payload = {}
+        return {}
     if not isinstance(payload, dict):
-        raise BodyError("payload must be a JSON object")
-    return {"type": "api.trigger", "payload": payload}
-
-
-def _refuse_constant(name: str) -> float:
-    # NaN and Infinity are not JSON; the store refuses them too, so refuse them at the door.
-    raise ValueError(f"{name} is not valid JSON")
-
-
+        raise BodyError(f"field payload must be a JSON object {why}; got {json_type(payload)}")
+    return payload

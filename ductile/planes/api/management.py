@@ -29,7 +29,13 @@ from werkzeug.exceptions import HTTPException
 
 from ductile.errors import ConfigError
 from ductile.planes.api.vault_routes import GetOwner, register_vault_routes
-from ductile.planes.http import no_redirects
+from ductile.planes.http import (
+    PlaneApp,
+    http_exception_response,
+    no_redirects,
+    refuse_unknown_http_versions,
+    shown_path,
+)
 from ductile.store.audit import Audit
 
 SOCKET_NAME = "vault-admin.sock"
@@ -40,7 +46,7 @@ MAX_BODY = 64 * 1024
 def create_management_app(get_owner: GetOwner, audit: Audit,
                           health: Callable[[], dict[str, Any]]) -> QuartTrio:
     """The app of the management socket: `GET /healthz` (no auth) and `POST /vault/*`."""
-    app = QuartTrio("ductile-management")
+    app = PlaneApp("ductile-management")
     no_redirects(app)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
@@ -55,16 +61,19 @@ def create_management_app(get_owner: GetOwner, audit: Audit,
         # hypercorn may leave a keep-alive connection hanging.
         await request.get_data(cache=True)
 
+    refuse_unknown_http_versions(app)
+
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
+        path = shown_path(request.path)
         messages = {
-            404: f"no route for {request.method} {request.path}: the management socket serves "
+            404: f"no route for {request.method} {path}: the management socket serves "
                  "only GET /healthz and POST /vault/*",
-            405: f"method {request.method} not allowed on {request.path}",
+            405: f"method {request.method} not allowed on {path}",
             413: f"request body too large (limit {MAX_BODY} bytes)",
         }
         code = exc.code or 500
-        return respond({"error": messages.get(code, exc.description or exc.name)}, code)
+        return http_exception_response(exc, messages.get(code, exc.description or exc.name))
 
     @app.route("/healthz", methods=["GET"])
     async def healthz() -> Response:

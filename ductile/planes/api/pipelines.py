@@ -25,7 +25,8 @@ import trio
 
 from ductile.dispatch.completions import Completions
 from ductile.dispatch.routing import successors
-from ductile.planes.api.bodies import BodyError, parse_json_object
+from ductile.planes.api.bodies import BodyError, object_payload, parse_json_object
+from ductile.planes.jsonbody import json_type
 from ductile.router.engine import start
 
 if TYPE_CHECKING:
@@ -45,21 +46,34 @@ class PipelineRequest:
 
 
 def parse_pipeline_request(data: bytes) -> PipelineRequest:
-    """`{"payload"?: object, "baggage"?: object}`; an empty body is an empty payload."""
+    """`{"payload"?: object, "baggage"?: object}`; an empty body is an empty payload.
+
+    `payload` becomes the payload of the trigger event, so it must be an object (absent or
+    null: `{}`). `baggage` must be an object whose top-level keys avoid the reserved names
+    (`ductile`, `ductile.*`, `ductile_*`: the control namespace and the request-context keys).
+    """
     body = parse_json_object(data) or {}
     unknown = sorted(set(body) - set(PIPELINE_FIELDS))
     if unknown:
-        raise BodyError(f"unknown field(s) in body: {', '.join(unknown)}; "
+        raise BodyError(f"unknown field(s) in body: {', '.join(unknown)[:200]}; "
                         f"allowed: {', '.join(PIPELINE_FIELDS)}")
-    payload = body.get("payload")
-    if payload is None:
-        payload = {}
-    if not isinstance(payload, dict):
-        raise BodyError("payload must be a JSON object")
+    payload = object_payload(body.get("payload"), "(it becomes the payload of the pipeline's "
+                                                  "trigger event)")
     baggage = body.get("baggage")
     if baggage is not None and not isinstance(baggage, dict):
-        raise BodyError("field baggage must be a JSON object (root baggage for the run)")
+        raise BodyError("field baggage must be a JSON object (root baggage for the run); got "
+                        f"{json_type(baggage)}")
+    for key in baggage or {}:
+        if is_reserved_baggage_key(key):
+            shown = key if len(key) <= 40 else key[:40] + "..."
+            raise BodyError(f"field baggage: key {shown!r} is reserved (ductile, ductile.* and "
+                            "ductile_* belong to the core); choose another name")
     return PipelineRequest(payload=payload, baggage=baggage)
+
+
+def is_reserved_baggage_key(key: str) -> bool:
+    """`ductile`, `ductile.*` and `ductile_*` (docs/pipelines.md, Baggage)."""
+    return key == "ductile" or key.startswith(("ductile.", "ductile_"))
 
 
 async def enqueue_run(rt: Runtime, pipeline: Pipeline, request: PipelineRequest,
@@ -151,9 +165,14 @@ def _pending(tree: Mapping[str, Any]) -> list[str]:
 
 def _walk(node: Mapping[str, Any], parent: str | None
           ) -> Iterator[tuple[Mapping[str, Any], str | None]]:
-    yield node, parent
-    for child in node.get("children", ()):
-        yield from _walk(child, node["job_id"])
+    """Every node with its parent's job id, parents first, in order (iterative: a tree may be
+    up to the store's MAX_TREE_DEPTH levels deep)."""
+    stack = [(node, parent)]
+    while stack:
+        current, above = stack.pop()
+        yield current, above
+        children = list(current.get("children", ()))
+        stack.extend((child, current["job_id"]) for child in reversed(children))
 
 
 def _flat(node: Mapping[str, Any], parent: str | None) -> dict[str, Any]:

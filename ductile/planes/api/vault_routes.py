@@ -3,14 +3,16 @@
 They are mounted on the public app in the gateway posture and on the management app
 (unix socket) in the management-only posture. Both call `register_vault_routes`.
 
-- Auth: `Authorization: Bearer <vault admin token>`, compared in constant time with the vault's
-  `core-admin-token`. API tokens, even `*`, are not consulted: they cannot write the vault.
+- Auth: `Authorization: Bearer <vault admin token>` (the scheme case-insensitive), compared in
+  constant time with the vault's `core-admin-token`. API tokens, even `*`, are not consulted:
+  they cannot write the vault.
 - No vault owner: 503 `vault not available`. Missing bearer: 401. Wrong token: 401
   `invalid vault admin token`. Bad JSON: 400 `invalid JSON body`. A refused operation: 400 with
   the vault's message. Success: 200 with names and a status, never a value.
 - Every answer after the vault check is audited (`ok` or `refused`), values never included.
 
-Body parsing is pure (`parse_vault_body`) and fuzzed in property-tests/test_vault_bodies.py.
+Body parsing is pure (`parse_vault_body`, JSON read by `ductile.planes.jsonbody`) and fuzzed in
+property-tests/test_vault_fileformat.py.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from quart import Response, request
 
 from ductile.errors import (VaultError, VaultFileError, VaultModifiedExternally,
                             VaultPolicyError)
+from ductile.planes.api.auth import bearer_credentials
+from ductile.planes.jsonbody import JsonInputError, JsonSyntaxError, loads
 from ductile.store.audit import Audit, AuditEvent
 
 if TYPE_CHECKING:
@@ -33,7 +37,6 @@ if TYPE_CHECKING:
     from ductile.vault.owner import VaultOwner
 
 ADMIN_ACTOR = "core-admin-token"
-BEARER = "Bearer "
 
 #: route -> (audit op, fields allowed in its body)
 ROUTES: dict[str, tuple[str, frozenset[str]]] = {
@@ -73,9 +76,12 @@ def parse_vault_body(route: str, data: bytes) -> VaultRequest:
     """The body of `route` as a VaultRequest; VaultBodyError for anything else."""
     allowed = ROUTES[route][1]
     try:
-        body = json.loads(data or b"", parse_constant=_refuse_constant)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        body = loads(data or b"")
+    except JsonSyntaxError:
         raise VaultBodyError("invalid JSON body") from None
+    except JsonInputError as exc:
+        # Value-free: never echo any part of what was sent (it may be a secret).
+        raise VaultBodyError(f"invalid JSON body: {exc.message(show_values=False)}") from None
     if not isinstance(body, dict):
         raise VaultBodyError("invalid JSON body: expected an object such as "
                              '{"name": "..."}')
@@ -192,15 +198,10 @@ def _rolled_detail(answer: dict[str, Any]) -> str:
 
 
 def _bearer(header: str | None) -> str | None:
-    if not header or not header.startswith(BEARER):
-        return None
-    token = header[len(BEARER):].strip()
-    return token or None
+    # The same parsing as API tokens: the scheme is case-insensitive (RFC 7235).
+    return bearer_credentials(header) or None
 
 
 def _respond(body: dict[str, Any], status: int) -> Response:
     return Response(json.dumps(body) + "\n", status=status, content_type="application/json")
 
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")

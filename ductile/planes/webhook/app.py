@@ -11,7 +11,9 @@ depends on the body's content):
    listener)
 4. the signature (`verify.py`) fails for any reason -> 403 `{"error":"forbidden"}`, always the
    same body; the reason is logged, never returned
-5. the body is not JSON -> 400 (see `payload.py`)
+5. the body is not JSON the gateway can carry (not UTF-8, nested deeper than 64 levels, a
+   non-finite number, a lone surrogate) or, for command `handle`, not an object -> 400 naming
+   the field (see `payload.py`)
 6. enqueue `plugin/command` with the body as payload, `submitted_by = webhook:<path>` and the
    `dedupe_header` value as dedupe key -> 202 `{"job_id"}`; a delivery whose key is already
    outstanding (or succeeded within `service.dedupe_ttl`) -> 200 with the existing job id and
@@ -27,7 +29,6 @@ variable), and there is nothing else on this listener.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -35,21 +36,24 @@ from typing import Any
 
 import trio
 from quart import Response, request
-from quart_trio import QuartTrio
-from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ductile.config.webhooks import WebhookEndpoint
 from ductile.errors import DedupeDropped, StoreError
 from ductile.logs import Logger
-from ductile.planes.http import no_redirects
-from ductile.planes.webhook.payload import json_body
+from ductile.planes.http import (
+    PlaneApp,
+    http_exception_response,
+    json_error,
+    json_response,
+    no_redirects,
+    refuse_unknown_http_versions,
+)
+from ductile.planes.webhook.payload import PayloadError, webhook_payload
 from ductile.planes.webhook.verify import verify_request
 
 #: Seconds a sender has to deliver the whole body once its headers arrived (Go: Read 10 s).
 BODY_TIMEOUT = 10.0
-#: Seconds to hand a (small JSON) response to hypercorn, shielded from cancellation.
-SEND_TIMEOUT = 10.0
 #: Bytes of an unwanted body (404/405) read and discarded to keep the connection usable.
 _DRAIN_LIMIT = 64 * 1024
 
@@ -65,26 +69,6 @@ class _Refused(Exception):
         self.status = status
         self.message = message
         self.close = close
-
-
-class _ShieldedSendConnection(TrioASGIHTTPConnection):
-    """quart-trio's HTTP connection, with the response send shielded from its own cancel.
-
-    quart-trio runs the request handler and the ASGI receive loop as two tasks in a nursery.
-    When we answer before the body is complete (413, 408) with `Connection: close`, hypercorn
-    closes the socket from *inside* our send; its close tells the receive loop "disconnect",
-    which cancels the nursery, which cancels that very close half-way. The socket then stays
-    open until `read_timeout`, and the sender keeps trickling bytes into it. Shielding the send
-    (bounded by SEND_TIMEOUT) lets the close finish.
-    """
-
-    async def handle_request(  # type: ignore[override]
-        self, nursery: trio.Nursery, request: Any, send: Any
-    ) -> None:
-        response = await self.app.handle_request(request)
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + SEND_TIMEOUT):
-            await self._send_response(send, response)
-        nursery.cancel_scope.cancel()
 
 
 @dataclass(frozen=True)
@@ -106,11 +90,9 @@ class WebhookRoutes:
         return max([e.max_body_size for e in self.by_path.values()] + [_DRAIN_LIMIT]) + 1
 
 
-class WebhookApp(QuartTrio):
-    """A QuartTrio app whose early answers really close the connection (see above), serving
-    the current `routes`."""
+class WebhookApp(PlaneApp):
+    """A PlaneApp (early answers really close the connection) serving the current `routes`."""
 
-    asgi_http_class = _ShieldedSendConnection
     routes: WebhookRoutes
 
     def replace_routes(
@@ -144,6 +126,7 @@ def create_webhook_app(
     """
     app = WebhookApp("ductile.webhook")
     no_redirects(app)
+    refuse_unknown_http_versions(app)
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     # Quart stops buffering a body past MAX_CONTENT_LENGTH; each endpoint's own limit is
     # enforced while reading (_read_body).
@@ -166,9 +149,8 @@ def create_webhook_app(
                                       routes.enqueue, log, clock=clock,
                                       body_timeout=body_timeout)
         except _Refused as refused:
-            response = _json({"error": refused.message}, refused.status, close=refused.close)
-            if refused.status == 405:
-                response.headers["Allow"] = "POST"
+            response = json_error(refused.status, refused.message, close=refused.close,
+                                  allow=["POST"] if refused.status == 405 else None)
         log.info("webhook request", method=request.method, path=request.path,
                  status=response.status_code, remote_addr=request.remote_addr,
                  duration_ms=round((time.monotonic() - started) * 1000, 3))
@@ -177,14 +159,13 @@ def create_webhook_app(
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
         # Only reachable if quart itself refuses a request before our hook runs.
-        code = exc.code or 400
-        return _json({"error": exc.description or exc.name}, code, close=True)
+        return http_exception_response(exc, exc.description or exc.name, close=True)
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:
         log.error("webhook request failed", path=request.path,
                   error=f"{type(exc).__name__}: {exc}")
-        return _json({"error": "webhook not accepted; retry later"}, 503, close=True)
+        return json_error(503, "webhook not accepted; retry later", close=True)
 
     return app
 
@@ -208,9 +189,10 @@ async def _deliver(
         log.warn("webhook signature rejected", path=endpoint.path, reason=verdict.reason,
                  remote_addr=request.remote_addr)
         raise _Refused(403, "forbidden")
-    payload = json_body(body)
-    if payload is None:
-        raise _Refused(400, "request body must be a JSON document (UTF-8)")
+    try:
+        payload = webhook_payload(body, endpoint.command)
+    except PayloadError as exc:
+        raise _Refused(400, str(exc)) from None
     dedupe_key = None
     if endpoint.dedupe_header is not None:
         dedupe_key = (request.headers.get(endpoint.dedupe_header) or "").strip() or None
@@ -220,13 +202,13 @@ async def _deliver(
     except DedupeDropped as exc:
         log.info("webhook redelivery deduplicated", path=endpoint.path,
                  job_id=exc.existing_job_id, reason=exc.reason)
-        return _json({"job_id": exc.existing_job_id, "deduplicated": True}, 200)
+        return json_response({"job_id": exc.existing_job_id, "deduplicated": True}, 200)
     except StoreError as exc:
         log.error("webhook enqueue failed", path=endpoint.path, error=str(exc))
         raise _Refused(503, "failed to enqueue job; retry later") from None
     log.info("webhook accepted", path=endpoint.path, job_id=job.id, plugin=endpoint.plugin,
              command=endpoint.command)
-    return _json({"job_id": job.id}, 202)
+    return json_response({"job_id": job.id}, 202)
 
 
 async def _read_body(limit: int, timeout: float) -> bytes:
@@ -263,10 +245,3 @@ async def _drained(timeout: float) -> bool:
     except _Refused:
         return False
     return True
-
-
-def _json(body: Any, status: int, *, close: bool = False) -> Response:
-    response = Response(json.dumps(body) + "\n", status=status, content_type="application/json")
-    if close:
-        response.headers["Connection"] = "close"
-    return response

@@ -2,37 +2,36 @@
 
 Go ductile stores the raw body verbatim as the job payload (a `json.RawMessage`), so the plugin
 sees exactly what the sender signed: key order, whitespace, number spellings and `\\u` escapes
-are kept. We do the same, with one rule Go left implicit: the body must be JSON (UTF-8, no BOM,
-no NaN/Infinity), because the payload column holds JSON and the dispatcher decodes it to build
-the `handle` event. A body that is not JSON gets 400 after the signature check, instead of a
-job that can only fail at dispatch.
+are kept. We do the same, with one rule Go left implicit: the body must be JSON the gateway can
+carry to the plugin, because the payload column holds JSON and the dispatcher decodes it to
+build the request. The body is checked as every API body is (`ductile.planes.jsonbody`): UTF-8
+without a byte-order mark, at most 64 levels of nesting, finite numbers (no NaN, Infinity,
+1e999), no lone surrogate escapes. And where the command is `handle`, the body becomes the
+event's payload, so it must be an object. A body that breaks a rule gets 400 after the signature
+check, instead of a job that can only fail (or lose its content) at dispatch.
 
 `RawJSON` marks text that the queue must store as it is instead of encoding it again.
 """
 
 from __future__ import annotations
 
-import json
-from typing import NoReturn
-
+from ductile.planes.jsonbody import JsonInputError, json_type, loads
 from ductile.store.queue import RawJSON
 
-__all__ = ["RawJSON", "json_body"]
+__all__ = ["PayloadError", "RawJSON", "webhook_payload"]
 
 
-def json_body(body: bytes) -> RawJSON | None:
-    """The body as RawJSON when it is one valid UTF-8 JSON document, else None."""
+class PayloadError(ValueError):
+    """A signed body refused with 400; the message is the JSON `error`."""
+
+
+def webhook_payload(body: bytes, command: str) -> RawJSON:
+    """The body as RawJSON (its exact text) when `command` can run it, else PayloadError."""
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    try:
-        json.loads(text, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError):
-        # RecursionError: a deeply nested body ([[[[...]]]]) is refused, not a crash.
-        return None
-    return RawJSON(text)
-
-
-def _refuse_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not JSON")
+        value = loads(body)
+    except JsonInputError as exc:
+        raise PayloadError(f"invalid JSON body: {exc}") from None
+    if command == "handle" and not isinstance(value, dict):
+        raise PayloadError("invalid JSON body: the body must be a JSON object for command "
+                           f"handle (it becomes the event's payload); got {json_type(value)}")
+    return RawJSON(body.decode("utf-8"))
