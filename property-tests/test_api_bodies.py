@@ -96,9 +96,10 @@ def test_handle_payloads_become_api_trigger_events(command: str, payload: object
     try:
         wrapped = event_payload(command, payload)
     except BodyError as exc:
-        assert command == "handle" and payload is not None and not isinstance(payload, dict)
-        assert str(exc).startswith("field payload must be a JSON object for command handle")
+        assert payload is not None and not isinstance(payload, dict)
+        assert str(exc).startswith("field payload must be a JSON object")
         return
+    assert payload is None or isinstance(payload, dict)
     if command == "handle":
         assert wrapped == {"type": "api.trigger", "payload": payload or {}}
     else:

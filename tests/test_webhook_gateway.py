@@ -141,10 +141,15 @@ def test_bodies_the_gateway_cannot_carry_are_refused_with_400_naming_the_field(
             resp = deliver("/hooks/handle", body)
             assert resp.status_code == 400, (body[:40], resp.text)
             assert message in resp.json()["error"]
+        for body in (b"[1, 2]", b'"text"', b"null", b"42"):
+            # No command takes anything but an object: the plugin could not receive it.
+            resp = deliver("/hooks/poll", body)
+            assert resp.status_code == 400, (body, resp.text)
+            assert "(a plugin receives its payload as a JSON object)" in resp.json()["error"]
         surrogate_pair = deliver("/hooks/handle", b'{"text": "\\ud83d\\ude00"}')
         assert surrogate_pair.status_code == 202, surrogate_pair.text
         accepted = [deliver("/hooks/poll", body).json()["job_id"]
-                    for body in (b"[1, 2]", b'"text"', b"null", b'{"a": ' * 63 + b"1" + b"}" * 63)]
+                    for body in (b'{"k": [1, 2]}', b'{"a": ' * 63 + b"1" + b"}" * 63)]
         accepted.append(deliver("/hooks/handle", b"{}").json()["job_id"])
         accepted.append(surrogate_pair.json()["job_id"])
         deadline = time.monotonic() + 20

@@ -5,8 +5,10 @@ Every rejection is a `BodyError` whose message names the field and what is allow
 escapes, whatever bytes arrive. The JSON itself is read by `ductile.planes.jsonbody.loads`
 (UTF-8, at most 64 levels deep, finite numbers, no lone surrogates).
 
-What `payload` may be (docs/api.md, "Payload types"): any JSON value where a command receives
-it as is; a JSON object where it becomes the payload of an event (`handle`, pipelines).
+What `payload` may be (docs/api.md, "Payload types"): a JSON object, or absent/null for none.
+A protocol v2 request carries the payload as an object and has no place for any other value (the
+Go gateway silently dropped one), so a number, string, list or boolean is refused with 400
+rather than accepted and lost on its way to the plugin.
 """
 
 from __future__ import annotations
@@ -83,11 +85,14 @@ def parse_dedupe_key(body: dict[str, Any]) -> str | None:
     return key.strip()
 
 
+PLUGIN_PAYLOAD = "(a plugin receives its payload as a JSON object)"
+
+
 def event_payload(command: str, payload: Any) -> Any:
-    """`handle` receives its payload wrapped as an `api.trigger` event (absent or null: `{}`),
-    so it must be an object; other commands get any JSON value as is."""
+    """`handle` receives its payload wrapped as an `api.trigger` event (absent or null: `{}`);
+    other commands receive it as is (absent or null: no payload). Either way an object."""
     if command != "handle":
-        return payload
+        return None if payload is None else object_payload(payload, PLUGIN_PAYLOAD)
     return {"type": "api.trigger",
             "payload": object_payload(payload, "for command handle (it becomes the payload of "
                                                "an api.trigger event)")}

@@ -31,7 +31,9 @@ def webhook_payload(body: bytes, command: str) -> RawJSON:
         value = loads(body)
     except JsonInputError as exc:
         raise PayloadError(f"invalid JSON body: {exc}") from None
-    if command == "handle" and not isinstance(value, dict):
-        raise PayloadError("invalid JSON body: the body must be a JSON object for command "
-                           f"handle (it becomes the event's payload); got {json_type(value)}")
+    if not isinstance(value, dict):
+        why = ("for command handle (it becomes the event's payload)" if command == "handle"
+               else "(a plugin receives its payload as a JSON object)")
+        raise PayloadError(f"invalid JSON body: the body must be a JSON object {why}; got "
+                           f"{json_type(value)}")
     return RawJSON(body.decode("utf-8"))
