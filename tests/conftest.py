@@ -1,15 +1,12 @@
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from gateway_util import Gateway, free_port, write_config  # noqa: E402
-from store_util import Clock, open_database  # noqa: E402
+from support.gateway import Gateway, free_port, write_config
+from support.store import Clock, open_database
 
 
 @pytest.fixture
@@ -34,7 +31,7 @@ def shared_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway
 
 @pytest.fixture
 def clock() -> Clock:
-    """A manual store clock (see store_util.Clock); tests advance it by hand."""
+    """A manual store clock (see support.store.Clock); tests advance it by hand."""
     return Clock()
 
 

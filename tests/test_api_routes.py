@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from gateway_util import READ_TOKEN, TOKEN, Gateway, raw_exchange
+from support.gateway import READ_TOKEN, TOKEN, Gateway, raw_exchange
 
 
 def test_index_and_healthz_need_no_token(shared_gateway: Gateway) -> None:
@@ -156,7 +156,7 @@ def test_plugins_catalog_and_detail(shared_gateway: Gateway) -> None:
 
 
 def test_sync_wait_runs_out_with_202_and_the_job_id(tmp_path) -> None:
-    from gateway_util import free_port, write_config
+    from support.gateway import free_port, write_config
 
     port = free_port()
     cfg = write_config(tmp_path / "cfg", port=port, api={"max_sync_timeout": "300ms",
@@ -183,7 +183,7 @@ def test_sync_wait_runs_out_with_202_and_the_job_id(tmp_path) -> None:
 def test_too_many_concurrent_sync_waits_get_503_and_the_job_stays_queued(tmp_path) -> None:
     import threading
 
-    from gateway_util import free_port, write_config
+    from support.gateway import free_port, write_config
 
     port = free_port()
     cfg = write_config(tmp_path / "cfg", port=port, api={"max_concurrent_sync": 1},
@@ -346,7 +346,7 @@ def test_a_payload_that_is_not_an_object_is_refused_on_every_route(
     """A protocol v2 request carries the payload as an object: any other value would be
     dropped on its way to the plugin, so it is refused (the token with only plugin:ro too,
     which is how one `{"payload": 42}` once took the gateway down)."""
-    from gateway_util import READ_TOKEN
+    from support.gateway import READ_TOKEN
 
     gw = shared_gateway
     for path, body, token in (

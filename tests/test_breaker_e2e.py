@@ -9,8 +9,8 @@ from pathlib import Path
 import trio
 
 from ductile.store.jobs import utcnow
-from plugins_util import make_plugin
-from scheduler_util import World, scheduler_world
+from support.plugins import make_plugin
+from support.scheduler import World, scheduler_world
 
 
 async def until(check: Callable[[], bool], timeout: float = 20.0) -> None:

@@ -14,7 +14,7 @@ from ductile.store import Database
 from ductile.store import breakers as brk
 from ductile.store.jobs import format_time
 from ductile.store.queue import Queue
-from store_util import Clock, open_database
+from support.store import Clock, open_database
 
 SERVICE = "ductile"
 MACHINE = brk.breaker_machine()

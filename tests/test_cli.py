@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gateway_util import Gateway, run_cli, write_config
+from support.gateway import Gateway, run_cli, write_config
 
 
 def test_config_init_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
@@ -103,7 +103,7 @@ def test_plugin_run_rejects_a_non_object_payload(gateway: Gateway) -> None:
 
 
 def test_plugin_run_reports_a_stopped_gateway(tmp_path: Path) -> None:
-    from gateway_util import free_port
+    from support.gateway import free_port
 
     cfg = write_config(tmp_path / "cfg", port=free_port())
     result = run_cli("plugin", "run", "echo", "--config", str(cfg))

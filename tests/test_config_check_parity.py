@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from ductile.machines import load_machine
-from gateway_util import free_port, make_vault, run_cli, write_config
+from support.gateway import free_port, make_vault, run_cli, write_config
 
 
 def _edit(cfg: Path, change: Callable[[dict[str, Any]], None]) -> Path:

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ductile.planes.webhook.verify import sign_github, sign_slack, sign_stripe
-from gateway_util import READ_TOKEN, TOKEN, Gateway, free_port, make_vault, write_config
+from support.gateway import READ_TOKEN, TOKEN, Gateway, free_port, make_vault, write_config
 
 HOOK_SECRET = "crash-freedom-hook-secret"
 EXAMPLES = 120

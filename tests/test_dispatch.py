@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from dispatch_util import harness
+from support.dispatch import harness
 from ductile.dispatch.outcome import backoff_delay
 from ductile.store.ledger import read_job_ledger
-from plugins_util import make_plugin
+from support.plugins import make_plugin
 
 NO_BACKOFF = {"max_attempts": 3, "backoff_base": "1ms"}
 

@@ -10,7 +10,7 @@ from ductile.router import route, start
 from ductile.store.context import fetch_context
 from ductile.store.db import Database
 from ductile.store.queue import Queue
-from router_util import compile_text, event, ids
+from support.router import compile_text, event, ids
 
 SPLIT = """
 pipelines:

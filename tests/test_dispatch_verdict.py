@@ -13,7 +13,7 @@ from ductile.dispatch.routing import Step
 from ductile.dispatch.verdict import Routes, decide, fault
 from ductile.plugin.protocol import Event, Response
 from ductile.store.jobs import Job
-from router_util import compile_text, ids
+from support.router import compile_text, ids
 
 HOOKS = """
 pipelines:

@@ -10,8 +10,8 @@ import trio
 from ductile.store import Database
 from ductile.store.queue import Queue
 from ductile.store.values import RawJSON
-from fault_util import db_path, wait_for
-from gateway_util import Gateway, free_port, write_config
+from support.fault import db_path, wait_for
+from support.gateway import Gateway, free_port, write_config
 
 
 async def _enqueue_raw(path: Path, body: str) -> str:

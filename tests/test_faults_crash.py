@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fault_util import (
+from support.fault import (
     RECOVERED,
     check_queue_invariants,
     connect_ro,
@@ -28,8 +28,8 @@ from fault_util import (
     wait_drained,
     wait_for,
 )
-from gateway_util import Gateway, free_port, write_config
-from plugins_util import make_plugin
+from support.gateway import Gateway, free_port, write_config
+from support.plugins import make_plugin
 
 RETRY = {"max_attempts": 3, "backoff_base": "10ms"}
 SERVICE = {"max_workers": 2, "tick_interval": "1s", "shutdown_grace": "2s"}

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway_util import BUNDLED_PLUGINS, Gateway, free_port, write_config
-from plugins_util import make_plugin
+from support.gateway import BUNDLED_PLUGINS, Gateway, free_port, write_config
+from support.plugins import make_plugin
 
 SMALL = 8 * 1024  # below what any enqueue transaction appends to the WAL
 

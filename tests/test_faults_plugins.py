@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from fault_util import (
+from support.fault import (
     TERMINAL,
     alive,
     db_path,
@@ -28,8 +28,8 @@ from fault_util import (
     statuses,
     wait_for,
 )
-from gateway_util import Gateway, free_port, run_cli, write_config
-from plugins_util import make_plugin, respond_script
+from support.gateway import Gateway, free_port, run_cli, write_config
+from support.plugins import make_plugin, respond_script
 
 TIMEOUT = "800ms"
 

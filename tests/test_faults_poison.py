@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fault_util import db_path, wait_for
-from gateway_util import Gateway, free_port, write_config
-from plugins_util import bundled_root, make_plugin
+from support.fault import db_path, wait_for
+from support.gateway import Gateway, free_port, write_config
+from support.plugins import bundled_root, make_plugin
 from ductile.store.writes import POISON_ERROR
 
 KILLER = "cat >/dev/null\nkill -9 $PPID\nsleep 5"

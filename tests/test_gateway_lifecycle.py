@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from ductile.store.migrations import SCHEMA_VERSION
-from gateway_util import BUNDLED_PLUGINS, TOKEN, Gateway, free_port, run_cli, write_config
-from plugins_util import make_plugin
-from store_util import build_v1_database
+from support.gateway import BUNDLED_PLUGINS, TOKEN, Gateway, free_port, run_cli, write_config
+from support.plugins import make_plugin
+from support.store import build_v1_database
 
 
 def refused(gw: Gateway) -> tuple[int, str, dict]:

@@ -9,7 +9,7 @@ import time
 import httpx
 import yaml
 
-from gateway_util import Gateway, run_cli
+from support.gateway import Gateway, run_cli
 
 
 def set_echo_message(gw: Gateway, message: str) -> None:
@@ -96,7 +96,7 @@ def test_moving_the_database_needs_a_restart(gateway: Gateway) -> None:
 
 
 def test_reload_needs_system_rw_scope(gateway: Gateway) -> None:
-    from gateway_util import READ_TOKEN
+    from support.gateway import READ_TOKEN
 
     resp = gateway.post("/system/reload", token=READ_TOKEN)
     assert resp.status_code == 403

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trio
 
-from dispatch_util import harness
+from support.dispatch import harness
 from ductile.dispatch import attempt as attempt_module
 from ductile.dispatch import verdict as verdict_module
 from ductile.store.queue import Queue

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway_util import BUNDLED_PLUGINS, Gateway, free_port, write_config
-from plugins_util import make_plugin, manifest_dict, respond_script
+from support.gateway import BUNDLED_PLUGINS, Gateway, free_port, write_config
+from support.plugins import make_plugin, manifest_dict, respond_script
 
 # Reports the whole request it got (context included) in its emitted event and its result.
 DUMPER = ("req=$(cat)\n"
@@ -342,7 +342,7 @@ def test_oversized_root_baggage_is_413_naming_the_limit(gw: Gateway) -> None:
 
 
 def test_unknown_pipeline_and_tree_are_404_and_scopes_apply(gw: Gateway) -> None:
-    from gateway_util import READ_TOKEN
+    from support.gateway import READ_TOKEN
 
     assert gw.post("/pipeline/nope", {}).status_code == 404
     assert "not found" in gw.post("/pipeline/nope", {}).json()["error"]
@@ -403,7 +403,7 @@ def test_every_compile_time_refusal_exits_78_naming_gate_pipelines_compiled(
 
 
 def test_cli_pipeline_list_shows_name_trigger_mode_and_steps(gw: Gateway) -> None:
-    from gateway_util import run_cli
+    from support.gateway import run_cli
 
     result = run_cli("pipeline", "list", "--config", str(gw.config_dir), "--json")
     assert result.returncode == 0, result.stderr
@@ -419,7 +419,7 @@ def test_cli_pipeline_list_shows_name_trigger_mode_and_steps(gw: Gateway) -> Non
 
 
 def test_cli_pipeline_run_then_job_inspect_renders_the_lineage(gw: Gateway) -> None:
-    from gateway_util import TOKEN, run_cli
+    from support.gateway import TOKEN, run_cli
 
     result = run_cli("pipeline", "run", "guarded", "--payload", '{"go": false, "who": "cli"}',
                      "--baggage", '{"tenant": "t1"}', "--sync", "--api-url", gw.url,
@@ -443,7 +443,7 @@ def test_cli_pipeline_run_then_job_inspect_renders_the_lineage(gw: Gateway) -> N
 
 
 def test_cli_pipeline_run_async_prints_the_job_and_bad_payload_fails(gw: Gateway) -> None:
-    from gateway_util import TOKEN, run_cli
+    from support.gateway import TOKEN, run_cli
 
     result = run_cli("pipeline", "run", "background", "--payload", '{"a": 1}',
                      "--api-url", gw.url, "--api-key", TOKEN)

@@ -17,9 +17,9 @@ import trio
 from ductile.store import Database
 from ductile.store.context import ContextSpec
 from ductile.store.queue import Queue
-from fault_util import connect_ro, db_path, wait_for
-from gateway_util import Gateway, free_port, write_config
-from plugins_util import make_plugin, respond_script
+from support.fault import connect_ro, db_path, wait_for
+from support.gateway import Gateway, free_port, write_config
+from support.plugins import make_plugin, respond_script
 
 # Reports the request it got in its emitted event, so the test reads the hook event it saw.
 DUMPER = ("req=$(cat)\n"

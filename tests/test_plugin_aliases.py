@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from plugins_util import make_plugin
+from support.plugins import make_plugin
 
 from ductile.config.schema import PluginConf
 from ductile.errors import DiscoveryError

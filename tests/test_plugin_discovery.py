@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from plugins_util import bundled_root, make_plugin, manifest_dict
+from support.plugins import bundled_root, make_plugin, manifest_dict
 
 from ductile.errors import DiscoveryError
 from ductile.plugin.discovery import discover

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from plugins_util import bundled_root
+from support.plugins import bundled_root
 
 from ductile.errors import ProtocolError
 from ductile.plugin.discovery import Plugin, discover

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from plugins_util import bundled_root
+from support.plugins import bundled_root
 
 from ductile.plugin.discovery import Plugin, discover
 from ductile.plugin.manifest import FactOutput

@@ -290,7 +290,7 @@ def test_scalar_version_and_unicode_command_names() -> None:
 
 
 def test_bundled_echo_manifest_parses() -> None:
-    from plugins_util import bundled_root
+    from support.plugins import bundled_root
 
     path = bundled_root() / "echo" / "manifest.yaml"
     m = parse_manifest(path.read_bytes(), str(path))

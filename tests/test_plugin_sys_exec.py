@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from plugins_util import bundled_root
+from support.plugins import bundled_root
 
 from ductile.plugin.discovery import Plugin, discover
 from ductile.plugin.protocol import Response, build_request, decode_response

@@ -13,7 +13,7 @@ import trio
 from ductile.boot.runtime import Process
 from ductile.boot.supervisor import EXIT_OK, Supervisor
 from ductile.logs import Logger
-from gateway_util import write_config
+from support.gateway import write_config
 
 
 async def test_the_supervisor_prunes_terminal_rows_past_retention(tmp_path: Path) -> None:

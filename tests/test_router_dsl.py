@@ -7,7 +7,7 @@ import pytest
 from ductile.config.schema import PipelineSource
 from ductile.errors import PipelineCompileError
 from ductile.router import compile_pipelines
-from tests.router_util import CATALOG, compile_text
+from support.router import CATALOG, compile_text
 
 
 def refusal(text: str, **kwargs: int) -> str:

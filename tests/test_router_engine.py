@@ -21,7 +21,7 @@ from ductile.router import (
     skipped_event,
     start,
 )
-from tests.router_util import compile_text, event, ids
+from support.router import compile_text, event, ids
 
 Plugin = Callable[[Dispatch], list[dict[str, Any]]]
 

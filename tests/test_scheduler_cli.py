@@ -15,7 +15,7 @@ from ductile.cli.scheduler import breaker, reset, scheduler
 from ductile.store import breakers as brk
 from ductile.store.db import Database
 from ductile.store.jobs import utcnow_text
-from gateway_util import write_config
+from support.gateway import write_config
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway_util import Gateway, free_port, run_cli, write_config
+from support.gateway import Gateway, free_port, run_cli, write_config
 
 
 def scheduled_jobs(gw: Gateway) -> list[dict]:

@@ -15,8 +15,8 @@ import trio
 
 from ductile.store.breakers import CANCELLED_BY_SCHEDULER
 from ductile.store.jobs import utcnow
-from plugins_util import make_plugin
-from scheduler_util import World, scheduler_world
+from support.plugins import make_plugin
+from support.scheduler import World, scheduler_world
 
 
 def hanging_plugin(tmp_path: Path) -> tuple[Path, Path]:

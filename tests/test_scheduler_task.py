@@ -1,7 +1,7 @@
 """The scheduler task over a real runtime and SQLite file, with trio's MockClock.
 
 Hours and days of schedules run in milliseconds: the scheduler's wall clock follows the trio
-clock (scheduler_util.trio_wall) and MockClock jumps whenever every task is blocked. No
+clock (support.scheduler.trio_wall) and MockClock jumps whenever every task is blocked. No
 dispatcher runs here, so jobs stay queued; `if_running: queue` with a generous
 `max_outstanding_polls` keeps the overlap guard out of the way.
 """
@@ -19,7 +19,7 @@ from trio.testing import MockClock
 from ductile.schedule import control
 from ductile.schedule.views import scheduler_jobs
 from ductile.store.jobs import format_time
-from scheduler_util import World, advance, scheduler_world
+from support.scheduler import World, advance, scheduler_world
 
 T0 = datetime(2026, 5, 4, 10, tzinfo=UTC)
 HOUR = 3600
@@ -27,7 +27,7 @@ HOUR = 3600
 
 @pytest.fixture
 def clock() -> MockClock:
-    # Driven by hand (scheduler_util.advance): time moves only while the scheduler sleeps, never
+    # Driven by hand (support.scheduler.advance): time moves only while the scheduler sleeps, never
     # while it waits on a database thread.
     return MockClock()
 

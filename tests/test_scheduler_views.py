@@ -16,7 +16,7 @@ from ductile.errors import ConfigError
 from ductile.schedule.validate import reachability_refusal, schedule_refusal, validate_schedules
 from ductile.schedule.views import open_circuit_count, scheduler_jobs
 from ductile.store.db import schema_sql
-from gateway_util import write_config
+from support.gateway import write_config
 
 NOW = datetime(2026, 5, 4, 10, 7, 31, tzinfo=UTC)
 

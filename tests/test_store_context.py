@@ -16,7 +16,7 @@ from ductile.store.context import (
     fetch_lineage,
     insert_context,
 )
-from store_util import Clock
+from support.store import Clock
 
 NOW = "2026-03-01T12:00:00.000000Z"
 

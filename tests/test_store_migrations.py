@@ -26,7 +26,7 @@ from ductile.store.migrations import (
     retype_columns,
 )
 from ductile.store.snapshots import fetch_snapshot
-from store_util import V1_PAYLOADS, build_v1_database
+from support.store import V1_PAYLOADS, build_v1_database
 
 BACKUP = re.compile(r"state\.db\.v1-\d{8}T\d{6}Z\.bak")
 

@@ -13,7 +13,7 @@ from ductile.errors import DedupeDropped, InvalidTransition, SourceEventConflict
 from ductile.machines import load_machine
 from ductile.store import Database, Queue, Snapshots, StateStore, open_readonly, read_job_ledger
 from ductile.store.jobs import Job, format_time
-from store_util import Clock
+from support.store import Clock
 
 
 @pytest.fixture

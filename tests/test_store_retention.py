@@ -13,7 +13,7 @@ import trio
 from ductile.errors import StoreError
 from ductile.store import Database, Queue
 from ductile.store.jobs import Job, format_time
-from store_util import START, Clock
+from support.store import START, Clock
 from ductile.store.retention import PruneReport, RetentionPolicy, prune
 
 DAY = 86400.0

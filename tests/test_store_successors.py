@@ -13,7 +13,7 @@ from ductile.store.context import ContextSpec, fetch_context
 from ductile.store.facts import fetch_facts, plan_facts
 from ductile.store.jobs import Job
 from ductile.store.queue import Finished, Successor
-from store_util import Clock
+from support.store import Clock
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from ductile.store.tree import (
     root_of,
     tree_settled,
 )
-from store_util import Clock
+from support.store import Clock
 
 
 @pytest.fixture

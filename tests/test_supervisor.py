@@ -13,7 +13,7 @@ import trio
 from ductile.boot.runtime import Process
 from ductile.boot.supervisor import EXIT_COMPONENT_FAILED, EXIT_OK, EXIT_REFUSED, Supervisor
 from ductile.logs import Logger
-from gateway_util import write_config
+from support.gateway import write_config
 
 
 def make_supervisor(tmp_path: Path, components=(), **config) -> tuple[Supervisor, io.StringIO]:

@@ -21,7 +21,7 @@ import httpx
 import trio
 import yaml
 
-from gateway_util import Gateway, free_port, make_vault, run_cli, write_config
+from support.gateway import Gateway, free_port, make_vault, run_cli, write_config
 
 MINTED = "minted-api-token-value-0123456789abcdef"
 

@@ -11,7 +11,7 @@ import httpx
 import yaml
 
 from ductile.planes.webhook.verify import sign_github
-from gateway_util import (
+from support.gateway import (
     TOKEN,
     Gateway,
     free_port,

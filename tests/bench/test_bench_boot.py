@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench_util import ROOT, BenchGateway, child_environ, median, report, warm_pyc_env
+from support.bench import ROOT, BenchGateway, child_environ, median, report, warm_pyc_env
 
 BOOT_RUNS = 5
 HELP_RUNS = 10

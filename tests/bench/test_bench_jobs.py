@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from bench_util import ECHO_RUN, BenchGateway, median, percentile, report
+from support.bench import ECHO_RUN, BenchGateway, median, percentile, report
 from ductile.plugin.protocol import build_request
 from ductile.plugin.spawn import child_env, spawn_plugin
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from bench_util import BenchGateway, median, percentile, report
+from support.bench import BenchGateway, median, percentile, report
 
 STEPS = 10
 RUNS = 40

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import trio
 
-from bench_util import median, percentile, report
+from support.bench import median, percentile, report
 from ductile.store import Database, Queue
 from ductile.store.jobs import Job, format_time
 

@@ -15,17 +15,14 @@ the enqueues.
 from __future__ import annotations
 
 import os
-import sys
 from datetime import datetime
 from pathlib import Path
 
 import trio
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench_util import percentile, report  # noqa: E402
-from ductile.store.jobs import parse_time, utcnow  # noqa: E402
-from scheduler_util import scheduler_world  # noqa: E402
+from support.bench import percentile, report
+from ductile.store.jobs import parse_time, utcnow
+from support.scheduler import scheduler_world
 
 SCHEDULES = 50
 ROUNDS = 20

@@ -23,7 +23,7 @@ from pathlib import Path
 import trio
 from hypercorn.trio import serve
 
-from bench_util import report
+from support.bench import report
 from ductile.config.webhooks import WebhookEndpoint
 from ductile.logs import Logger
 from ductile.planes.webhook.app import create_webhook_app

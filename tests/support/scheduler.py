@@ -25,7 +25,7 @@ from ductile.boot.runtime import Process, Runtime
 from ductile.dispatch.dispatcher import Dispatcher
 from ductile.logs import Logger
 from ductile.schedule.scheduler import Scheduler
-from gateway_util import write_config
+from support.gateway import write_config
 
 
 def trio_wall(start: datetime) -> Callable[[], datetime]:

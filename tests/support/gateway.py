@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import yaml
 
-BUNDLED_PLUGINS = Path(__file__).resolve().parent.parent / "ductile" / "bundled" / "plugins"
+BUNDLED_PLUGINS = Path(__file__).resolve().parents[2] / "ductile" / "bundled" / "plugins"
 TOKEN = "test-token-0123456789abcdef"
 READ_TOKEN = "read-only-token-abcdef0123456789"
 

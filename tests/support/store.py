@@ -36,7 +36,7 @@ async def open_database(tmp_path: Path) -> AsyncIterator[Database]:
 
 
 #: ductile/store/schema.sql as released before schema versions (version 1: `JSON` columns).
-SCHEMA_V1 = Path(__file__).resolve().parent / "data" / "schema_v1.sql"
+SCHEMA_V1 = Path(__file__).resolve().parents[1] / "data" / "schema_v1.sql"
 
 #: The payload texts `build_v1_database` enqueues, by job id. Version 1's NUMERIC affinity
 #: stores the first, second and fourth as numbers.

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway_util import Gateway, run_cli
+from support.gateway import Gateway, run_cli
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ from ductile.boot.runtime import Process, Runtime, build_generation
 from ductile.dispatch.dispatcher import Dispatcher
 from ductile.logs import Logger
 from ductile.store.jobs import Job
-from gateway_util import write_config
+from support.gateway import write_config
 
 TERMINAL = {"succeeded", "failed", "timed_out", "dead", "skipped"}
 

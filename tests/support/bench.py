@@ -13,11 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from support.gateway import TOKEN, free_port, write_config
 
-from gateway_util import TOKEN, free_port, write_config  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ECHO_RUN = ROOT / "ductile" / "bundled" / "plugins" / "echo" / "run"
 
 
