@@ -4,6 +4,16 @@ Every error a caller handles differently has its own class; each carries the fil
 job it is about so the message can tell an operator what to fix.
 
     DuctileError
+    ├── InputError (also ValueError)    a client's request is refused (4xx); message = the JSON
+    │   │                               `error`. Each plane defines its own, beside its parser:
+    │   ├── JsonInputError          a body is not JSON the gateway can carry (planes/jsonbody)
+    │   │   └── JsonSyntaxError     not one JSON document at all
+    │   ├── BodyError               an API body or query parameter (planes/api/bodies)
+    │   ├── AuthError               no valid token (401) or a missing scope (403)
+    │   ├── ApiError                any other refusal of an API route, with its status
+    │   ├── VaultBodyError          a /vault/* body (never echoes a value)
+    │   ├── PayloadError            a signed webhook body the gateway cannot carry
+    │   └── SignatureFormatError    a webhook signature header not in its scheme's format
     ├── ValueProblem (also ValueError)  one value in a file or a request is malformed
     │   ├── DurationError           not a duration (`30s`, `1h30m`, `7d`)
     │   ├── SizeError               not a byte size (`512KB`, `2MB`)
@@ -34,6 +44,13 @@ from __future__ import annotations
 
 class DuctileError(Exception):
     """Base class of every error Ductile raises on purpose."""
+
+
+class InputError(DuctileError, ValueError):
+    """A client's request is refused: the message is the JSON `error` it gets, naming the field,
+    parameter or header and what is allowed. The planes define the subclasses next to their
+    parsers (see the tree above); this base is what a plane's boundary tells apart from a bug.
+    """
 
 
 class ValueProblem(DuctileError, ValueError):

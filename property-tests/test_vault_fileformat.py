@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from nacl.public import PrivateKey
 
 from ductile.errors import VaultFileError
-from ductile.planes.api.vault_routes import ROUTES, VaultBodyError, parse_vault_body
+from ductile.planes.api.routes.vault import ROUTES, VaultBodyError, parse_vault_body
 from ductile.vault import fileformat
 from ductile.vault.model import genesis
 

@@ -32,6 +32,7 @@ from ductile.boot import notify
 from ductile.boot.machine import BootMachine
 from ductile.boot.gates import BootFacts
 from ductile.boot.runtime import Process, Runtime, build_generation
+from ductile.planes.api.context import ApiContext, InFlight
 from ductile.errors import BootRefused
 from ductile.logs import Logger
 
@@ -77,7 +78,7 @@ class Supervisor:
         self._plane_stops: dict[str, trio.Event] = {}
         self._planes: trio.Nursery | None = None
         self.scheduler: Any = None
-        self.http_inflight = 0  # requests being handled, counted by the API app
+        self.http_inflight = InFlight()  # requests being handled, counted by the API app
 
     @property
     def current(self) -> Runtime:
@@ -245,7 +246,7 @@ class Supervisor:
         # Sync waiters re-check their job: a queued one answers at once (it stays queued for
         # the next start); a running one waits for the drain.
         self.proc.completions.notify_all()
-        busy = self.http_inflight > 0
+        busy = self.http_inflight.count > 0
         for config in self._hyper_configs.values():
             # hypercorn reads this when the trigger fires: drain in-flight requests within the
             # grace, but do not hold the exit for idle keep-alive connections.
@@ -259,7 +260,7 @@ class Supervisor:
             from ductile.planes.api.app import create_app
 
             if self._app is None:
-                self._app = create_app(self)
+                self._app = create_app(self._api_context())
             return self._app, self.proc.listener
         if name == "webhooks":
             from ductile.planes.webhook.app import create_webhook_app
@@ -276,12 +277,38 @@ class Supervisor:
         from ductile.planes.api.management import create_management_app
 
         app = create_management_app(
-            lambda: self.current.vault_owner, self.proc.audit, self._management_health)
+            lambda: self.current.vault_owner, self.proc.audit, self._management_health,
+            self.proc.log.child("management"))
         return app, self.proc.management_listener
 
     def _management_health(self) -> dict[str, Any]:
         return {"status": "ok", "posture": self.current.posture,
-                "uptime_seconds": int(time.monotonic() - self.started_monotonic)}
+                "uptime_seconds": self._uptime()}
+
+    def _api_context(self) -> ApiContext:
+        """What the API plane gets from the process: callables and stores, not `self`."""
+        db = self.proc.db
+        assert db is not None
+
+        async def audit(event: Any) -> None:
+            if self.proc.audit is not None:
+                await self.proc.audit(event)
+
+        def wake_scheduler() -> None:
+            if self.scheduler is not None:
+                self.scheduler.wake()
+
+        return ApiContext(
+            current=lambda: self.current, log=self.proc.log,
+            completions=self.proc.completions, read=db.read, write=db.write, audit=audit,
+            reload=self.reload, stopping=lambda: self.stopping, uptime=self._uptime,
+            scheduler_boot=lambda: self.scheduler.boot if self.scheduler is not None else None,
+            wake_scheduler=wake_scheduler, inflight=self.http_inflight,
+        )
+
+    def _uptime(self) -> int:
+        """Seconds since the process started serving (a reload does not reset it)."""
+        return int(time.monotonic() - self.started_monotonic)
 
     async def _serve_plane(self, name: str, stop: trio.Event, *, task_status: Any) -> None:
         from hypercorn.config import Config as HyperConfig

@@ -1,16 +1,22 @@
-"""What every HTTP plane (API, management socket, webhooks) shares about its quart app."""
+"""What every HTTP plane (API, management socket, webhooks) shares about its quart app: the
+connection class that makes an early answer really close, the JSON answers (one helper for all
+of them), and the request boundary for a fault in a handler."""
 
 from __future__ import annotations
 
 import json
+import traceback
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
+
+if TYPE_CHECKING:
+    from ductile.logs import Logger
 
 #: Characters of a request path quoted back in an error message.
 MAX_PATH_SHOWN = 200
@@ -21,24 +27,38 @@ HTTP_VERSIONS = frozenset({"1.0", "1.1", "2", "3"})
 
 
 class ShieldedSendConnection(TrioASGIHTTPConnection):
-    """quart-trio's HTTP connection, with the response send shielded from its own cancel.
+    """quart-trio's HTTP connection, made safe for answers given before the body was read.
 
-    quart-trio runs the request handler and the ASGI receive loop as two tasks in a nursery.
-    When we answer before the body is complete (413, 408) with `Connection: close`, hypercorn
-    closes the socket from *inside* our send; its close tells the receive loop "disconnect",
-    which cancels the nursery, which cancels that very close half-way. The socket then stays
-    open until `read_timeout`: the sender keeps trickling bytes into it, and a keep-alive
-    client that sends its next request on it waits for an answer that never comes. Shielding
-    the send (bounded by SEND_TIMEOUT) lets the close finish.
+    The one workaround, for every plane, of how hypercorn 0.18 and quart-trio treat an early
+    answer (a 401 or 404 before the handler read the body, a 413 for a body over the limit):
+
+    - Such an answer closes the connection (`Connection: close`). The unread rest of the body
+      would otherwise sit in front of the next request on a keep-alive connection, and the
+      client sending that request would wait for an answer that never comes.
+    - The send is shielded from its own cancellation. quart-trio runs the handler and the ASGI
+      receive loop as two tasks in a nursery; when hypercorn closes the socket from inside our
+      send, the receive loop sees "disconnect" and cancels the nursery, which would cancel that
+      very close half-way and leave the socket open until `read_timeout`. Shielding the send
+      (bounded by SEND_TIMEOUT) lets the close finish.
     """
 
     async def handle_request(  # type: ignore[override]
         self, nursery: trio.Nursery, request: Any, send: Any
     ) -> None:
         response = await self.app.handle_request(request)
+        if not _body_complete(request):
+            response.headers["Connection"] = "close"
         with trio.CancelScope(shield=True, deadline=trio.current_time() + SEND_TIMEOUT):
             await self._send_response(send, response)
         nursery.cancel_scope.cancel()
+
+
+def _body_complete(request: Any) -> bool:
+    """Whether the whole request body has arrived. quart keeps this as a private event on the
+    body (no public accessor in quart 0.22); if that ever changes, assume it has not, which
+    only costs a reconnect."""
+    complete = getattr(getattr(request, "body", None), "_complete", None)
+    return bool(complete is not None and complete.is_set())
 
 
 class PlaneApp(QuartTrio):
@@ -105,6 +125,17 @@ def http_exception_response(exc: HTTPException, message: str, *,
     # taken for the next request on the connection.
     close = close or isinstance(exc, RequestEntityTooLarge)
     return json_error(exc.code or 500, message, allow=allow or None, close=close)
+
+
+def internal_error(log: Logger, exc: Exception, *, status: int = 500,
+                   message: str = "internal error; see the gateway log") -> Response:
+    """The request boundary of every plane: a fault in one handler answers that request (and
+    closes its connection), is logged with its traceback for the operator, and never reaches
+    the server's nursery. A 500 is a bug in the gateway; the log line is how it gets fixed."""
+    log.error("request failed", path=shown_path(request.path), method=request.method,
+              error=f"{type(exc).__name__}: {exc}",
+              traceback="".join(traceback.format_exception(exc)))
+    return json_error(status, message, close=True)
 
 
 def shown_path(path: str) -> str:

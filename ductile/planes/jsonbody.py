@@ -29,6 +29,8 @@ from collections.abc import Iterator
 from itertools import accumulate
 from typing import Any
 
+from ductile.errors import InputError
+
 #: Levels of objects/arrays a body may nest, its own top-level object or array included.
 MAX_DEPTH = 64
 #: The largest magnitude a number may have: the largest finite double.
@@ -50,7 +52,7 @@ _MAX_SHOWN = 40
 Path = tuple[str | int, ...]
 
 
-class JsonInputError(ValueError):
+class JsonInputError(InputError):
     """A body refused with 400. `path` locates the offending value (None: the body as a whole,
     e.g. a syntax error or too deep); `reason` says what is wrong and what is allowed.
 

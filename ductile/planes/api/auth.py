@@ -14,6 +14,7 @@ import hmac
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from ductile.errors import InputError
 from ductile.config.schema import ApiToken
 
 #: The auth scheme, compared case-insensitively.
@@ -35,7 +36,7 @@ class Principal:
         return "*" in self.scopes or any(scope in self.scopes for scope in any_of)
 
 
-class AuthError(Exception):
+class AuthError(InputError):
     """A request could not be authenticated (401) or lacks a scope (403)."""
 
     def __init__(self, status: int, message: str) -> None:

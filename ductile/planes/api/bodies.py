@@ -16,13 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ductile.errors import InputError
 from ductile.planes.jsonbody import JsonInputError, json_type, loads
 
 RUN_FIELDS = ("payload", "command", "sync", "dedupe_key")
 MAX_DEDUPE_KEY = 256
 
 
-class BodyError(ValueError):
+class BodyError(InputError):
     """A body the API refuses with 400; the message is the JSON `error`."""
 
 

@@ -14,7 +14,6 @@ permissions, not even for an instant.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -28,10 +27,13 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from ductile.errors import ConfigError
-from ductile.planes.api.vault_routes import GetOwner, register_vault_routes
+from ductile.planes.api.routes.vault import GetOwner, register_vault_routes
+from ductile.logs import Logger
 from ductile.planes.http import (
     PlaneApp,
     http_exception_response,
+    internal_error,
+    json_response,
     no_redirects,
     refuse_unknown_http_versions,
     shown_path,
@@ -44,22 +46,15 @@ MAX_BODY = 64 * 1024
 
 
 def create_management_app(get_owner: GetOwner, audit: Audit,
-                          health: Callable[[], dict[str, Any]]) -> QuartTrio:
-    """The app of the management socket: `GET /healthz` (no auth) and `POST /vault/*`."""
+                          health: Callable[[], dict[str, Any]],
+                          log: Logger | None = None) -> QuartTrio:
+    """The app of the management socket: `GET /healthz` (no auth) and `POST /vault/*`.
+    `log` (default: the process's stderr) receives a handler fault's traceback."""
+    log = log or Logger().child("management")
     app = PlaneApp("ductile-management")
     no_redirects(app)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
-
-    def respond(body: Any, status: int = 200) -> Response:
-        return Response(json.dumps(body, default=str) + "\n", status=status,
-                        content_type="application/json")
-
-    @app.before_request
-    async def read_body_first() -> None:
-        # Same reason as the public app: answer only after the body was consumed, or
-        # hypercorn may leave a keep-alive connection hanging.
-        await request.get_data(cache=True)
 
     refuse_unknown_http_versions(app)
 
@@ -75,9 +70,13 @@ def create_management_app(get_owner: GetOwner, audit: Audit,
         code = exc.code or 500
         return http_exception_response(exc, messages.get(code, exc.description or exc.name))
 
+    @app.errorhandler(Exception)
+    async def unexpected(exc: Exception) -> Response:
+        return internal_error(log, exc)
+
     @app.route("/healthz", methods=["GET"])
     async def healthz() -> Response:
-        return respond(health())
+        return json_response(health())
 
     register_vault_routes(app, get_owner, audit)
     return app
@@ -91,7 +90,8 @@ def management_socket_path(setting: str, state_path: str) -> str:
 
 
 def bind_management_socket(path: str) -> socket.socket:
-    """A listening unix socket at `path`, mode 0600, after every check of reference §7.8.
+    """A listening unix socket at `path`, mode 0600, after every check below (the directory is
+    ours and private, nothing else sits at the path, the path fits a sockaddr_un).
 
     Raises ConfigError (key `api.management_socket`) naming the path and what to change.
     """

@@ -30,7 +30,7 @@ from ductile.planes.jsonbody import json_type
 from ductile.router.engine import start
 
 if TYPE_CHECKING:
-    from ductile.boot.runtime import Runtime
+    from ductile.runtime import Runtime
     from ductile.router.dsl import Pipeline
     from ductile.store.jobs import Job
 

@@ -44,6 +44,7 @@ from ductile.logs import Logger
 from ductile.planes.http import (
     PlaneApp,
     http_exception_response,
+    internal_error,
     json_error,
     json_response,
     no_redirects,
@@ -163,9 +164,9 @@ def create_webhook_app(
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:
-        log.error("webhook request failed", path=request.path,
-                  error=f"{type(exc).__name__}: {exc}")
-        return json_error(503, "webhook not accepted; retry later", close=True)
+        # 503, not 500: a webhook sender retries a 5xx, and a delivery nothing was stored for
+        # must be retried rather than lost.
+        return internal_error(log, exc, status=503, message="webhook not accepted; retry later")
 
     return app
 

@@ -15,13 +15,14 @@ check, instead of a job that can only fail (or lose its content) at dispatch.
 
 from __future__ import annotations
 
+from ductile.errors import InputError
 from ductile.planes.jsonbody import JsonInputError, json_type, loads
 from ductile.store.queue import RawJSON
 
 __all__ = ["PayloadError", "RawJSON", "webhook_payload"]
 
 
-class PayloadError(ValueError):
+class PayloadError(InputError):
     """A signed body refused with 400; the message is the JSON `error`."""
 
 

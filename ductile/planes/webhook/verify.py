@@ -27,6 +27,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ductile.errors import InputError
+
 SLACK_TIMESTAMP_HEADER = "X-Slack-Request-Timestamp"
 
 _HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
@@ -53,7 +55,7 @@ class StripeSignature:
     v1: tuple[bytes, ...]
 
 
-class SignatureFormatError(ValueError):
+class SignatureFormatError(InputError):
     """A signature header is not in the scheme's format (the message says which part)."""
 
 

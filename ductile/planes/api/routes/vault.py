@@ -17,7 +17,6 @@ property-tests/test_vault_fileformat.py.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 import trio
 from quart import Response, request
 
-from ductile.errors import (VaultError, VaultFileError, VaultModifiedExternally,
+from ductile.errors import (InputError, VaultError, VaultFileError, VaultModifiedExternally,
                             VaultPolicyError)
 from ductile.planes.api.auth import bearer_credentials
+from ductile.planes.http import json_response
 from ductile.planes.jsonbody import JsonInputError, JsonSyntaxError, loads
 from ductile.store.audit import Audit, AuditEvent
 
@@ -53,7 +53,7 @@ ROUTES: dict[str, tuple[str, frozenset[str]]] = {
 GetOwner = Callable[[], "VaultOwner | None"]
 
 
-class VaultBodyError(ValueError):
+class VaultBodyError(InputError):
     """A body refused with 400; the message names the field (never echoes a value)."""
 
 
@@ -203,5 +203,5 @@ def _bearer(header: str | None) -> str | None:
 
 
 def _respond(body: dict[str, Any], status: int) -> Response:
-    return Response(json.dumps(body) + "\n", status=status, content_type="application/json")
+    return json_response(body, status)
 

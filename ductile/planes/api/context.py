@@ -1,0 +1,58 @@
+"""What the API plane receives from the process: narrow callables and stores, never the
+supervisor.
+
+The supervisor builds one `ApiContext` per process and hands it to `create_app`; the routes
+read the serving generation through `current()` at the start of each request, so a reload swaps
+the configuration under a running server without dropping a connection. Keeping the plane on
+this small surface is what lets it be tested, and reasoned about, without booting anything.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from ductile.logs import Logger
+
+if TYPE_CHECKING:
+    from ductile.dispatch.completions import Completions
+    from ductile.runtime import Runtime
+
+T = TypeVar("T")
+
+
+class ReloadOutcome(Protocol):
+    """What a reload answers: applied, or refused with the gate that refused it."""
+
+    ok: bool
+    message: str
+    gate: str | None
+    reloaded_at: datetime | None
+    snapshot_id: str | None
+
+
+class InFlight:
+    """How many requests are being handled: the supervisor reads it to decide how long an HTTP
+    drain may take at stop."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    current: Callable[[], Runtime]  # the serving runtime generation
+    log: Logger
+    completions: Completions  # wakes a synchronous request when its job ends
+    read: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]  # a store read
+    write: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]  # the one writer
+    audit: Callable[[Any], Awaitable[None]]  # the vault audit trail
+    reload: Callable[[str], Awaitable[ReloadOutcome]]
+    stopping: Callable[[], bool]
+    uptime: Callable[[], int]  # seconds since the process started serving
+    scheduler_boot: Callable[[], datetime | None]  # when the scheduler started, if it runs
+    wake_scheduler: Callable[[], None]
+    inflight: InFlight

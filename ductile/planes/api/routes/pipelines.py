@@ -1,0 +1,80 @@
+"""`POST /pipeline/{name}`: start a pipeline run (asynchronous, or waiting for its tree)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+from quart import Response, request
+
+from ductile.errors import BaggageError, ContextTooLarge, StoreError
+from ductile.planes.api.bodies import BodyError
+from ductile.planes.api.kit import ApiError, respond
+from ductile.planes.api.pipelines import (
+    enqueue_run,
+    parse_pipeline_request,
+    sync_limit,
+    sync_view,
+    wait_for_tree,
+)
+
+if TYPE_CHECKING:
+    from quart_trio import QuartTrio
+
+    from ductile.planes.api.auth import Principal
+    from ductile.planes.api.context import ApiContext
+    from ductile.runtime import Runtime
+
+
+def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
+    @app.route("/pipeline/<name>", methods=["POST"])
+    @guarded("plugin:rw")
+    async def run_pipeline(rt: Runtime, _p: Principal | None, name: str) -> Response:
+        pipeline = rt.pipelines.pipelines.get(name)
+        if pipeline is None:
+            raise ApiError(404, f"pipeline {name!r} not found; ductile pipeline list shows "
+                                "the configured ones")
+        try:
+            body = parse_pipeline_request(await request.get_data(as_text=False))
+        except BodyError as exc:
+            raise ApiError(400, str(exc)) from None
+        sync = (pipeline.execution_mode == "synchronous"
+                and request.args.get("async") != "true")
+        started = time.monotonic()
+        try:
+            jobs = await enqueue_run(rt, pipeline, body, single_entry=sync)
+        except ContextTooLarge as exc:
+            raise ApiError(413, "pipeline baggage exceeds maximum context size: the run's "
+                                f"baggage would be {exc.actual} bytes as compact JSON, limit "
+                                f"{exc.limit} bytes",
+                           bytes_actual=exc.actual, bytes_limit=exc.limit) from None
+        except BaggageError as exc:
+            raise ApiError(400, f"root baggage claims failed: {exc}") from None
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        except StoreError as exc:
+            raise ApiError(503, f"failed to enqueue pipeline {name!r}: {exc}; retry "
+                                "later") from None
+        first = jobs[0]
+        accepted = {"job_id": first.id, "status": first.status, "plugin": "pipeline",
+                    "command": name, "job_ids": [job.id for job in jobs]}
+        if not sync:
+            return respond(accepted, 202)
+        try:
+            rt.sync_slots.acquire_nowait()
+        except trio.WouldBlock:
+            return respond({**accepted, "error": "too many concurrent synchronous requests; "
+                                                 "poll GET /job/{id}/tree"}, 503)
+        try:
+            deadline = trio.current_time() + sync_limit(rt, pipeline)
+            tree = await wait_for_tree(rt, ctx.completions, first.id, deadline, ctx.stopping)
+        finally:
+            rt.sync_slots.release()
+        if tree is None:
+            latest = await rt.queue.get(first.id) or first
+            why = ("the gateway is stopping; the run continues after the next start"
+                   if ctx.stopping() else "pipeline still running after its timeout")
+            return respond({**accepted, "status": latest.status, "timeout_exceeded": True,
+                            "message": f"{why}; poll GET /job/{first.id}/tree"}, 202)
+        return respond(sync_view(pipeline, tree, int((time.monotonic() - started) * 1000)))

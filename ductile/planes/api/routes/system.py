@@ -1,0 +1,74 @@
+"""`GET /`, `GET /healthz` and `POST /system/reload`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+import trio
+from quart import Response
+
+from ductile import __version__
+from ductile.errors import StoreError
+from ductile.planes.api.kit import ApiError, respond
+
+if TYPE_CHECKING:
+    from quart_trio import QuartTrio
+
+    from ductile.planes.api.auth import Principal
+    from ductile.planes.api.context import ApiContext
+    from ductile.runtime import Runtime
+
+
+def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
+    @app.route("/", methods=["GET"])
+    @guarded()
+    async def index(rt: Runtime, _p: Principal | None) -> Response:
+        return respond({
+            "name": "Ductile Gateway",
+            "description": "Lightweight, open-source integration engine for the agentic era.",
+            "version": __version__,
+            "uptime_seconds": ctx.uptime(),
+            "discovery": {"health": "/healthz", "plugins": "/plugins", "jobs": "/jobs",
+                          "run": "/plugins/{name}/run", "enqueue": "/plugin/{plugin}/{command}",
+                          "pipeline": "/pipeline/{name}", "tree": "/job/{id}/tree",
+                          "scheduler": "/scheduler/jobs"},
+        })
+
+    @app.route("/healthz", methods=["GET"])
+    @guarded()
+    async def healthz(rt: Runtime, _p: Principal | None) -> Response:
+        from ductile.schedule.views import open_circuit_count
+
+        try:
+            depth = await rt.queue.queue_depth()
+            circuits_open = await ctx.read(open_circuit_count)
+        except StoreError:
+            raise ApiError(503, "failed to compute queue depth") from None
+        return respond({
+            "status": "ok",
+            "uptime_seconds": ctx.uptime(),
+            "queue_depth": depth,
+            "plugins_loaded": len(rt.plugins),
+            "plugins_circuit_open": circuits_open,
+            "posture": rt.posture,
+            "version": __version__,
+            "config_path": rt.config.config_path,
+            "binary_path": os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else "",
+            "generation": rt.generation,
+            "snapshot_id": rt.snapshot_id,
+        })
+
+    @app.route("/system/reload", methods=["POST"])
+    @guarded("system:rw")
+    async def reload(rt: Runtime, _p: Principal | None) -> Response:
+        # Shielded: a client that disconnects must not abandon a half-built generation.
+        with trio.CancelScope(shield=True):
+            result = await ctx.reload("api")
+        if not result.ok:
+            return respond({"error": result.message, "gate": result.gate}, 409)
+        return respond({"status": "ok", "message": result.message,
+                        "reloaded_at": result.reloaded_at.isoformat().replace("+00:00", "Z")
+                        if result.reloaded_at else None,
+                        "snapshot_id": result.snapshot_id})
