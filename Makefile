@@ -30,6 +30,7 @@ run: $(STAMP) $(DEMO)
 	exec $(BIN)/ductile system start --config $(DEMO)
 
 test: $(TSTAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q tests property-tests
 
 bench: $(TSTAMP)
