@@ -354,3 +354,20 @@ def _path_part(text: str) -> str:
     from urllib.parse import quote
 
     return quote(text, safe="") or "x"
+
+
+def test_a_bad_chunk_racing_an_early_answer_never_ends_the_server(
+        hostile_gateway: Gateway) -> None:
+    """Found by this harness: the app answers a bodyless-looking request early (401) and closes,
+    while hypercorn's reader answers the bad chunk with its own 400; the two sends collided
+    (trio.BusyResourceError) and hypercorn let that end the whole server. The race is narrow,
+    so it is run many times on both listeners."""
+    raw = (b"POST /plugins/echo/run HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"zz\r\n")
+    hook_port = int(hostile_gateway.hook_url.rsplit(":", 1)[1])  # type: ignore[attr-defined]
+    for _ in range(150):
+        for port in (hostile_gateway.port, hook_port):
+            status = _raw_status(port, raw)
+            assert status is None or 400 <= status < 500
+    assert hostile_gateway.proc is not None and hostile_gateway.proc.poll() is None
+    assert_still_serving(hostile_gateway)

@@ -312,7 +312,7 @@ class Supervisor:
 
     async def _serve_plane(self, name: str, stop: trio.Event, *, task_status: Any) -> None:
         from hypercorn.config import Config as HyperConfig
-        from hypercorn.trio import serve
+        from ductile.planes.http import serve_plane
 
         app, sock = self._plane_app(name)
         assert sock is not None
@@ -334,7 +334,8 @@ class Supervisor:
 
         async def serve_then_seal(*, task_status: Any) -> None:
             try:
-                await serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
+                await serve_plane(app, config, shutdown_trigger=stop.wait,
+                                  task_status=task_status)
             finally:
                 self._hyper_configs.pop(name, None)
 

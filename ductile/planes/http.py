@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Any
 import trio
 from quart import Response, request
 from quart_trio import QuartTrio
+from hypercorn.events import Closed
+from hypercorn.trio import run as hypercorn_run
+from hypercorn.trio.tcp_server import TCPServer
 from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
@@ -59,6 +62,36 @@ def _body_complete(request: Any) -> bool:
     only costs a reconnect."""
     complete = getattr(getattr(request, "body", None), "_complete", None)
     return bool(complete is not None and complete.is_set())
+
+
+class ContainedTCPServer(TCPServer):
+    """hypercorn's per-connection server, with one race contained to its connection.
+
+    When a client sends bytes h11 refuses (a bad chunk size) while the app's answer closes the
+    connection, hypercorn's reader sends its own 400 while the close (`send_eof`, which does not
+    take hypercorn's send lock) is under way. trio refuses the second concurrent send with
+    BusyResourceError, and in hypercorn 0.18 that error escapes the connection's task and ends
+    the whole server: one malformed request took the gateway down. The connection is closing
+    anyway, so the send is moot: this ends that connection only.
+    """
+
+    async def protocol_send(self, event: Any) -> None:
+        try:
+            await super().protocol_send(event)
+        except trio.BusyResourceError:
+            await self.protocol.handle(Closed())
+
+
+async def serve_plane(app: QuartTrio, config: Any, **kwargs: Any) -> None:
+    """`hypercorn.trio.serve`, with each connection run by ContainedTCPServer.
+
+    hypercorn builds its connection servers inside `hypercorn.trio.run` with no hook for the
+    class, so the class is swapped there (the same class every time: idempotent).
+    """
+    from hypercorn.trio import serve
+
+    hypercorn_run.TCPServer = ContainedTCPServer  # type: ignore[misc]
+    await serve(app, config, **kwargs)
 
 
 class PlaneApp(QuartTrio):
