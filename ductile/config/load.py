@@ -1,5 +1,9 @@
 """Load a config: read, env files, `${VAR}`, YAML, `include:` + merge, `~`, defaults, typed values.
 
+Long (about 650 lines): the include session and the per-file typed decoding share the file each
+value came from, which every error message names; the YAML rules themselves live in
+`ductile/yamldoc.py`.
+
 Order: for each file, read its bytes, load its `environment_vars.include` files,
 interpolate `${VAR}` over the whole text, parse YAML; the root document is the base and each
 include is merged in depth-first (a file's own includes right after it, so they override it).

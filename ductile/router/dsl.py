@@ -1,5 +1,9 @@
 """Compile `pipelines:` entries into a PipelineSet: nodes, edges, entries, depth budgets.
 
+Long (about 630 lines) because it is one pass: every step form (`uses`, `call`, `split`, `if`,
+`relay`, hooks) is checked here so that a single PipelineCompileError can list every problem of
+every file at once.
+
     compile_pipelines(sources, catalog, *, default_max_depth, hook_max_depth) -> PipelineSet
 
 `sources` holds every raw `pipelines:` entry with the config file that held it (any object with

@@ -1,6 +1,6 @@
 """Circuit breakers per (plugin, command): the only writer of circuit_breakers and its history.
 
-The scheduler owns the breakers (execution-core §8). A breaker learns about job outcomes by
+The scheduler owns the breakers. A breaker learns about job outcomes by
 reading the job log, not through a dispatcher hook: `fold_outcomes` takes every terminal attempt
 of a scheduler-submitted job for the target that completed after the breaker's `last_job_id`, in
 completion order, and applies each one. So an outcome is counted exactly once, even across

@@ -1,5 +1,9 @@
 """The SQLite database: one writer thread with group commit, a small pool of readers.
 
+Long (about 650 lines) on purpose: the writer thread, its group commit, the readers, the file
+checks and opening with migration share one discipline about who may touch the file when, and
+it is easier to keep right when it reads in one place.
+
 Why one writer. SQLite allows one writer at a time; a second connection that tries to write
 waits on `busy_timeout` and a deferred transaction that upgrades to a write fails at once with
 "database is locked". Funnelling every write through one connection owned by one thread removes

@@ -5,7 +5,7 @@ history would hold that thread, and so every enqueue and claim, for as long as i
 each table is pruned `batch` rows per write transaction, with a trio checkpoint between
 batches, so other writes queue behind at most one small batch and interleave with the prune.
 
-What is kept, always (execution-core §7.6, plus one safety rule of ours):
+What is kept, always (the Go original's rules, plus one safety rule of ours):
 
 - a `queued` or `running` job_queue row, however old: only terminal rows are pruned;
 - the job_transitions and job_attempts rows of a job that is still queued or running: the

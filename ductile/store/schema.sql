@@ -90,7 +90,7 @@ CREATE INDEX IF NOT EXISTS job_attempts_job_id_created_at_idx
 CREATE INDEX IF NOT EXISTS job_attempts_created_at_idx
     ON job_attempts (created_at);
 
--- The config that was live when a job was enqueued or started (see boot-config-vault §11).
+-- The config that was live when a job was enqueued or started (`ductile job inspect` shows it).
 CREATE TABLE IF NOT EXISTS config_snapshots (
     id                  TEXT PRIMARY KEY,
     config_hash         TEXT NOT NULL,

@@ -1,5 +1,8 @@
 """The vault model: secrets, principals and the rules that govern them, in memory only.
 
+Long (about 540 lines) because every rule below is enforced on the one immutable value, next to
+the others it interacts with (a revoke and a roll, a purge and a grant).
+
 The model is an immutable value. Every operation returns a new model (and a result), so the
 owner can try an operation, persist the new model and only then adopt it: a failed write leaves
 the old model in place with nothing to undo, and a batch (`roll_principal`) is atomic for free.

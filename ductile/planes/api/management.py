@@ -1,7 +1,7 @@
 """The management-only posture: `/healthz` and `/vault/*` on a private unix socket.
 
 A fresh gateway that has a vault but no API token yet opens no public listener. It serves this
-small app instead, on a socket only its own user can reach (reference §7.8), so the operator can
+small app instead, on a socket only its own user can reach, so the operator can
 mint the first API token with the vault admin token and then reload into the gateway posture.
 
 `bind_management_socket` does every check before the socket exists where clients look for it:

@@ -1,4 +1,4 @@
-"""The `/vault/*` management routes (reference §7.7): write-only, value-free, admin-token only.
+"""The `/vault/*` management routes: write-only, value-free, admin-token only.
 
 They are mounted on the public app in the gateway posture and on the management app
 (unix socket) in the management-only posture. Both call `register_vault_routes`.
