@@ -36,7 +36,27 @@ job it is about so the message can tell an operator what to fix.
     │   └── MigrationFailed         a schema migration step failed; the file was left unchanged
     ├── LockError                   the PID lock is held by another instance
     ├── BootRefused                 a boot gate refused; carries the gate name (exit 78)
-    └── ReloadRefused               a reload was refused; the old runtime keeps serving
+    ├── ReloadRefused               a reload was refused; the old runtime keeps serving
+    ├── SchedulerError              the scheduler or a circuit breaker refused an operation
+    │   ├── InvalidBreakerChange    a breaker change that states/breaker.yaml does not allow
+    │   └── UnknownSchedule         pause/resume named no configured schedule
+    ├── RouterError                 a pipeline cannot be compiled or routed
+    │   ├── PipelineCompileError    `pipelines:` refused at load (every problem listed)
+    │   ├── ConditionError          an `if:` condition is malformed
+    │   │   └── ConditionEvalError  a condition met a value of the wrong type at run time
+    │   ├── TemplateError           a `with:` template is malformed or cannot be filled
+    │   ├── BaggageError            a baggage claim cannot be satisfied
+    │   │   └── ContextTooLarge     the accumulated context is over 1 MiB (also a StoreError)
+    │   └── RoutingError            an event cannot be routed (no type, not an object, ...)
+    └── VaultError                  the vault refused an operation
+        ├── VaultKeyError           no usable key (missing, unreadable, readable by others)
+        ├── VaultFileError          the vault file is damaged or not ours
+        │   └── VaultWrongKey       the file is sealed to another key
+        ├── VaultExists             init over an existing vault
+        ├── VaultModifiedExternally the file changed on disk since it was loaded
+        ├── VaultPolicyError        an operation the vault's rules forbid
+        │   └── VaultReservedEntity `core` / `core-admin-token` are reserved
+        └── VaultPrincipalUnavailable a principal cannot receive secrets (revoked, unknown)
 """
 
 from __future__ import annotations
