@@ -39,22 +39,19 @@ from ductile.boot.gather import (
     gather_vault_facts,
 )
 from ductile.boot.machine import BootMachine
-from ductile.config.schema import ApiToken, Config
+from ductile.config.schema import Config
 from ductile.dispatch.completions import Completions
 from ductile.errors import ConfigError, LockError, StoreError
 from ductile.logs import Logger
-from ductile.runtime import MAX_ROUTE_DEPTH, Runtime
+from ductile.runtime import Runtime
 
 if TYPE_CHECKING:
     from ductile.dispatch.dispatcher import Dispatcher
     from ductile.router.dsl import PipelineSet
-    from ductile.plugin.discovery import Plugin
-    from ductile.store.db import Database
     from ductile.store.audit import AuditWriter
+    from ductile.store.db import Database
     from ductile.store.jobs import Job
-    from ductile.store.queue import Queue
-    from ductile.store.state import StateStore
-    from ductile.vault.owner import VaultLoad, VaultOwner
+    from ductile.vault.owner import VaultOwner
 
 
 @dataclass

@@ -18,15 +18,12 @@ Nothing here mutates `os.environ` or any module state: a load is a function of f
 
 from __future__ import annotations
 
-import math
 import os
-import re
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ductile.config.durations import DurationError, parse_duration
 from ductile.config.envfile import expand_home, load_env_includes
 from ductile.config.interpolate import interpolate
 from ductile.config.merge import ignored_include_keys, merge_config
@@ -46,10 +43,12 @@ from ductile.config.schema import (
     SourceFile,
 )
 from ductile.config.validate import validate_config
+from ductile.config.reader import ConfigFile as _File
+from ductile.config.reader import Reader as _Reader
 from ductile.config.webhooks import WebhooksConfig, decode_webhooks
 from ductile.config.describe import describe as _describe
 from ductile.errors import ConfigError
-from ductile.yamldoc import YamlProblem, load_yaml, yaml_bool_word
+from ductile.yamldoc import YamlProblem, load_yaml
 
 DEFAULT_STATE_PATH = "./data/state.db"
 
@@ -113,18 +112,6 @@ def parse_config(
 
 
 # --------------------------------------------------------------------------- reading files
-
-
-@dataclass(frozen=True)
-class _File:
-    """One config file: absolute path plus the short name messages use."""
-
-    path: str
-    display: str
-
-    def error(self, key: str, message: str) -> ConfigError:
-        prefix = f"{self.display}: {key}: " if key else f"{self.display}: "
-        return ConfigError(prefix + message, path=self.path, key=key or None)
 
 
 @dataclass
@@ -361,109 +348,6 @@ def _plugin_roots(roots: Iterable[str], config_dir: str) -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------- typed decoding
-
-
-
-
-@dataclass(frozen=True)
-class _Reader:
-    """Strictly typed access to one document; unknown keys are appended to `warnings`."""
-
-    file: _File
-    warnings: list[str]
-
-    def fail(self, key: str, expected: str, value: Any) -> ConfigError:
-        return self.file.error(key, f"expected {expected}, got {_describe(value)}")
-
-    def section(
-        self, value: Any, key: str, known: frozenset[str],
-        deferred: frozenset[str] = frozenset(),
-    ) -> dict[str, Any]:
-        """A map (null counts as empty) whose keys outside `known` are reported."""
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise self.fail(key, "a map", value)
-        for name in value:
-            dotted = f"{key}.{name}" if key else str(name)
-            if name in deferred:
-                self.warnings.append(f"{self.file.display}: {dotted} is not supported yet "
-                                     "(ignored)")
-            elif name not in known:
-                self.warnings.append(f"{self.file.display}: unknown key {dotted} (ignored)")
-        return value
-
-    def string(self, value: Any, key: str) -> str | None:
-        if value is None or isinstance(value, str):
-            return value
-        raise self.fail(key, "a string", value)
-
-    def integer(self, value: Any, key: str) -> int | None:
-        if value is None or (isinstance(value, int) and not isinstance(value, bool)):
-            return value
-        raise self.fail(key, "an integer", value)
-
-    def boolean(self, value: Any, key: str) -> bool | None:
-        if value is None or isinstance(value, bool):
-            return value
-        word = yaml_bool_word(value)
-        if word is not None:
-            return word
-        raise self.fail(key, "true or false", value)
-
-    def duration(self, value: Any, key: str) -> float | None:
-        """Go units plus d and w; a bare number is refused (seconds or nanoseconds?)."""
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            raise self.fail(key, "a duration such as 30s, 5m, 1h or 7d", value)
-        try:
-            seconds = parse_duration(value)
-        except DurationError as exc:
-            raise self.file.error(key, str(exc)) from exc
-        if not math.isfinite(seconds):
-            raise self.file.error(key, f"duration {_describe(value)} is too large")
-        return seconds
-
-    def sequence(self, value: Any, key: str) -> list[Any]:
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise self.fail(key, "a list", value)
-        return value
-
-    def str_list(self, value: Any, key: str) -> tuple[str, ...]:
-        items = self.sequence(value, key)
-        for index, item in enumerate(items):
-            if not isinstance(item, str) or not item:
-                raise self.fail(f"{key}[{index}]", "a non-empty string", item)
-        return tuple(items)
-
-    def json_map(self, value: Any, key: str) -> dict[str, Any]:
-        """A free-form map that must survive JSON encoding (plugin config, payloads)."""
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise self.fail(key, "a map", value)
-        result = self.json(value, key)
-        assert isinstance(result, dict)
-        return result
-
-    def json(self, value: Any, key: str) -> Any:
-        if value is None or isinstance(value, (str, bool, int)):
-            return value
-        if isinstance(value, float):
-            if not math.isfinite(value):
-                raise self.fail(key, "a finite number", value)
-            return value
-        if isinstance(value, list):
-            return [self.json(item, f"{key}[{i}]") for i, item in enumerate(value)]
-        if isinstance(value, dict):
-            for name in value:
-                if not isinstance(name, str):
-                    raise self.fail(key, "string keys", name)
-            return {name: self.json(item, f"{key}.{name}") for name, item in value.items()}
-        raise self.fail(key, "a string, number, boolean, null, list or map", value)
 
 
 @dataclass(frozen=True)

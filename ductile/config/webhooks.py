@@ -24,8 +24,7 @@ from typing import Any
 
 from ductile.config.durations import DurationError, parse_duration
 from ductile.config.sizes import SizeError, parse_byte_size
-from ductile.config.describe import describe as _describe
-from ductile.errors import ConfigError
+from ductile.config.reader import ConfigFile, Reader
 
 SCHEMES = ("github", "stripe", "slack")
 # The header each sender puts its signature in, when `signature_header` is not set.
@@ -81,7 +80,7 @@ def decode_webhooks(
     value: Any, *, file: str, warnings: list[str] | None = None
 ) -> WebhooksConfig:
     """Typed webhooks from the `webhooks:` section; unknown keys are appended to `warnings`."""
-    reader = _Reader(file, warnings if warnings is not None else [])
+    reader = Reader(ConfigFile(file, file), warnings if warnings is not None else [])
     if value is None:
         return WebhooksConfig(listen=None, endpoints=())
     if isinstance(value, list):
@@ -103,7 +102,7 @@ def decode_webhooks(
     return WebhooksConfig(listen=listen, endpoints=endpoints)
 
 
-def _endpoint(r: _Reader, value: Any, key: str) -> WebhookEndpoint:
+def _endpoint(r: Reader, value: Any, key: str) -> WebhookEndpoint:
     if not isinstance(value, dict):
         raise r.fail(key, "a map", value)
     r.unknown_keys(value, key, ENDPOINT_KEYS)
@@ -127,17 +126,17 @@ def _endpoint(r: _Reader, value: Any, key: str) -> WebhookEndpoint:
         plugin=plugin,
         command=command,
         secret_ref=secret_ref,
-        signature_header=(r.header_name(value, "signature_header", key)
+        signature_header=(_header_name(r, value, "signature_header", key)
                           or DEFAULT_SIGNATURE_HEADERS[scheme]),
         max_body_size=_size(r, value.get("max_body_size"), f"{key}.max_body_size", label),
         scheme=scheme,
         tolerance=_tolerance(r, value.get("tolerance"), f"{key}.tolerance", label),
-        dedupe_header=r.header_name(value, "dedupe_header", key),
+        dedupe_header=_header_name(r, value, "dedupe_header", key),
         name=r.optional_string(value, "name", key),
     )
 
 
-def _size(r: _Reader, value: Any, key: str, label: str) -> int:
+def _size(r: Reader, value: Any, key: str, label: str) -> int:
     if value is None or value == "":
         return DEFAULT_MAX_BODY_SIZE
     try:
@@ -146,7 +145,7 @@ def _size(r: _Reader, value: Any, key: str, label: str) -> int:
         raise r.error(key, f"{label}: invalid max_body_size: {exc}") from exc
 
 
-def _tolerance(r: _Reader, value: Any, key: str, label: str) -> float:
+def _tolerance(r: Reader, value: Any, key: str, label: str) -> float:
     if value is None:
         return DEFAULT_TOLERANCE
     if not isinstance(value, str):
@@ -160,7 +159,7 @@ def _tolerance(r: _Reader, value: Any, key: str, label: str) -> float:
     return seconds
 
 
-def _listen(r: _Reader, value: Any, *, required: bool) -> str | None:
+def _listen(r: Reader, value: Any, *, required: bool) -> str | None:
     if value is None or value == "":
         if required:
             raise r.error("webhooks.listen", "webhooks.listen is required when webhook "
@@ -175,7 +174,7 @@ def _listen(r: _Reader, value: Any, *, required: bool) -> str | None:
     return value
 
 
-def _refuse_duplicate_paths(r: _Reader, endpoints: tuple[WebhookEndpoint, ...]) -> None:
+def _refuse_duplicate_paths(r: Reader, endpoints: tuple[WebhookEndpoint, ...]) -> None:
     seen: dict[str, int] = {}
     for index, endpoint in enumerate(endpoints):
         normal = endpoint.path.rstrip("/") or "/"
@@ -186,41 +185,9 @@ def _refuse_duplicate_paths(r: _Reader, endpoints: tuple[WebhookEndpoint, ...]) 
         seen[normal] = index
 
 
-@dataclass(frozen=True)
-class _Reader:
-    """Typed access to one section; errors and warnings carry the file and the dotted key."""
-
-    file: str
-    warnings: list[str]
-
-    def error(self, key: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.file}: {key}: {message}", path=self.file, key=key)
-
-    def fail(self, key: str, expected: str, value: Any) -> ConfigError:
-        return self.error(key, f"expected {expected}, got {_describe(value)}")
-
-    def unknown_keys(self, section: dict[Any, Any], key: str, known: frozenset[str]) -> None:
-        for name in section:
-            if name not in known:
-                self.warnings.append(f"{self.file}: unknown key {key}.{name} (ignored)")
-
-    def optional_string(self, section: dict[str, Any], name: str, key: str) -> str | None:
-        value = section.get(name)
-        if value is None or isinstance(value, str):
-            return value or None
-        raise self.fail(f"{key}.{name}", "a string", value)
-
-    def required_string(self, section: dict[str, Any], name: str, key: str) -> str:
-        value = self.optional_string(section, name, key)
-        if value is None or not value.strip():
-            raise self.error(f"{key}.{name}", f"{name} is required")
-        return value
-
-    def header_name(self, section: dict[str, Any], name: str, key: str) -> str | None:
-        value = self.optional_string(section, name, key)
-        if value is not None and _HEADER_NAME.fullmatch(value) is None:
-            raise self.error(f"{key}.{name}", f"{value!r} is not an HTTP header name; "
-                             "for example X-Hub-Signature-256")
-        return value
-
-
+def _header_name(r: Reader, section: dict[str, Any], name: str, key: str) -> str | None:
+    value = r.optional_string(section, name, key)
+    if value is not None and _HEADER_NAME.fullmatch(value) is None:
+        raise r.error(f"{key}.{name}", f"{value!r} is not an HTTP header name; "
+                      "for example X-Hub-Signature-256")
+    return value
