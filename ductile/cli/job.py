@@ -10,7 +10,6 @@ from typing import Any
 import click
 
 from ductile.cli.common import config_option, emit_json, fail, json_option, load
-from ductile.machines import job_statuses
 
 
 
@@ -50,6 +49,8 @@ def list_jobs(config_path: str | None, plugin: str | None, status: str | None, l
     try:
         status = parse_log_filter({"status": status} if status else {}).status
     except BodyError as exc:
+        from ductile.machines import job_statuses
+
         fail(f"{exc}; use one of {', '.join(job_statuses().all)}")
     conn = _connect(config_path)
     try:
@@ -173,6 +174,8 @@ def _step_decision(node: dict[str, Any]) -> str:
         return f"switch {'true' if result['matched'] else 'false'}"
     if node["status"] == "skipped":
         return node.get("decision") or "skipped"
+    from ductile.machines import job_statuses
+
     if node["status"] in job_statuses().failure:
         return f"{node['status']}: {node.get('last_error') or node.get('decision') or ''}".strip()
     if node["status"] in job_statuses().live:

@@ -57,9 +57,15 @@ class ShieldedSendConnection(TrioASGIHTTPConnection):
 
 
 def _body_complete(request: Any) -> bool:
-    """Whether the whole request body has arrived. quart keeps this as a private event on the
-    body (no public accessor in quart 0.22); if that ever changes, assume it has not, which
-    only costs a reconnect."""
+    """Whether the whole request body has arrived. A request that declares no body (no
+    Content-Length or 0, not chunked) has none to wait for: the receive loop may not have
+    marked it complete yet when a fast handler answers, and closing those connections would
+    cost every keep-alive client a reconnect. Otherwise quart keeps completion as a private
+    event on the body (no public accessor in quart 0.22); if that ever changes, the answer is
+    "not complete", which only costs a reconnect."""
+    headers = getattr(request, "headers", {})
+    if "transfer-encoding" not in headers and headers.get("content-length", "0") == "0":
+        return True
     complete = getattr(getattr(request, "body", None), "_complete", None)
     return bool(complete is not None and complete.is_set())
 
