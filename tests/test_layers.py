@@ -27,3 +27,19 @@ def test_the_dispatcher_imports_nothing_from_boot_or_the_planes() -> None:
 def test_the_api_plane_imports_nothing_from_boot() -> None:
     loaded = loaded_after("ductile.planes.api.app")
     assert not [m for m in loaded if m.startswith("ductile.boot")], loaded
+
+
+def test_no_module_spells_out_the_job_status_sets() -> None:
+    """The terminal, live and failure sets come from states/job.yaml (machines.job_statuses);
+    a hand-written copy would drift the day a status is added."""
+    import re
+    from pathlib import Path
+
+    import ductile
+
+    spelled = re.compile(r"""["']timed_out["'],\s*["']dead["']""")
+    root = Path(ductile.__file__).parent
+    offenders = [str(path.relative_to(root)) for path in root.rglob("*.py")
+                 if "bundled" not in path.parts and path.name != "machines.py"
+                 and spelled.search(path.read_text())]
+    assert offenders == []

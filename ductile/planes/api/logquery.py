@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 
 from ductile.config.durations import DurationError, parse_duration
+from ductile.machines import job_statuses
 from ductile.planes.api.bodies import BodyError
 from ductile.store.joblog import MAX_LIMIT, LogFilter
 
-STATUSES = ("queued", "running", "succeeded", "failed", "timed_out", "dead", "skipped")
 STATUS_ALIASES = {"pending": "queued", "ok": "succeeded", "error": "failed"}
 DEFAULT_LIMIT = 50
 #: What a date parameter may be, once converted to UTC.
@@ -32,7 +32,7 @@ def parse_log_filter(args: Mapping[str, str], now: datetime | None = None) -> Lo
     status = args.get("status")
     if status:
         status = STATUS_ALIASES.get(status.lower(), status.lower())
-        if status not in STATUSES:
+        if status not in job_statuses().all:
             raise BodyError("invalid status filter")
     clock = now or datetime.now(timezone.utc)
     since_name = "from" if args.get("from") else "since"

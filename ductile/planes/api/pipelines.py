@@ -25,6 +25,7 @@ import trio
 
 from ductile.dispatch.completions import Completions
 from ductile.dispatch.routing import successors
+from ductile.machines import job_statuses
 from ductile.planes.api.bodies import BodyError, object_payload, parse_json_object
 from ductile.planes.jsonbody import json_type
 from ductile.router.engine import start
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
     from ductile.store.jobs import Job
 
 PIPELINE_FIELDS = ("payload", "baggage")
-_TERMINAL = frozenset({"succeeded", "failed", "timed_out", "dead", "skipped"})
-_FAILED = ("failed", "timed_out", "dead")
 
 
 @dataclass(frozen=True)
@@ -147,7 +146,7 @@ def sync_view(pipeline: Pipeline, tree: Mapping[str, Any], duration_ms: int) -> 
     nodes = [node for node, _ in _walk(tree, None)]
     status = "succeeded"
     for node in nodes:
-        if node["status"] in _FAILED:
+        if node["status"] in job_statuses().failure:
             status = node["status"]
     result = tree.get("result")
     terminal = [n for n in nodes if n["status"] == "succeeded" and n.get("context")
@@ -160,7 +159,7 @@ def sync_view(pipeline: Pipeline, tree: Mapping[str, Any], duration_ms: int) -> 
 
 
 def _pending(tree: Mapping[str, Any]) -> list[str]:
-    return [node["job_id"] for node, _ in _walk(tree, None) if node["status"] not in _TERMINAL]
+    return [node["job_id"] for node, _ in _walk(tree, None) if node["status"] not in job_statuses().terminal]
 
 
 def _walk(node: Mapping[str, Any], parent: str | None
