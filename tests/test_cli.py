@@ -87,6 +87,7 @@ def test_plugin_run_and_job_list_against_the_running_gateway(gateway: Gateway) -
                   "--json")
     assert run.returncode == 0, run.stderr
     job_id = json.loads(run.stdout)["job_id"]
+    assert json.loads(run.stdout)["command"] == "poll"  # the Go CLI's default command
     listed = run_cli("job", "list", "--config", cfg)
     assert job_id in listed.stdout and "succeeded" in listed.stdout
     human = run_cli("job", "inspect", job_id, "--config", cfg)

@@ -252,3 +252,15 @@ def test_bundled_root_has_a_trusted_echo() -> None:
     assert found.warnings == ()
     echo = found.plugins["echo"]
     assert os.access(echo.entrypoint, os.X_OK)
+
+
+def test_discovery_reports_a_repeated_command_as_a_warning_with_the_path(tmp_path: Path) -> None:
+    root = tmp_path / "plugins"
+    plugin_dir = make_plugin(root, "twice", "cat >/dev/null")
+    manifest = manifest_dict("twice")
+    manifest["commands"].append(dict(manifest["commands"][0]))
+    (plugin_dir / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    found = discover([str(root)], allow_symlinks=False)
+    assert "twice" in found.plugins
+    assert any(w.startswith(f"plugin {plugin_dir / 'manifest.yaml'}: command \"poll\" is declared "
+                            "twice") for w in found.warnings), found.warnings

@@ -231,10 +231,21 @@ def test_wrong_types_are_named(key: str, value: Any, message: str) -> None:
     assert message in error_of(data)
 
 
-def test_duplicate_command_is_refused() -> None:
+def test_a_conflicting_duplicate_command_is_refused_naming_both() -> None:
     data = valid()
     data["commands"].append({"name": "poll", "type": "write"})
-    assert error_of(data) == 'invalid manifest: command "poll" is declared more than once'
+    assert error_of(data) == ('invalid manifest: command "poll" is declared more than once with '
+                              "different definitions (commands[0] and commands[2])")
+
+
+def test_an_identical_duplicate_command_loads_with_a_warning() -> None:
+    """The Go original accepted it (its own sys_exec fixture lists a command twice)."""
+    data = valid()
+    data["commands"].append({"name": "poll", "type": "read"})
+    manifest = parse_manifest(yaml.safe_dump(data, sort_keys=False), PATH)
+    assert [c.name for c in manifest.commands] == ["poll", "handle"]
+    assert manifest.warnings == ('command "poll" is declared twice with the same definition '
+                                 "(commands[0] and commands[2]); the repeat is ignored",)
 
 
 def test_parsed_model() -> None:

@@ -52,8 +52,8 @@ def list_plugins(config_path: str | None, as_json: bool) -> None:
 
 @plugin.command("run")
 @click.argument("name")
-@click.option("--command", "command", default=None,
-              help="Command to run (default handle when declared, else poll).")
+@click.option("--command", "command", default="poll", show_default=True,
+              help="Command to run (poll, as the Go CLI defaults to).")
 @click.option("--payload", default=None, help="JSON object passed as the payload.")
 @click.option("--payload-file", type=click.Path(dir_okay=False), default=None,
               help="Read the payload JSON object from a file ('-' for stdin).")
@@ -63,7 +63,7 @@ def list_plugins(config_path: str | None, as_json: bool) -> None:
               help="Token (else $DUCTILE_API_KEY, else the first configured token).")
 @config_option
 @json_option
-def run(name: str, command: str | None, payload: str | None, payload_file: str | None,
+def run(name: str, command: str, payload: str | None, payload_file: str | None,
         sync: bool, api_url: str | None, api_key_opt: str | None, config_path: str | None,
         as_json: bool) -> None:
     """Enqueue a plugin command on the running gateway (POST /plugins/NAME/run)."""

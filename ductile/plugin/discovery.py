@@ -234,6 +234,7 @@ def _load_plugin(
     if problem is not None:
         warnings.append(f"plugin {manifest_path} skipped: trust validation failed: {problem}")
         return None
+    warnings.extend(f"plugin {manifest_path}: {warning}" for warning in manifest.warnings)
     return Plugin(
         name=manifest.name, manifest=manifest, directory=directory, entrypoint=entrypoint,
         root=root,

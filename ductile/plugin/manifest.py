@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
 
@@ -79,6 +79,8 @@ class Manifest:
     fact_outputs: tuple[FactOutput, ...] = ()
     # {"required": (...), "optional": (...)}; only `doctor` checks it.
     config_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # What loaded but deserves the operator's eye (discovery logs them with the path).
+    warnings: tuple[str, ...] = ()
 
     def command(self, name: str) -> Command | None:
         """The declared command called `name`, or None."""
@@ -94,7 +96,7 @@ class Manifest:
 def parse_manifest(text: str | bytes, path: str) -> Manifest:
     """Parse manifest text read from `path` (used only in messages) into a validated Manifest."""
     data = _load_yaml(text, path)
-    manifest = _decode(data, path)
+    manifest = _without_repeated_commands(_decode(data, path), path)
     _validate(manifest, path)
     if manifest.protocol != PROTOCOL_VERSION:
         _fail(path, f"unsupported protocol version {manifest.protocol} (supported: 2)")
@@ -354,6 +356,31 @@ def _validate_identity(spec: str, version: int, path: str) -> None:
         _fail(path, f"unsupported manifest_version {version} (supported: 1)")
 
 
+def _without_repeated_commands(manifest: Manifest, path: str) -> Manifest:
+    """Drop a command listed again with the very same definition, with a warning.
+
+    The Go original accepted such a manifest (its own sys_exec fixture lists a command twice),
+    so refusing it would strand plugins written for it. Two definitions that differ are still
+    refused by `_validate`, naming both positions.
+    """
+    kept: list[Command] = []
+    warnings = list(manifest.warnings)
+    for index, cmd in enumerate(manifest.commands):
+        first = next((i for i, k in enumerate(manifest.commands[:index]) if k.name == cmd.name),
+                     None)
+        if first is None:
+            kept.append(cmd)
+        elif manifest.commands[first] == cmd:
+            warnings.append(f"command {quote(cmd.name)} is declared twice with the same "
+                            f"definition (commands[{first}] and commands[{index}]); the repeat "
+                            "is ignored")
+        else:
+            kept.append(cmd)  # _validate refuses it, naming both
+    if len(kept) == len(manifest.commands):
+        return manifest
+    return replace(manifest, commands=tuple(kept), warnings=tuple(warnings))
+
+
 def _validate(manifest: Manifest, path: str) -> None:
     if not manifest.name:
         _fail(path, "name is required")
@@ -365,12 +392,13 @@ def _validate(manifest: Manifest, path: str) -> None:
         _fail(path, f"entrypoint contains path traversal: {manifest.entrypoint}")
     if not manifest.commands:
         _fail(path, "at least one command must be declared")
-    seen: set[str] = set()
-    for cmd in manifest.commands:
+    seen: dict[str, int] = {}
+    for index, cmd in enumerate(manifest.commands):
         _validate_command(cmd, path)
         if cmd.name in seen:
-            _fail(path, f"command {quote(cmd.name)} is declared more than once")
-        seen.add(cmd.name)
+            _fail(path, f"command {quote(cmd.name)} is declared more than once with different "
+                        f"definitions (commands[{seen[cmd.name]}] and commands[{index}])")
+        seen[cmd.name] = index
     for index, rule in enumerate(manifest.fact_outputs):
         _validate_fact(index, rule, seen, path)
 
