@@ -519,7 +519,6 @@ def test_unknown_keys_warn(tmp_path: Path) -> None:
     assert cfg.warnings == (
         "config.yaml: unknown key tokens (ignored)",
         "config.yaml: unknown key service.log_levle (ignored)",
-        "config.yaml: service.admission is not supported yet (ignored)",
         "config.yaml: unknown key api.managment (ignored)",
         "config.yaml: unknown key api.auth.tokens[0].scope (ignored)",
         "plugins.yaml: unknown key plugins.echo.timeout (ignored)",
@@ -528,7 +527,10 @@ def test_unknown_keys_warn(tmp_path: Path) -> None:
         "plugins.yaml: unknown key plugins.echo.schedules[0].jitterr (ignored)",
         "plugins.yaml: database is read only from the root config file (ignored)",
         "plugins.yaml: service.max_workers is read only from the root config file (ignored)",
+        "config.yaml: service.admission.fail_on_drift is not enforced yet (the gate that would "
+        "refuse is not built)",
     )
+    assert cfg.service.admission.fail_on_drift is True
     assert cfg.raw["webhooks"] == {"listen": ":9000"}
     assert cfg.service.max_workers == default_max_workers()
 
@@ -548,3 +550,29 @@ def test_relative_management_socket_resolves_against_the_config_dir(tmp_path: Pa
     write(tmp_path, "config.yaml", "plugin_roots: [p]\napi: {management_socket: run/admin.sock}\n")
     cfg = load_config(str(tmp_path), environ={})
     assert cfg.api.management_socket == str(tmp_path / "run" / "admin.sock")
+
+
+@pytest.mark.parametrize(("service", "expected", "warned"), [
+    ({}, (False,) * 5, None),
+    ({"strict_mode": True}, (True,) * 5, "service.strict_mode is deprecated; replace it with"),
+    ({"strict_mode": True, "admission": {"require_api_auth": True}},
+     (False, False, False, True, False), "deprecated and ignored because service.admission"),
+    ({"admission": {"verify_integrity_on_boot": "yes"}}, (True, False, False, False, False),
+     None),
+])
+def test_admission_switches_resolve_from_the_block_else_strict_mode(
+    tmp_path: Path, service: dict, expected: tuple, warned: str | None
+) -> None:
+    from ductile.config.schema import ADMISSION_SWITCHES
+    from support.gateway import write_config
+
+    cfg = load_config(str(write_config(tmp_path / "cfg", service=service)), environ={})
+    assert tuple(getattr(cfg.service.admission, s) for s in ADMISSION_SWITCHES) == expected
+    deprecation = [w for w in cfg.warnings if "strict_mode" in w]
+    if warned is None:
+        assert deprecation == []
+    else:
+        assert len(deprecation) == 1 and warned in deprecation[0]
+    # Until its gate exists, every switch that is on says so at each load.
+    unenforced = [w for w in cfg.warnings if "is not enforced yet" in w]
+    assert len(unenforced) == sum(expected)

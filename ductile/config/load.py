@@ -29,7 +29,9 @@ from ductile.config.interpolate import interpolate
 from ductile.config.merge import ignored_include_keys, merge_config
 from ductile.config.resolve import SOURCE_EXPLICIT, config_file_for
 from ductile.config.schema import (
+    ADMISSION_SWITCHES,
     DEFAULT_TIMEOUTS,
+    AdmissionConfig,
     ApiConfig,
     ApiToken,
     BreakerConf,
@@ -64,8 +66,8 @@ SERVICE_STRINGS = ("name", "log_level", "log_format")
 SERVICE_INTS = ("max_workers", "hook_max_depth", "max_route_depth")
 SERVICE_BOOLS = ("strict_mode", "allow_symlinks", "unconfined")
 SERVICE_KEYS = frozenset({*SERVICE_DURATIONS, *SERVICE_STRINGS, *SERVICE_INTS, *SERVICE_BOOLS,
-                          "plugin_env_passthrough"})
-SERVICE_DEFERRED = frozenset({"admission"})
+                          "plugin_env_passthrough", "admission"})
+SERVICE_DEFERRED: frozenset[str] = frozenset()
 API_KEYS = frozenset({"enabled", "listen", "auth", "max_concurrent_sync", "max_sync_timeout",
                       "allowed_origins", "max_body_size", "management_socket"})
 SECRETS_KEYS = frozenset({"vault_file", "key_file"})
@@ -221,6 +223,13 @@ class _Session:
         """Tilde expansion, defaults, absolute paths and the typed Config."""
         merged = _expand_tilde(merged, self.env.get("HOME"))
         decoded = _decode(_Reader(_File(root, self.display(root)), []), merged)
+        deprecated = admission_warning(merged.get("service"))
+        if deprecated is not None:
+            self.warnings.append(f"{self.display(root)}: {deprecated}")
+        for switch in ADMISSION_SWITCHES:
+            if getattr(decoded.service.admission, switch) and switch not in ADMISSION_ENFORCED:
+                self.warnings.append(f"{self.display(root)}: service.admission.{switch} is not "
+                                     "enforced yet (the gate that would refuse is not built)")
         state = decoded.state_path or decoded.database_path or DEFAULT_STATE_PATH
         return Config(
             service=decoded.service,
@@ -408,7 +417,35 @@ def _decode_service(r: _Reader, value: Any) -> ServiceConfig:
         values[name] = r.boolean(m.get(name), f"service.{name}")
     values["plugin_env_passthrough"] = r.str_list(m.get("plugin_env_passthrough"),
                                                   "service.plugin_env_passthrough")
+    values["admission"] = _decode_admission(r, m, bool(values["strict_mode"]))
     return ServiceConfig(**{name: v for name, v in values.items() if v})
+
+
+#: The admission switches some gate enforces. A switch set but not listed here is warned at every
+#: load, so no operator believes a protection is on that is not.
+ADMISSION_ENFORCED: frozenset[str] = frozenset()
+ADMISSION_STRICT_DEPRECATED = ("service.strict_mode is deprecated; replace it with an explicit "
+                               "service.admission block")
+ADMISSION_STRICT_IGNORED = ("service.strict_mode is deprecated and ignored because "
+                            "service.admission is set; remove strict_mode")
+
+
+def admission_warning(service: Any) -> str | None:
+    """The deprecation warning a use of `service.strict_mode` earns, if any."""
+    if not isinstance(service, dict) or service.get("strict_mode") not in (True, "true", "yes",
+                                                                            "on", "True"):
+        return None
+    return ADMISSION_STRICT_IGNORED if "admission" in service else ADMISSION_STRICT_DEPRECATED
+
+
+def _decode_admission(r: _Reader, service: dict[str, Any], strict_mode: bool) -> AdmissionConfig:
+    """`service.admission` when present (authoritative); else `strict_mode: true` turns every
+    switch on; else all off. Either use of strict_mode is warned (the Go original's wording)."""
+    if "admission" not in service:
+        return AdmissionConfig.all_on() if strict_mode else AdmissionConfig()
+    m = r.section(service.get("admission"), "service.admission", frozenset(ADMISSION_SWITCHES))
+    return AdmissionConfig(**{name: bool(r.boolean(m.get(name), f"service.admission.{name}"))
+                              for name in ADMISSION_SWITCHES})
 
 
 def _decode_api(r: _Reader, value: Any) -> ApiConfig:

@@ -118,6 +118,27 @@ class PipelineSource:
 
 
 @dataclass(frozen=True)
+class AdmissionConfig:
+    """`service.admission`: the switches that let boot refuse what an operator asked it to
+    guard. All off by default; `service.strict_mode: true` (deprecated) turns all of them on
+    when no `admission` block is given."""
+
+    verify_integrity_on_boot: bool = False  # the `.checksums` seal must hold (gate integrity_verified)
+    fail_on_drift: bool = False  # with the seal: a warning (an unsealed file, no seal) refuses
+    validate_config_on_boot: bool = False  # the doctor and strict decode must pass
+    require_api_auth: bool = False  # an enabled API needs a token (or the management posture)
+    fail_on_sidedoor: bool = False  # privilege separation: a side door refuses (not built yet)
+
+    @classmethod
+    def all_on(cls) -> AdmissionConfig:
+        return cls(True, True, True, True, True)
+
+
+ADMISSION_SWITCHES = ("verify_integrity_on_boot", "fail_on_drift", "validate_config_on_boot",
+                      "require_api_auth", "fail_on_sidedoor")
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     name: str = "ductile"
     tick_interval: float = 60.0
@@ -139,6 +160,8 @@ class ServiceConfig:
     allow_symlinks: bool = False
     unconfined: bool = False
     shutdown_grace: float = 30.0
+    # The resolved admission switches (from `admission`, else `strict_mode`, else all off).
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
 
 
 @dataclass(frozen=True)

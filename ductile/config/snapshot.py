@@ -167,6 +167,13 @@ def _service(service: ServiceConfig) -> dict[str, Any]:
         "max_route_depth": service.max_route_depth,
         "plugin_env_passthrough": list(service.plugin_env_passthrough),
         "strict_mode": service.strict_mode,
+        # The resolved switches, as the Go original renders them (no fail_on_sidedoor).
+        "admission": {
+            "verify_integrity_on_boot": service.admission.verify_integrity_on_boot,
+            "fail_on_drift": service.admission.fail_on_drift,
+            "validate_config_on_boot": service.admission.validate_config_on_boot,
+            "require_api_auth": service.admission.require_api_auth,
+        },
         "allow_symlinks": service.allow_symlinks,
         "unconfined": service.unconfined,
         "shutdown_grace": _duration(service.shutdown_grace),
