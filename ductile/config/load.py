@@ -422,8 +422,9 @@ def _decode_service(r: _Reader, value: Any) -> ServiceConfig:
 
 
 #: The admission switches some gate enforces. A switch set but not listed here is warned at every
-#: load, so no operator believes a protection is on that is not.
-ADMISSION_ENFORCED: frozenset[str] = frozenset()
+#: load, so no operator believes a protection is on that is not. `require_api_auth` is always in
+#: force: the gate api_has_tokens refuses an enabled API without a token whatever the switch says.
+ADMISSION_ENFORCED: frozenset[str] = frozenset({"require_api_auth"})
 ADMISSION_STRICT_DEPRECATED = ("service.strict_mode is deprecated; replace it with an explicit "
                                "service.admission block")
 ADMISSION_STRICT_IGNORED = ("service.strict_mode is deprecated and ignored because "
