@@ -20,7 +20,11 @@ job it is about so the message can tell an operator what to fix.
     │   ├── ScheduleError           a schedule entry is invalid or can never fire
     │   └── YamlProblem             a YAML document does not load (carries line/column)
     ├── ConfigError                 config cannot be found, parsed or validated (file/key/line)
-    │   └── ConfigNotFound          no config directory or file at any resolution step
+    │   ├── ConfigNotFound          no config directory or file at any resolution step
+    │   ├── IntegrityError          the `.checksums` seal is missing, unreadable, writable by
+    │   │                           others, unparsable or of another version (`kind` says which)
+    │   ├── ConfigPathError         a dot path (`service.max_workers`) is malformed or names no key
+    │   └── ConfigEditRefused       `config set` cannot edit the line safely, or the result fails
     ├── ManifestError               a plugin's manifest.yaml is invalid
     ├── DiscoveryError              plugin roots / trust checks / aliases refuse the plugin set
     ├── ProtocolError               a plugin's stdout is not one valid protocol v2 response
@@ -127,6 +131,28 @@ class ConfigError(DuctileError):
 
 class ConfigNotFound(ConfigError):
     """No config was found at any resolution step (--config, env, ~/.config, /etc)."""
+
+
+class IntegrityError(ConfigError):
+    """The integrity seal (`<config dir>/.checksums`) cannot be used. `kind` is `missing`,
+    `unreadable`, `permissions` (writable by group or others), `unparsable` or `version`, so a
+    caller can tell an absent seal (maybe fine) from a broken one (never fine); `path` names
+    the seal. A ConfigError because a scope file's seal is checked while the config loads."""
+
+    def __init__(self, message: str, *, path: str, kind: str) -> None:
+        super().__init__(message, path=path)
+        self.kind = kind
+
+
+class ConfigPathError(ConfigError):
+    """A dot path (`plugins.echo.retry.max_attempts`) is malformed, or names a key the config
+    does not have; the message names the first missing segment and the keys that exist there."""
+
+
+class ConfigEditRefused(ConfigError):
+    """`config set` will not write: the key sits in flow style, a multi-line value, an anchor
+    or a YAML merge, or the edited config would not load, validate or take effect. The file is
+    left exactly as it was."""
 
 
 class ManifestError(DuctileError):

@@ -16,7 +16,7 @@ import trio
 
 if TYPE_CHECKING:
     from ductile.config.schema import ApiToken, Config
-    from ductile.plugin.discovery import Plugin
+    from ductile.plugin.discovery import Plugin, Shadowed
     from ductile.router.dsl import PipelineSet
     from ductile.store.interface import JobQueue
     from ductile.store.state import StateStore
@@ -46,6 +46,8 @@ class Runtime:
     webhook_secrets: dict[str, bytes] = field(default_factory=dict)
     # The compiled `pipelines:` of this generation (an empty set when there are none).
     pipelines: PipelineSet = field(default_factory=lambda: empty_pipelines())
+    # Plugin names two roots provide (the first found is used), for GET /system/doctor.
+    shadowed_plugins: tuple[Shadowed, ...] = ()
 
     def lane_limit(self, plugin: str) -> int:
         """Per-plugin concurrency: explicit `parallelism` wins; otherwise concurrency-safe

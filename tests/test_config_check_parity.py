@@ -51,6 +51,12 @@ def _bad_vault(tmp: Path) -> Path:
     return cfg
 
 
+def _unusable_seal(tmp: Path) -> Path:
+    cfg = _base(tmp, service={"admission": {"verify_integrity_on_boot": True}})
+    (cfg / ".checksums").write_text("version: 1\nhashes: {}\n")
+    return cfg
+
+
 def _webhook(tmp: Path, **endpoint: Any) -> Path:
     cfg = _base(tmp)
     return _edit(cfg, lambda d: d.update(webhooks={
@@ -85,9 +91,14 @@ BROKEN: dict[str, Callable[[Path], Path]] = {
     "schedules_valid": lambda tmp: _base(tmp, plugins=_echo_schedule(cron="99 * * * *")),
     "webhook_targets_admitted": lambda tmp: _webhook(tmp, plugin="ghost"),
     "vault_opened": _bad_vault,
+    "integrity_verified": _unusable_seal,
     "secret_refs_resolved": lambda tmp: _webhook(tmp, secret_ref="never-minted"),
     "pipelines_compiled": lambda tmp: _base(tmp, extra={"pipelines": [
         {"name": "p", "on": "x.happened", "steps": [{"id": "s", "uses": "ghost"}]}]}),
+    # sys_exec's manifest requires config.command; the doctor's error refuses under the switch.
+    "config_doctor_passed": lambda tmp: _base(
+        tmp, service={"admission": {"validate_config_on_boot": True}},
+        plugins={"sys_exec": {"enabled": True}}),
     "api_has_tokens": _no_token_no_vault,
     "api_tokens_resolved": _unminted_token,
 }

@@ -527,8 +527,6 @@ def test_unknown_keys_warn(tmp_path: Path) -> None:
         "plugins.yaml: unknown key plugins.echo.schedules[0].jitterr (ignored)",
         "plugins.yaml: database is read only from the root config file (ignored)",
         "plugins.yaml: service.max_workers is read only from the root config file (ignored)",
-        "config.yaml: service.admission.fail_on_drift is not enforced yet (the gate that would "
-        "refuse is not built)",
     )
     assert cfg.service.admission.fail_on_drift is True
     assert cfg.raw["webhooks"] == {"listen": ":9000"}

@@ -67,6 +67,14 @@ class BootFacts:
     # The compiled `pipelines:` (a router.PipelineSet), or the compiler's refusal text.
     pipelines: Any = None
     pipelines_error: str | None = None
+    # Plugin names two roots provide (discovery.Shadowed), the doctor's review (a
+    # config.doctor.DoctorResult; None: not gathered) and the keys the loader did not
+    # understand (strict decode; both judged by config_doctor_passed).
+    shadowed: tuple[Any, ...] = ()
+    doctor: Any = None
+    ignored_keys: tuple[str, ...] = ()
+    # The integrity seal as found (a config.integrity.SealFacts); None: not gathered.
+    integrity: Any = None
 
 
 Gate = Callable[[BootFacts], "Refusal | None"]
@@ -207,6 +215,18 @@ def pipelines_compiled(f: BootFacts) -> Refusal | None:
     return None
 
 
+def config_doctor_passed(f: BootFacts) -> Refusal | None:
+    """Under service.admission.validate_config_on_boot the doctor finds no error and the loader
+    ignored no key (strict decode). With the switch off this passes: the doctor then only
+    reports, through `config check` and GET /system/doctor."""
+    from ductile.config.doctor import validation_refusal
+
+    if f.config is None or not f.config.service.admission.validate_config_on_boot:
+        return None
+    reason = validation_refusal(f.doctor, f.ignored_keys)
+    return None if reason is None else Refusal("config_doctor_passed", reason)
+
+
 def config_snapshot_recorded(f: BootFacts) -> Refusal | None:
     if f.snapshot_error is not None or f.snapshot_id is None:
         return Refusal(
@@ -248,6 +268,24 @@ def vault_opened(f: BootFacts) -> Refusal | None:
     if f.vault_error is not None:
         return Refusal("vault_opened", f.vault_error)
     return None
+
+
+def integrity_verified(f: BootFacts) -> Refusal | None:
+    """The `.checksums` seal holds when it must (config/integrity.py: at startup under
+    verify_integrity_on_boot; on reload whenever a seal exists, with the running config's
+    fail_on_drift). After vault_opened because plugin fingerprints are keyed with its nonce."""
+    from ductile.config.integrity import integrity_policy, refusal_text, verify_integrity
+
+    if f.integrity is None or f.config is None:
+        return None
+    previous = f.previous.service.admission if f.previous is not None else None
+    policy = integrity_policy(reason=f.reason, admission=f.config.service.admission,
+                              previous=previous, sealed=f.integrity.sealed)
+    if not policy.verify:
+        return None
+    reason = refusal_text(verify_integrity(f.integrity), reason=f.reason,
+                          fail_on_drift=policy.fail_on_drift)
+    return None if reason is None else Refusal("integrity_verified", reason)
 
 
 def secret_refs_resolved(f: BootFacts) -> Refusal | None:
@@ -337,11 +375,13 @@ GATES: dict[str, Gate] = {
         schedules_valid,
         webhook_targets_admitted,
         vault_opened,
+        integrity_verified,
         secret_refs_resolved,
         database_opened,
         schema_migrated,
         orphans_recovered,
         pipelines_compiled,
+        config_doctor_passed,
         config_snapshot_recorded,
         api_has_tokens,
         api_tokens_resolved,

@@ -24,7 +24,7 @@ from ductile.errors import ConfigError, DiscoveryError
 
 if TYPE_CHECKING:
     from ductile.config.schema import Config
-    from ductile.vault.owner import VaultLoad
+    from ductile.vault.owner import VaultLoad, VaultOwner
 
 DEFAULT_ETC_DIR = "/etc/ductile"
 
@@ -92,6 +92,7 @@ def gather_plugins(cfg: Config, facts: BootFacts) -> tuple[str, ...]:
     except DiscoveryError as exc:
         facts.discovery_error = str(exc)
         return ()
+    facts.shadowed = found.shadowed
     try:
         facts.plugins = apply_aliases(found.plugins, cfg.plugins)
     except DiscoveryError as exc:
@@ -120,6 +121,41 @@ def gather_vault_facts(
     resolved = loaded.owner.resolved_secrets()
     facts.secrets = dict(resolved.values)
     return loaded, tuple(resolved.warnings)
+
+
+def gather_integrity(cfg: Config, facts: BootFacts, owner: VaultOwner | None) -> tuple[str, ...]:
+    """Read the `.checksums` seal and hash what it covers, plugins keyed with the vault's nonce
+    (gate integrity_verified). Blocking file I/O, after the vault and discovery. Returns the
+    findings that do not refuse under the policy, for the caller to log or report."""
+    from ductile.config.integrity import (collect_seal_facts, integrity_policy, refusal_text,
+                                          verify_integrity)
+    from ductile.errors import VaultError
+
+    nonce, problem = None, None
+    if owner is not None:
+        try:
+            nonce = owner.nonce
+        except VaultError as exc:
+            problem = str(exc)
+    elif facts.vault_error is not None:
+        problem = "the vault cannot be opened (see gate vault_opened)"
+    elif facts.vault_status == "blind":
+        problem = f"the vault {facts.vault_path} cannot be opened without its key"
+    facts.integrity = seal = collect_seal_facts(
+        cfg.config_dir, cfg.config_path, plugin_confs=cfg.plugins, plugins=facts.plugins,
+        nonce=nonce, nonce_problem=problem)
+    previous = facts.previous.service.admission if facts.previous is not None else None
+    policy = integrity_policy(reason=facts.reason, admission=cfg.service.admission,
+                              previous=previous, sealed=seal.sealed)
+    if not policy.verify:
+        if seal.sealed and facts.reason == "startup":
+            return (f"the seal {seal.seal_path} is not verified at startup because "
+                    "service.admission.verify_integrity_on_boot is false (a reload verifies it)",)
+        return ()
+    verdict = verify_integrity(seal)
+    if refusal_text(verdict, reason=facts.reason, fail_on_drift=policy.fail_on_drift):
+        return ()  # the gate refuses with every finding
+    return verdict.warnings
 
 
 def gather_schedules(cfg: Config, facts: BootFacts) -> None:
@@ -154,6 +190,17 @@ def gather_posture(cfg: Config, facts: BootFacts) -> None:
     facts.posture = decide_posture(cfg, has_vault=facts.vault_status == "loaded")
 
 
+def gather_doctor(cfg: Config, facts: BootFacts) -> None:
+    """The doctor's review of everything gathered so far, and the keys the loader ignored
+    (gate config_doctor_passed). Pure: it reads only facts, so it follows the pipelines."""
+    from ductile.config.doctor import diagnose, ignored_keys
+
+    facts.doctor = diagnose(cfg, facts.plugins, pipelines=facts.pipelines,
+                            vault_present=facts.vault_status == "loaded",
+                            shadowed=facts.shadowed)
+    facts.ignored_keys = ignored_keys(cfg)
+
+
 def dry_run(explicit: str | None, environ: Mapping[str, str], home: str,
             etc_dir: str = DEFAULT_ETC_DIR) -> tuple[BootFacts, Warned]:
     """Every side-effect-free fact, gathered in boot's phase order.
@@ -171,9 +218,11 @@ def dry_run(explicit: str | None, environ: Mapping[str, str], home: str,
     warned.add("plugin", gather_plugins(cfg, facts))
     if facts.discovery_error is not None or facts.alias_error is not None:
         return facts, warned
-    _, vault_warnings = gather_vault_facts(cfg, facts, environ, home)
+    vault, vault_warnings = gather_vault_facts(cfg, facts, environ, home)
     warned.add("vault", vault_warnings)
+    warned.add("integrity", gather_integrity(cfg, facts, vault.owner if vault else None))
     gather_schedules(cfg, facts)
     warned.add("pipeline", gather_pipelines(cfg, facts))
+    gather_doctor(cfg, facts)
     gather_posture(cfg, facts)
     return facts, warned

@@ -31,6 +31,8 @@ from ductile.boot.gates import BootFacts
 from ductile.boot.gather import (
     DEFAULT_ETC_DIR,
     gather_config,
+    gather_doctor,
+    gather_integrity,
     gather_pipelines,
     gather_plugins,
     gather_posture,
@@ -138,6 +140,8 @@ async def build_generation(
                  plugins=sorted(facts.plugins))
     machine.advance("discover")
     vault = await _open_vault(proc, cfg, facts, log)
+    for warning in await trio.to_thread.run_sync(gather_integrity, cfg, facts, vault):
+        log.warn("integrity", detail=warning)
     gather_schedules(cfg, facts)
     machine.advance("admit")
 
@@ -151,6 +155,8 @@ async def build_generation(
     if facts.pipelines is not None and facts.pipelines.pipelines:
         log.info("pipelines compiled", count=len(facts.pipelines.pipelines),
                  pipelines=sorted(facts.pipelines.pipelines))
+    gather_doctor(cfg, facts)
+    _log_doctor(cfg, facts, log)
     machine.advance("open_state")
 
     from ductile.config.snapshot import snapshot_fields
@@ -228,7 +234,21 @@ async def build_generation(
         webhook_secrets={e.path: facts.secrets.get(e.secret_ref, "").encode()
                          for e in cfg.webhooks.endpoints},
         pipelines=facts.pipelines,
+        shadowed_plugins=facts.shadowed,
     )
+
+
+def _log_doctor(cfg: Config, facts: BootFacts, log: Logger) -> None:
+    """With validate_config_on_boot off the doctor's errors do not refuse, so they are logged
+    (once per generation) where an operator reading the journal finds them. Under the switch
+    the gate config_doctor_passed refuses with every error instead."""
+    if facts.doctor is None or cfg.service.admission.validate_config_on_boot:
+        return
+    for finding in facts.doctor.errors:
+        log.warn("doctor: configuration problem (not enforced: "
+                 "service.admission.validate_config_on_boot is off)",
+                 category=finding.category, field=finding.field, file=finding.file,
+                 detail=finding.message)
 
 
 async def _open_vault(

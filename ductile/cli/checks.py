@@ -4,7 +4,8 @@ Which gates run is not written here: `states/boot.yaml` lists them under `side_e
 the facts they judge are gathered by the same functions boot uses (`ductile/boot/gather.py`).
 Unlike boot, which stops at the first refusal, the check reports every gate that refuses,
 stopping only where a later gate would have nothing to judge (no config parsed, no plugin
-discovered).
+discovered). The doctor's findings (`ductile/config/doctor.py`) are added to the report whether
+or not `service.admission.validate_config_on_boot` makes boot enforce them.
 """
 
 from __future__ import annotations
@@ -40,7 +41,42 @@ def check_config(config_path: str | None) -> dict[str, Any]:
         (warnings if blind else errors).append(entry)
         if gate in _STOPPING_GATES:
             return report
+    _add_doctor_findings(facts.doctor, errors, warnings)
     report["valid"] = not errors
     report["posture"] = facts.posture
     report["plugins"] = sorted(facts.plugins)
     return report
+
+
+def _add_doctor_findings(doctor: Any, errors: list[dict[str, str]],
+                         warnings: list[dict[str, str]]) -> None:
+    """The doctor's findings, whatever service.admission.validate_config_on_boot says: with the
+    switch off boot only logs them, but an error still means the config is not as meant (the Go
+    gateway's `config check` judges the same way). Under the switch the gate
+    config_doctor_passed is listed as well, since boot would refuse there."""
+    if doctor is None:
+        return
+    errors.extend(finding.as_dict() for finding in doctor.errors)
+    warnings.extend(finding.as_dict() for finding in doctor.warnings)
+
+
+def human_report(report: dict[str, Any]) -> list[str]:
+    """The lines `config check` prints: the verdict, then one line per finding
+    (`  ERROR [category] file: field: message`), then which config was checked."""
+    errors, warnings = report["errors"], report["warnings"]
+    if not report["valid"]:
+        head = f"Configuration invalid ({len(errors)} error(s), {len(warnings)} warning(s))"
+    elif warnings:
+        head = f"Configuration valid ({len(warnings)} warning(s))"
+    else:
+        head = "Configuration valid."
+    lines = [head]
+    lines += [f"  ERROR [{e['category']}] {_where(e)}{e['message']}" for e in errors]
+    lines += [f"  WARN  [{w['category']}] {_where(w)}{w['message']}" for w in warnings]
+    if report.get("path"):
+        lines.append(f"Checked: {report['path']} ({report.get('source')})")
+    return lines
+
+
+def _where(finding: dict[str, str]) -> str:
+    return "".join(f"{finding[part]}: " for part in ("file", "field") if finding.get(part))

@@ -47,29 +47,44 @@ def init(directory: str | None, force: bool) -> None:
 
 @config.command()
 @config_option
+@click.option("--format", "output_format", type=click.Choice(["human", "json"]),
+              default="human", show_default=True, help="Output format.")
 @json_option
-@click.option("--strict", is_flag=True, help="Exit 2 when there are warnings.")
-def check(config_path: str | None, as_json: bool, strict: bool) -> None:
-    """Load and validate the config and discover its plugins, as boot would (no side effects).
+@click.option("--fail-on-warnings", is_flag=True, help="Exit 2 when valid but with warnings.")
+@click.option("--strict", is_flag=True, help="Deprecated alias of --fail-on-warnings.")
+def check(config_path: str | None, output_format: str, as_json: bool, fail_on_warnings: bool,
+          strict: bool) -> None:
+    """Run boot's side-effect-free gates and the doctor over the config (no side effects).
 
-    Exit 0 valid, 1 invalid, 2 valid with warnings under --strict.
+    Exit 0 valid, 1 invalid, 2 valid with warnings under --fail-on-warnings.
     """
-    from ductile.cli.checks import check_config
+    from ductile.cli.checks import check_config, human_report
 
+    if strict:
+        click.echo("Note: --strict is deprecated; use --fail-on-warnings", err=True)
     report = check_config(config_path)
-    if as_json:
+    if as_json or output_format == "json":
         emit_json(report)
     else:
-        for error in report["errors"]:
-            click.echo(f"ERROR [{error['category']}] {error['message']}")
-        for warning in report["warnings"]:
-            click.echo(f"WARN [{warning['category']}] {warning['message']}")
-        if report["valid"]:
-            suffix = f" ({len(report['warnings'])} warning(s))" if report["warnings"] else ""
-            click.echo(f"Configuration valid{suffix}: {report.get('path')}")
-        else:
-            click.echo("Configuration invalid.")
+        for line in human_report(report):
+            click.echo(line)
     if not report["valid"]:
         sys.exit(1)
-    if strict and report["warnings"]:
+    if (fail_on_warnings or strict) and report["warnings"]:
         sys.exit(2)
+
+
+@config.command("lock")
+@config_option
+@click.option("--config-dir", "config_dir", default=None, metavar="DIR",
+              help="Seal this directory only (exclusive with --config).")
+@click.option("--dry-run", is_flag=True, help="Show what would be sealed; write nothing.")
+@click.option("-v", "--verbose", is_flag=True, help="List every file and plugin record.")
+def lock(config_path: str | None, config_dir: str | None, dry_run: bool, verbose: bool) -> None:
+    """Seal the config files in <config dir>/.checksums (mode 0600), keeping the plugin
+    attestations of plugins still configured (see `ductile plugin lock`)."""
+    from ductile.cli.locking import config_lock
+
+    if config_path and config_dir:
+        raise click.UsageError("use only one of --config or --config-dir")
+    config_lock(config_path, config_dir, dry_run=dry_run, verbose=verbose)

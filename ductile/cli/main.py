@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ductile import __version__
-from ductile.cli import config_cmd, job, pipeline, plugin, system
+from ductile.cli import config_cmd, config_edit, job, pipeline, plugin, system
 from ductile.cli import scheduler as scheduler_cmd
 from ductile.cli import secrets as secrets_cmd
 from ductile.cli import vault as vault_cmd
@@ -27,6 +27,9 @@ system.system.add_command(vault_cmd.vault_audit)
 system.system.add_command(scheduler_cmd.scheduler)
 system.system.add_command(scheduler_cmd.breaker)
 system.system.add_command(scheduler_cmd.reset)
+# `config show|get|set|schema|validate` (reading and editing the config) beside init/check.
+for command in config_edit.COMMANDS:
+    config_cmd.config.add_command(command)
 cli.add_command(system.system)
 cli.add_command(config_cmd.config)
 cli.add_command(plugin.plugin)

@@ -1,4 +1,4 @@
-"""`ductile plugin list|run`."""
+"""`ductile plugin list|lock|run`."""
 
 from __future__ import annotations
 
@@ -48,6 +48,27 @@ def list_plugins(config_path: str | None, as_json: bool) -> None:
             click.echo(f"    {row['description']}")
     for warning in found.warnings:
         click.echo(f"warning: {warning}", err=True)
+
+
+@plugin.command("lock")
+@click.argument("target", required=False, metavar="NAME | CODE")
+@click.option("--all", "all_plugins", is_flag=True,
+              help="Attest every configured plugin: preview, then commit with the code.")
+@config_option
+def lock(target: str | None, all_plugins: bool, config_path: str | None) -> None:
+    """Attest plugins in the integrity seal (needs the vault: hashes are keyed with its nonce).
+
+    `plugin lock NAME` attests one plugin. `plugin lock --all` previews every change (+ new,
+    ~ changed, - removed) and prints a code; `plugin lock --all CODE` commits exactly that set.
+    """
+    from ductile.cli.locking import plugin_lock_all, plugin_lock_one
+
+    if all_plugins:
+        plugin_lock_all(config_path, target)
+    elif target:
+        plugin_lock_one(config_path, target)
+    else:
+        raise click.UsageError("name a plugin to attest, or use --all")
 
 
 @plugin.command("run")

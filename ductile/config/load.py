@@ -45,6 +45,7 @@ from ductile.config.schema import (
     SourceFile,
 )
 from ductile.config.validate import validate_config
+from ductile.config.seal import check_scope_file
 from ductile.config.reader import ConfigFile as _File
 from ductile.config.reader import Reader as _Reader
 from ductile.config.webhooks import WebhooksConfig, decode_webhooks
@@ -93,16 +94,22 @@ def load_config(
 
 
 def parse_config(
-    path: str, *, source: str = SOURCE_EXPLICIT, environ: Mapping[str, str] | None = None
+    path: str, *, source: str = SOURCE_EXPLICIT, environ: Mapping[str, str] | None = None,
+    verify_scope_seals: bool = True, overrides: Mapping[str, bytes] | None = None,
 ) -> Config:
     """Everything but structural validation (boot reports load and validation as two gates).
 
     `path` is the root config file or its directory; `environ` defaults to the process
-    environment and is only read.
+    environment and is only read. `verify_scope_seals=False` is for `config lock` alone: it
+    must load the config whose changed scope files it is about to seal. `overrides` maps a
+    file's real path to the bytes to read instead of it: `config set` validates an edit with
+    the files around it before anything is written.
     """
     root = config_file_for(path)
     session = _Session(
-        config_dir=os.path.dirname(root), env=dict(os.environ if environ is None else environ)
+        config_dir=os.path.dirname(root), env=dict(os.environ if environ is None else environ),
+        verify_scope_seals=verify_scope_seals,
+        overrides={os.path.realpath(k): v for k, v in (overrides or {}).items()},
     )
     try:
         merged = session.load_tree(root)
@@ -127,6 +134,8 @@ class _Session:
     pipelines: list[PipelineSource] = field(default_factory=list)
     webhook_files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    verify_scope_seals: bool = True  # an included webhooks.yaml/tokens.yaml must match its seal
+    overrides: dict[str, bytes] = field(default_factory=dict)  # real path -> bytes to read
 
     def display(self, path: str) -> str:
         """`config.yaml`, `conf.d/x.yaml` inside the config dir; the absolute path outside it."""
@@ -145,12 +154,16 @@ class _Session:
     def read_document(self, path: str, *, is_root: bool) -> tuple[_File, dict[str, Any]]:
         """Read, env-include, interpolate, parse and type-check one file."""
         file = _File(path, self.display(path))
-        data = _read_bytes(file)
+        data = self.overrides.get(os.path.realpath(path))
+        if data is None:
+            data = _read_bytes(file)
+        if not is_root and self.verify_scope_seals:
+            check_scope_file(path, data, display=file.display)
         text = _decode_text(file, data)
         self._load_env_files(file, self._env_declarations(text, file))
         expanded = interpolate(text, self.env)
         doc = _parse_yaml(expanded, file, interpolated=expanded != text)
-        self.sources.append(SourceFile(path=path, data=data))
+        self.sources.append(SourceFile(path=path, data=data, display=file.display, document=doc))
         reader = _Reader(file, self.warnings)
         _decode(reader, doc)
         for index, entry in enumerate(reader.sequence(doc.get("pipelines"), "pipelines")):
@@ -424,7 +437,8 @@ def _decode_service(r: _Reader, value: Any) -> ServiceConfig:
 #: The admission switches some gate enforces. A switch set but not listed here is warned at every
 #: load, so no operator believes a protection is on that is not. `require_api_auth` is always in
 #: force: the gate api_has_tokens refuses an enabled API without a token whatever the switch says.
-ADMISSION_ENFORCED: frozenset[str] = frozenset({"require_api_auth"})
+ADMISSION_ENFORCED: frozenset[str] = frozenset({
+    "require_api_auth", "validate_config_on_boot", "verify_integrity_on_boot", "fail_on_drift"})
 ADMISSION_STRICT_DEPRECATED = ("service.strict_mode is deprecated; replace it with an explicit "
                                "service.admission block")
 ADMISSION_STRICT_IGNORED = ("service.strict_mode is deprecated and ignored because "

@@ -17,6 +17,26 @@ from ductile.errors import ConfigError
 from ductile.yamldoc import yaml_bool_word
 
 
+class UnknownKey(str):
+    """The warning for a key no section understands: `config.yaml: unknown key x (ignored)`.
+
+    Still a plain `str` wherever warnings are logged or listed, but it remembers its file and
+    dotted key, so strict decode (`service.admission.validate_config_on_boot`) can count exactly
+    these, and no deprecation or `not supported yet` note, without parsing message text.
+    """
+
+    file: str
+    key: str
+
+    def __new__(cls, file: str, key: str) -> UnknownKey:
+        text = super().__new__(cls, f"{file}: unknown key {key} (ignored)")
+        text.file, text.key = file, key
+        return text
+
+    def __getnewargs__(self) -> tuple[str, str]:  # type: ignore[override]
+        return (self.file, self.key)
+
+
 @dataclass(frozen=True)
 class ConfigFile:
     """One config file: absolute path plus the short name messages use."""
@@ -72,7 +92,7 @@ class Reader:
                 self.warnings.append(f"{self.file.display}: {dotted} is not supported yet "
                                      "(ignored)")
             elif name not in known:
-                self.warnings.append(f"{self.file.display}: unknown key {dotted} (ignored)")
+                self.warnings.append(UnknownKey(self.file.display, dotted))
         return value
 
     def string(self, value: Any, key: str) -> str | None:

@@ -7,6 +7,7 @@ Durations are float seconds. Paths are absolute (resolved against the root confi
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,10 +167,17 @@ class ServiceConfig:
 
 @dataclass(frozen=True)
 class SourceFile:
-    """A YAML file that contributed to the config, with the exact bytes read."""
+    """A YAML file that contributed to the config, with the exact bytes read.
+
+    `display` is the short name messages use (`conf.d/x.yaml`), and `document` the file's own
+    parsed document (after `${VAR}`), so a finding about a dotted key can name the file that
+    holds it (`ductile/config/origin.py`). Neither takes part in equality.
+    """
 
     path: str
     data: bytes
+    display: str = field(default="", compare=False)
+    document: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

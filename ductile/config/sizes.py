@@ -40,6 +40,11 @@ _UNITS = {
 # ASCII digits only: `\d` would also accept other scripts' digits, which int() then reads.
 _SIZE = re.compile(r"[ \t]*([0-9]+)[ \t]*([A-Za-z]*)[ \t]*")
 _HINT = "use a whole number of bytes or a unit such as 512KB, 2MB or 1GiB"
+#: What `parse_byte_size` accepts in a string, as an anchored ECMA-262 regular expression (for
+#: the config schema): units are case-insensitive, so each letter is a character class.
+_UNIT_PATTERNS = ("".join(f"[{c.lower()}{c.upper()}]" for c in unit)
+                  for unit in sorted(_UNITS, key=len, reverse=True) if unit)
+SIZE_PATTERN = r"^[ \t]*[0-9]+[ \t]*(?:" + "|".join(_UNIT_PATTERNS) + r")?[ \t]*$"
 
 
 

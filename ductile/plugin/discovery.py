@@ -58,16 +58,28 @@ class Plugin:
 
 
 @dataclass(frozen=True)
+class Shadowed:
+    """A plugin name provided twice: the first manifest found is used, the later one ignored.
+    Kept apart from the warning text so the doctor can report it as a finding of its own."""
+
+    name: str
+    kept: str  # the manifest.yaml in use
+    ignored: str  # the manifest.yaml that lost
+
+
+@dataclass(frozen=True)
 class Discovery:
     """Trusted plugins by name (discovery order) and one line per skipped or suspicious item."""
 
     plugins: dict[str, Plugin]
     warnings: tuple[str, ...] = ()
+    shadowed: tuple[Shadowed, ...] = ()
 
 
 def discover(roots: Sequence[str], *, allow_symlinks: bool) -> Discovery:
     """Walk every root in order and register each trusted plugin; first name wins."""
     warnings: list[str] = []
+    shadowed: list[Shadowed] = []
     plugins: dict[str, Plugin] = {}
     manifests_seen: dict[str, str] = {}  # real manifest path -> literal path kept
     for root in _check_roots(roots, allow_symlinks, warnings):
@@ -81,15 +93,16 @@ def discover(roots: Sequence[str], *, allow_symlinks: bool) -> Discovery:
                 continue
             kept = plugins.get(plugin.name)
             if kept is not None:
+                kept_path = os.path.join(kept.directory, MANIFEST_NAME)
                 warnings.append(
                     f"duplicate plugin {quote(plugin.name)} ignored (keeping first discovered): "
-                    f"ignored_path={manifest_path} "
-                    f"kept_path={os.path.join(kept.directory, MANIFEST_NAME)}"
+                    f"ignored_path={manifest_path} kept_path={kept_path}"
                 )
+                shadowed.append(Shadowed(plugin.name, kept=kept_path, ignored=manifest_path))
                 continue
             plugins[plugin.name] = plugin
         warnings.extend(_missing_manifest_warnings(root))
-    return Discovery(plugins=plugins, warnings=tuple(warnings))
+    return Discovery(plugins=plugins, warnings=tuple(warnings), shadowed=tuple(shadowed))
 
 
 # --- roots ---------------------------------------------------------------------------------------

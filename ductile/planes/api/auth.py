@@ -6,6 +6,7 @@ Tokens are compared in constant time against every configured token (no early ex
 mismatch, so timing does not reveal which token prefix matched). Scopes follow the Go gateway:
 `plugin:rw` implies `plugin:ro`, `jobs:rw` implies `jobs:ro`, `*` passes every check, and
 `system:rw`/`system:ro` are matched literally (routes needing `system:ro` also accept `system:rw`).
+The vocabulary itself lives in `ductile/config/scopes.py`, where the doctor reads it too.
 """
 
 from __future__ import annotations
@@ -14,17 +15,15 @@ import hmac
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ductile.errors import InputError
 from ductile.config.schema import ApiToken
+from ductile.config.scopes import IMPLIED, WILDCARD, normalise
+from ductile.errors import InputError
+
+__all__ = ["IMPLIED", "AuthError", "Principal", "authenticate", "bearer_credentials",
+           "normalise", "require"]
 
 #: The auth scheme, compared case-insensitively.
 SCHEME = "bearer"
-IMPLIED = {
-    "plugin:rw": ("plugin:ro",),
-    "jobs:rw": ("jobs:ro",),
-    "events:rw": ("events:ro",),
-    "system:rw": ("system:ro",),
-}
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ class Principal:
     scopes: frozenset[str]
 
     def allows(self, any_of: Iterable[str]) -> bool:
-        return "*" in self.scopes or any(scope in self.scopes for scope in any_of)
+        return WILDCARD in self.scopes or any(scope in self.scopes for scope in any_of)
 
 
 class AuthError(InputError):
@@ -75,14 +74,6 @@ def authenticate(header: str | None, tokens: Sequence[ApiToken]) -> Principal:
     if match is None:
         raise AuthError(401, "invalid token")
     return Principal(name=match.name, scopes=normalise(match.scopes))
-
-
-def normalise(scopes: Iterable[str]) -> frozenset[str]:
-    out: set[str] = set()
-    for scope in scopes:
-        out.add(scope)
-        out.update(IMPLIED.get(scope, ()))
-    return frozenset(out)
 
 
 def require(principal: Principal, any_of: Sequence[str]) -> None:

@@ -1,9 +1,10 @@
-"""`GET /`, `GET /healthz` and `POST /system/reload`."""
+"""`GET /`, `GET /healthz`, `POST /system/reload` and `GET /system/doctor`."""
 
 from __future__ import annotations
 
 import os
 import sys
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -16,6 +17,7 @@ from ductile.planes.api.kit import ApiError, respond
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
+    from ductile.config.doctor import DoctorResult
     from ductile.planes.api.auth import Principal
     from ductile.planes.api.context import ApiContext
     from ductile.runtime import Runtime
@@ -72,3 +74,32 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
                         "reloaded_at": result.reloaded_at.isoformat().replace("+00:00", "Z")
                         if result.reloaded_at else None,
                         "snapshot_id": result.snapshot_id})
+
+    @app.route("/system/doctor", methods=["GET"])
+    @guarded("system:ro", "system:rw")
+    async def doctor(rt: Runtime, _p: Principal | None) -> Response:
+        from ductile.config.doctor import diagnose
+
+        result = diagnose(rt.config, rt.plugins, pipelines=rt.pipelines,
+                          vault_present=rt.vault_owner is not None,
+                          shadowed=rt.shadowed_plugins)
+        return respond(doctor_report(result, datetime.now(timezone.utc)))
+
+
+def doctor_report(result: DoctorResult, captured_at: datetime) -> dict[str, Any]:
+    """The doctor of the serving generation, as the Go gateway's `/system/doctor` shapes it:
+    one check per finding, named by its category; an error fails its check and the report,
+    a warning passes both but carries its severity."""
+    checks = []
+    for severity, findings in (("error", result.errors), ("warning", result.warnings)):
+        for finding in findings:
+            check: dict[str, Any] = {"name": finding.category, "ok": severity != "error",
+                                     "severity": severity, "detail": finding.message}
+            if finding.field:
+                check["field"] = finding.field
+            if finding.file:
+                check["file"] = finding.file
+            checks.append(check)
+    return {"ok": result.valid,
+            "captured_at": captured_at.isoformat().replace("+00:00", "Z"),
+            "checks": checks}

@@ -1,0 +1,318 @@
+"""A JSON Schema (draft 2020-12) of the config, generated from the typed config model.
+
+`ductile config schema` prints it so editors can check YAML as it is typed, and
+`ductile config validate FILE` checks a file against it (`ductile.config.filecheck`).
+
+Generated, not written by hand, so it cannot drift from the code: every field of every config
+dataclass (`ductile/config/schema.py`, the webhook dataclasses) becomes a property, typed from
+its annotation, and every section's property names must equal the key set the loader reads
+(`SERVICE_KEYS`, `API_KEYS`, `PLUGIN_KEYS`, ... in `ductile/config/load.py`, the webhook key
+sets). A field that is neither a YAML key nor declared below as derived, a field type this
+module does not know how to express, or a key set that disagrees with the fields raises
+`TypeError`, so the tests fail the day someone adds a field and forgets a side.
+
+The mapping from annotations: `bool` is a boolean (the YAML 1.1 words `yes`/`no`/`on`/`off`
+that the loader also accepts in boolean fields are allowed); `int` an integer; `float` a
+duration string (the dataclasses keep durations as float seconds) with the pattern of
+`ductile.config.durations`; `str` a string; `tuple[str, ...]` a list of non-empty strings;
+`dict[str, Any]` a free-form map; another dataclass a `$ref` to its definition.
+
+Enumerations come from the constants the code checks against (`LOG_LEVELS`, webhook `SCHEMES`);
+the scheduler's, which live in a layer above config, are passed in by the caller.
+
+Null: the loader treats `key: null` (or `key:` with nothing) as an absent key; the schema does
+not list null among the types, so an editor flags such lines as the smell they usually are, and
+`config validate` (which follows the loader) does not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ductile.config import load, webhooks
+from ductile.config.durations import DURATION_PATTERN
+from ductile.config.schema import (
+    ADMISSION_SWITCHES,
+    AdmissionConfig,
+    ApiConfig,
+    ApiToken,
+    BreakerConf,
+    Config,
+    PluginConf,
+    RetryConf,
+    ScheduleConf,
+    SecretsConfig,
+    ServiceConfig,
+)
+from ductile.config.sizes import SIZE_PATTERN
+from ductile.config.validate import LOG_LEVELS, SCHEDULE_KINDS
+from ductile.yamldoc import YAML11_FALSE, YAML11_TRUE
+
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+SCHEMA_ID = "https://github.com/mattjoyce/ductile/schemas/config.json"
+#: Every keyword the generated schema uses; `ductile.config.filecheck` implements exactly these.
+KEYWORDS = frozenset({"$schema", "$id", "$defs", "$ref", "title", "description", "type",
+                      "properties", "additionalProperties", "required", "items", "enum",
+                      "pattern", "minLength", "maxLength", "minimum", "anyOf", "oneOf",
+                      "deprecated"})
+
+Schema = dict[str, Any]
+
+DURATION: Schema = {"type": "string", "pattern": DURATION_PATTERN,
+                    "description": "a duration: ns, us, ms, s, m, h, d, w (30s, 1h30m, 7d)"}
+BOOLEAN: Schema = {"anyOf": [{"type": "boolean"},
+                             {"enum": sorted(YAML11_TRUE | YAML11_FALSE)}],
+                   "description": "true or false (yes/no/on/off are accepted; prefer true/false)"}
+STRINGS: Schema = {"type": "array", "items": {"type": "string", "minLength": 1}}
+FREE_MAP: Schema = {"type": "object"}
+NOT_SUPPORTED: Schema = {"deprecated": True,
+                         "description": "not supported yet: read, warned about and ignored"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """How one dataclass appears in YAML.
+
+    `keys`: the key set the loader reads for this section (the generated property names must
+    equal it, plus `extra` and `deferred`). `derived`: fields that are not YAML keys (the
+    map key, resolved paths, ...), with the reason. `moved`: fields written under another
+    key. `override`: fields whose YAML form is not the annotation's. `extra`: YAML keys with
+    no field. `required`: keys the loader refuses to do without.
+    """
+
+    keys: frozenset[str]
+    derived: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    moved: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    override: Mapping[str, Schema] = dataclasses.field(default_factory=dict)
+    extra: Mapping[str, Schema] = dataclasses.field(default_factory=dict)
+    deferred: frozenset[str] = frozenset()
+    required: tuple[str, ...] = ()
+    description: str = ""
+
+
+def config_schema(*, choices: Mapping[str, Sequence[str]] | None = None) -> Schema:
+    """The whole schema. `choices` adds enumerations for schedule entry keys owned by higher
+    layers (`{"catch_up": CATCH_UP, "if_running": IF_RUNNING}` from ductile.schedule)."""
+    known = shapes(choices or {})
+    builder = SchemaBuilder(known)
+    top = builder.definition(Config)
+    for cls in known:  # overrides refer to definitions by name: make sure each exists
+        if cls is not Config:
+            builder.ref(cls)
+    return {
+        "$schema": DRAFT,
+        "$id": SCHEMA_ID,
+        "title": "ductile config",
+        "description": "A ductile config file or include fragment (config.yaml, plugins.yaml, "
+                       "...). Generated by `ductile config schema` from the typed config model."
+                       " `${VAR}` is interpolated before YAML is read; a key set to null counts"
+                       " as absent.",
+        **{k: v for k, v in top.items() if k != "title"},
+        "$defs": builder.defs,
+    }
+
+
+# --------------------------------------------------------------------------- the shapes
+
+
+def shapes(choices: Mapping[str, Sequence[str]]) -> dict[type, Shape]:
+    """How each config dataclass appears in YAML (see `Shape`)."""
+    schedule_keys: dict[str, Schema] = {name: {"type": "string"}
+                                        for name in load.SCHEDULE_STRINGS}
+    for name, values in choices.items():
+        if name not in schedule_keys:
+            raise TypeError(f"schedule choices for unknown key {name!r}")
+        schedule_keys[name] = {"enum": list(values)}
+    schedule_keys.update({
+        "jitter": DURATION, "payload": FREE_MAP,
+        "not_on": {"type": "array", "description": "weekday names or numbers"},
+        "preferred_window": {"description": "accepted; no effect yet"},
+    })
+    schedule_id, schedule_command = schedule_keys.pop("id"), schedule_keys.pop("command")
+    return {
+        Config: Shape(
+            keys=load.TOP_KEYS, deferred=load.TOP_DEFERRED,
+            derived={"config_path": "where it was loaded from", "config_dir": "ditto",
+                     "source": "how it was found", "source_files": "the files read",
+                     "raw": "the merged document", "warnings": "load warnings"},
+            moved={"state_path": "state"},
+            override={
+                "state_path": _object({"path": {"type": "string", "minLength": 1}}),
+                "plugins": {"type": "object",
+                            "additionalProperties": {"$ref": "#/$defs/PluginConf"},
+                            "description": "plugin name -> settings"},
+                "pipelines": {"type": "array", "items": {"type": "object"},
+                              "description": "see docs/pipelines.md"},
+                "webhooks": {"anyOf": [{"$ref": "#/$defs/WebhooksConfig"},
+                                       {"type": "array",
+                                        "items": {"$ref": "#/$defs/WebhookEndpoint"}}],
+                             "description": "{listen, endpoints}, or the legacy list of "
+                                            "endpoints"},
+            },
+            extra={
+                "include": {**STRINGS, "description": "files or directories merged after this"
+                                                      " file"},
+                "environment_vars": _object({"include": STRINGS}),
+                "database": _object({"path": {"type": "string"}},
+                                    "accepted when state.path is absent (root file only)"),
+            }),
+        ServiceConfig: Shape(keys=load.SERVICE_KEYS, deferred=load.SERVICE_DEFERRED,
+                             override={"log_level": {"enum": list(LOG_LEVELS)},
+                                       "strict_mode": {
+                                           "anyOf": BOOLEAN["anyOf"], "deprecated": True,
+                                           "description": "deprecated: replace it with an "
+                                                          "explicit service.admission block"}}),
+        AdmissionConfig: Shape(keys=frozenset(ADMISSION_SWITCHES)),
+        ApiConfig: Shape(keys=load.API_KEYS, moved={"tokens": "auth"},
+                         override={"tokens": _object({"tokens": {
+                             "type": "array", "items": {"$ref": "#/$defs/ApiToken"}}})}),
+        ApiToken: Shape(keys=load.TOKEN_KEYS, required=("secret_ref",),
+                        override={"token": {"type": "string", "maxLength": 0,
+                                            "description": "refused: API tokens live in the "
+                                                           "vault; use secret_ref"},
+                                  "secret_ref": {"type": "string", "minLength": 1}}),
+        SecretsConfig: Shape(keys=load.SECRETS_KEYS),
+        PluginConf: Shape(keys=load.PLUGIN_KEYS, deferred=load.PLUGIN_DEFERRED,
+                          derived={"name": "the key under plugins:"},
+                          override={"timeouts": {"type": "object",
+                                                 "additionalProperties": DURATION,
+                                                 "description": "command name -> duration"}},
+                          extra={"schedule": {"deprecated": True,
+                                              "description": "refused for an enabled plugin: "
+                                                             "use schedules[]"}}),
+        RetryConf: Shape(keys=frozenset({"max_attempts", "backoff_base"})),
+        BreakerConf: Shape(keys=frozenset({"threshold", "reset_after"})),
+        ScheduleConf: Shape(
+            keys=load.SCHEDULE_KEYS, derived={"raw": "the entry as written"},
+            override={"id": schedule_id, "command": schedule_command},
+            extra=schedule_keys,
+            description="exactly one of " + ", ".join(SCHEDULE_KINDS)),
+        webhooks.WebhooksConfig: Shape(keys=webhooks.SECTION_KEYS),
+        webhooks.WebhookEndpoint: Shape(
+            keys=webhooks.ENDPOINT_KEYS, required=("path", "plugin", "secret_ref"),
+            override={"path": {"type": "string", "pattern": r"^/[^\s?#]*$",
+                               "description": "a path starting with / (no spaces, ? or #)"},
+                      "scheme": {"enum": list(webhooks.SCHEMES)},
+                      "secret_ref": {"type": "string", "minLength": 1},
+                      "max_body_size": {"anyOf": [{"type": "integer", "minimum": 1},
+                                                  {"type": "string",
+                                                   "pattern": SIZE_PATTERN,
+                                                   "description": "a size such as 512KB, "
+                                                                  "2MB or 1GiB"}],
+                                        "description": "bytes, or 512KB, 2MB, 1GiB"}}),
+    }
+
+
+def _object(properties: dict[str, Schema], description: str = "") -> Schema:
+    schema: Schema = {"type": "object", "properties": properties,
+                      "additionalProperties": False}
+    if description:
+        schema["description"] = description
+    return schema
+
+
+# --------------------------------------------------------------------------- generation
+
+
+class SchemaBuilder:
+    """Turns dataclasses into `$defs` entries, one per class, following their shapes."""
+
+    def __init__(self, shapes: dict[type, Shape]) -> None:
+        self.shapes = shapes
+        self.defs: dict[str, Schema] = {}
+
+    def ref(self, cls: type) -> Schema:
+        if cls.__name__ not in self.defs:
+            self.defs[cls.__name__] = {}  # reserve the name first: definitions may recurse
+            self.defs[cls.__name__] = self.definition(cls)
+        return {"$ref": f"#/$defs/{cls.__name__}"}
+
+    def definition(self, cls: type) -> Schema:
+        shape = self.shapes.get(cls)
+        if shape is None:
+            raise TypeError(f"{cls.__name__} is a config dataclass with no Shape in "
+                            "ductile/config/json_schema.py")
+        hints = typing.get_type_hints(cls)
+        properties: dict[str, Schema] = {}
+        for field in dataclasses.fields(cls):
+            if field.name in shape.derived:
+                continue
+            key = shape.moved.get(field.name, field.name)
+            schema = shape.override.get(field.name) or self.annotation(hints[field.name],
+                                                                         f"{cls.__name__}."
+                                                                         f"{field.name}")
+            properties[key] = schema
+        properties.update(shape.extra)
+        for key in sorted(shape.deferred):
+            properties[key] = NOT_SUPPORTED
+        _check_keys(cls, shape, properties)
+        schema: Schema = {"title": cls.__name__, "type": "object", "properties": properties,
+                          "additionalProperties": False}
+        if shape.required:
+            schema["required"] = list(shape.required)
+        if shape.description:
+            schema["description"] = shape.description
+        if cls is ScheduleConf:
+            schema["oneOf"] = [{"required": [kind]} for kind in SCHEDULE_KINDS]
+        return schema
+
+    def annotation(self, hint: Any, where: str) -> Schema:
+        """The schema of one annotation (see the module for the mapping)."""
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if origin in (types.UnionType, typing.Union):
+            rest = [arg for arg in args if arg is not type(None)]
+            if len(rest) == 1:
+                return self.annotation(rest[0], where)
+        elif hint is bool:
+            return BOOLEAN
+        elif hint is int:
+            return {"type": "integer"}
+        elif hint is float:
+            return DURATION
+        elif hint is str:
+            return {"type": "string"}
+        elif origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            if args[0] is str:
+                return STRINGS
+            return {"type": "array", "items": self.annotation(args[0], where)}
+        elif origin is dict and args and args[0] is str:
+            if args[1] is Any:
+                return FREE_MAP
+            return {"type": "object", "additionalProperties": self.annotation(args[1], where)}
+        elif dataclasses.is_dataclass(hint):
+            return self.ref(typing.cast(type, hint))
+        raise TypeError(f"{where}: no JSON Schema for the annotation {hint!r}; add an override "
+                        "to its Shape in ductile/config/json_schema.py")
+
+
+def _check_keys(cls: type, shape: Shape, properties: Mapping[str, Schema]) -> None:
+    expected = set(shape.keys) | set(shape.deferred)
+    if set(properties) != expected:
+        missing = sorted(expected - set(properties))
+        unread = sorted(set(properties) - expected)
+        raise TypeError(f"{cls.__name__}: the schema's keys disagree with the loader's key set "
+                        f"(keys the loader reads but no field provides: {missing}; fields the "
+                        f"loader does not read: {unread})")
+
+
+def schema_keywords(schema: Any) -> set[str]:
+    """Every keyword used anywhere in `schema` (property names excluded), for tests."""
+    found: set[str] = set()
+
+    def walk(node: Any, is_properties: bool = False) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if not is_properties:
+                    found.add(key)
+                walk(value, key in ("properties", "$defs") and not is_properties)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(schema)
+    return found
+
