@@ -21,7 +21,6 @@ import hashlib
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from ductile.atomicfile import write_atomic
 from ductile.errors import ConfigError, IntegrityError
 from ductile.yamldoc import YamlProblem, load_yaml
 
@@ -357,32 +357,9 @@ def _fingerprint(path: str, where: str, entry: Any) -> PluginFingerprint:
 
 
 def write_checksums(path: str, checksums: Checksums) -> None:
-    """Replace the seal atomically: a 0600 temp file in the same directory, fsynced, renamed
-    over the old one, then the directory fsynced, so a crash leaves the old seal or the new
-    one, never half of either."""
-    directory = os.path.dirname(os.path.abspath(path))
-    data = checksums.to_bytes()
-    fd, temp = tempfile.mkstemp(prefix=f"{SEAL_NAME}.tmp-", dir=directory)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.lexists(temp):
-            os.unlink(temp)
-        raise
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Replace the seal atomically (mode 0600; see ductile/atomicfile.py): a crash leaves the old
+    seal or the new one, never half of either."""
+    write_atomic(path, checksums.to_bytes(), mode=0o600, prefix=f"{SEAL_NAME}.tmp-")
 
 
 # --------------------------------------------------------------------------- scope files

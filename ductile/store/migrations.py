@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from ductile.atomicfile import fsync_directory
 from ductile.errors import MigrationFailed, SchemaMismatch, SchemaTooNew
 from ductile.store.jobs import utcnow
 
@@ -309,7 +310,7 @@ def backup_beside(
         finally:
             dest.close()
         os.chmod(target, 0o600)
-        _fsync_directory(os.path.dirname(target))
+        fsync_directory(os.path.dirname(target))
     except BaseException:
         discard_file(target)
         raise
@@ -328,15 +329,6 @@ def _reserve(path: str, version: int, moment: datetime) -> str:
         return name
     raise FileExistsError(f"99 backups named like {backup_name(path, version, moment)} "
                           "already exist; move them away")
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make the backup's directory entry durable before the original is changed."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def discard_file(path: str) -> None:

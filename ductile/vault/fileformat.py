@@ -22,14 +22,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 
 import yaml
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
+from ductile import atomicfile
 from ductile.errors import VaultFileError, VaultPolicyError, VaultWrongKey
 from ductile.vault.model import VaultModel, decode_b64url, encode_b64url, from_document, \
     to_document
@@ -151,45 +150,9 @@ def read_file(path: str) -> bytes:
 
 
 def write_atomic(path: str, data: bytes) -> None:
-    """Replace `path` with `data`: temp 0600 in the same dir, fsync, rename, fsync the dir."""
-    directory = os.path.dirname(os.path.abspath(path))
+    """Replace the vault file with `data` (mode 0600), atomically (see ductile/atomicfile.py)."""
     try:
-        fd, temp = tempfile.mkstemp(prefix=".vault-", dir=directory)
+        atomicfile.write_atomic(path, data, mode=0o600, prefix=".vault-")
     except OSError as exc:
-        raise VaultFileError(f"cannot write vault {path!r}: {exc.strerror}", path=path) from None
-    try:
-        try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-    except OSError as exc:
-        _remove_quietly(temp)
         raise VaultFileError(f"cannot write vault {path!r}: {exc.strerror}; the previous "
                              "file is unchanged", path=path) from None
-    fsync_directory(directory)
-
-
-def fsync_directory(directory: str) -> None:
-    """Make a rename durable (best effort where the platform cannot open directories)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

@@ -30,6 +30,7 @@ from typing import TypeVar
 
 from nacl.public import PrivateKey
 
+from ductile.atomicfile import fsync_directory
 from ductile.errors import VaultExists, VaultFileError, VaultKeyError, VaultModifiedExternally
 from ductile.store.jobs import utcnow_text
 from ductile.vault import fileformat
@@ -163,7 +164,7 @@ class VaultOwner:
             fileformat.write_atomic(self.path, data)
             self._digest = fileformat.digest(data)
             os.replace(staged, self._key.path)
-            fileformat.fsync_directory(os.path.dirname(self._key.path))
+            fsync_directory(os.path.dirname(self._key.path))
             self._key = VaultKey(path=self._key.path, origin=self._key.origin, private=fresh)
             return self._key
 
