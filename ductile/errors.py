@@ -39,6 +39,10 @@ job it is about so the message can tell an operator what to fix.
     │   │   └── SchemaOutdated      a reader met an older schema version (the gateway migrates)
     │   └── MigrationFailed         a schema migration step failed; the file was left unchanged
     ├── LockError                   the PID lock is held by another instance
+    ├── BackupError                 a backup archive cannot be written or read (exists, I/O)
+    │   └── RestoreRefused          an archive is refused before anything is written: an unsafe
+    │                               member (absolute, `..`, link), a file the seal or the
+    │                               manifest does not vouch for, or files already in place
     ├── BootRefused                 a boot gate refused; carries the gate name (exit 78)
     ├── ReloadRefused               a reload was refused; the old runtime keeps serving
     ├── SchedulerError              the scheduler or a circuit breaker refused an operation
@@ -283,6 +287,16 @@ class MigrationFailed(StoreError):
 
 class LockError(DuctileError):
     """The PID lock could not be taken: another instance may be running."""
+
+
+class BackupError(DuctileError):
+    """`system backup` / `config backup` cannot write the archive (it exists and --force was
+    not given, the database cannot be copied, an I/O error), or an archive cannot be read."""
+
+
+class RestoreRefused(BackupError):
+    """`config restore` refused the archive; nothing was written. The message names the member
+    and why (unsafe path, a mismatch against `.checksums` or the manifest, an existing file)."""
 
 
 class BootRefused(DuctileError):

@@ -506,3 +506,20 @@ def test_a_scope_file_missing_from_its_seal_or_a_broken_seal_fails_the_load(
     with pytest.raises(ConfigError, match=r"checksum verification failed in .*hooks: failed to "
                                           r"parse checksums"):
         parse_config(str(tmp_path))
+
+
+def test_a_seal_owned_by_another_account_is_refused(tmp_path: Path) -> None:
+    """Only this user or root may own the seal: another account could rewrite it."""
+    import os
+
+    from ductile.config.seal import read_checksums, write_checksums
+
+    if os.geteuid() != 0:
+        pytest.skip("changing a file's owner needs root (CI runs as root)")
+    path = tmp_path / ".checksums"
+    write_checksums(str(path), Checksums(generated_at="2026-01-01T00:00:00Z", hashes={}))
+    os.chown(path, 12345, 12345)
+    with pytest.raises(IntegrityError) as caught:
+        read_checksums(str(path))
+    assert caught.value.kind == "permissions"
+    assert "owned by uid 12345" in str(caught.value)

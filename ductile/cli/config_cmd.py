@@ -1,4 +1,4 @@
-"""`ductile config init|check`."""
+"""`ductile config init|check|lock|backup|restore`."""
 
 from __future__ import annotations
 
@@ -88,3 +88,53 @@ def lock(config_path: str | None, config_dir: str | None, dry_run: bool, verbose
     if config_path and config_dir:
         raise click.UsageError("use only one of --config or --config-dir")
     config_lock(config_path, config_dir, dry_run=dry_run, verbose=verbose)
+
+
+@config.command("backup")
+@config_option
+@click.option("--out", "out", required=True, metavar="FILE",
+              help="The .tar.gz to write (mode 0600).")
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def backup(config_path: str | None, out: str, force: bool, as_json: bool) -> None:
+    """Archive the config directory (config files, .checksums, the vault file; never the vault
+    key). Same format as `system backup`, without the database."""
+    from ductile.cli.common import load
+    from ductile.cli.system import report_backup
+    from ductile.config.backup import write_backup
+    from ductile.errors import BackupError
+
+    cfg = load(config_path, validate=False)
+    try:
+        result = write_backup(cfg, out, include_db=False, force=force, environ=os.environ,
+                              home=os.path.expanduser("~"))
+    except BackupError as exc:
+        fail(str(exc))
+    report_backup(result, as_json)
+
+
+@config.command("restore")
+@click.argument("archive", type=click.Path(dir_okay=False))
+@click.option("--dir", "directory", required=True, metavar="DIR",
+              help="The config directory to restore into.")
+@click.option("--force", is_flag=True, help="Overwrite files already in DIR.")
+def restore(archive: str, directory: str, force: bool) -> None:
+    """Restore the config files of a backup archive into DIR. Every file is checked against the
+    archive's manifest and, when present, its .checksums seal before anything is written."""
+    from ductile.config.backup import restore_config
+    from ductile.errors import BackupError
+
+    try:
+        result = restore_config(archive, directory, force=force)
+    except BackupError as exc:
+        fail(str(exc))
+    for rel in result.restored:
+        click.echo(f"Restored: {os.path.join(result.directory, rel)}")
+    for name in result.skipped:
+        click.echo(f"Not restored: {name} (config restore writes config files only)")
+    if result.seal_verified:
+        click.echo("Seal: every sealed file matches the archived .checksums")
+        if result.sealed_dir and os.path.abspath(result.sealed_dir) != result.directory:
+            click.echo(f"The seal names {result.sealed_dir}: review the files, then run "
+                       f"ductile config lock --config-dir {result.directory}")
+    click.echo("The vault key is not in backups: put it in place before starting the gateway.")

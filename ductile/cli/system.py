@@ -122,3 +122,59 @@ def restart() -> None:
     """Refused: the service manager owns the lifecycle."""
     _refuse_lifecycle("restart")
 
+
+
+@system.command()
+@config_option
+@json_option
+def selfcheck(config_path: str | None, as_json: bool) -> None:
+    """Check config, seal, vault, database integrity and schema, plugin entrypoints, disk space
+    and the listeners. Read-only (no PID lock; the database opened read-only). Exit 0 on PASS."""
+    from ductile.cli.selfcheck import collect_selfcheck
+
+    report = collect_selfcheck(config_path)
+    if as_json:
+        emit_json(report)
+    else:
+        click.echo("Selfcheck: " + ("PASS" if report["ok"] else "FAIL"))
+        for check in report["checks"]:
+            mark = "FAIL" if not check["ok"] else (
+                "WARN" if check["severity"] == "warning" else "OK")
+            click.echo(f"- {check['name']}: {mark} - {check['detail']}")
+    sys.exit(0 if report["ok"] else 1)
+
+
+@system.command()
+@config_option
+@click.option("--out", "out", required=True, metavar="FILE",
+              help="The .tar.gz to write (mode 0600).")
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+@json_option
+def backup(config_path: str | None, out: str, force: bool, as_json: bool) -> None:
+    """Archive a consistent copy of the live database (SQLite online backup, safe while the
+    gateway runs) and the config directory (never the vault key)."""
+    from ductile.cli.common import load
+    from ductile.config.backup import write_backup
+    from ductile.errors import BackupError
+
+    cfg = load(config_path, validate=False)
+    try:
+        result = write_backup(cfg, out, include_db=True, force=force, environ=os.environ,
+                              home=os.path.expanduser("~"))
+    except BackupError as exc:
+        fail(str(exc))
+    report_backup(result, as_json)
+
+
+def report_backup(result: object, as_json: bool) -> None:
+    from dataclasses import asdict
+
+    doc = asdict(result)  # type: ignore[call-overload]
+    if as_json:
+        emit_json(doc)
+        return
+    for entry in doc["files"]:
+        click.echo(f"INCLUDED {entry['path']} ({entry['size']} bytes)")
+    for entry in doc["excluded"]:
+        click.echo(f"EXCLUDED {entry['path']} ({entry['reason']})")
+    click.echo(f"backup written: {doc['path']} ({doc['size']} bytes)")

@@ -234,7 +234,8 @@ def read_checksums(path: str) -> Checksums:
                                  kind="unreadable") from exc
         raise _unreadable(path, exc) from exc
     try:
-        mode = os.fstat(fd).st_mode
+        info = os.fstat(fd)
+        mode = info.st_mode
         if not stat.S_ISREG(mode):
             raise IntegrityError(f"failed to read checksums {path}: not a regular file",
                                  path=path, kind="unreadable")
@@ -244,6 +245,12 @@ def read_checksums(path: str) -> Checksums:
                 f"{stat.S_IMODE(mode):04o}): anyone who can rewrite it can bless any change; "
                 f"chmod 600 {path} and run 'ductile config lock' to re-seal what you reviewed",
                 path=path, kind="permissions")
+        if info.st_uid not in (os.geteuid(), 0):
+            raise IntegrityError(
+                f"checksums file {path} is owned by uid {info.st_uid}, neither this user "
+                f"({os.geteuid()}) nor root: another account could rewrite it to bless any "
+                f"change; chown it to the account that runs ductile and run 'ductile config "
+                "lock'", path=path, kind="permissions")
         with os.fdopen(fd, "rb", closefd=False) as handle:
             data = handle.read(MAX_SEAL_BYTES + 1)
         if len(data) > MAX_SEAL_BYTES:

@@ -1,4 +1,5 @@
-"""`GET /`, `GET /healthz`, `POST /system/reload` and `GET /system/doctor`."""
+"""`GET /`, `GET /healthz`, `POST /system/reload`, `GET /system/doctor` and
+`GET /system/selfcheck`."""
 
 from __future__ import annotations
 
@@ -84,6 +85,59 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
                           vault_present=rt.vault_owner is not None,
                           shadowed=rt.shadowed_plugins)
         return respond(doctor_report(result, datetime.now(timezone.utc)))
+
+    @app.route("/system/selfcheck", methods=["GET"])
+    @guarded("system:ro", "system:rw")
+    async def selfcheck(rt: Runtime, _p: Principal | None) -> Response:
+        report = await selfcheck_report(ctx, rt)
+        report["captured_at"] = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+        return respond(report)
+
+
+async def selfcheck_report(ctx: ApiContext, rt: Runtime) -> dict[str, Any]:
+    """The selfcheck of the serving generation: the config re-read from disk, the seal, the
+    vault it holds, the database through the store's reader, plugins, disk and listeners."""
+    from ductile.config import selfcheck as sc
+    from ductile.errors import ConfigError, VaultError
+
+    cfg = rt.config
+    checks: list[dict[str, Any]] = []
+
+    def reload_config() -> dict[str, Any]:
+        from ductile.config.load import parse_config, validate_config
+
+        try:
+            fresh = parse_config(cfg.config_path, source=cfg.source, environ=os.environ)
+            validate_config(fresh)
+        except ConfigError as exc:
+            return sc.check("config", False, f"the config on disk does not load: {exc}",
+                            path=cfg.config_path)
+        return sc.check("config", True, f"loaded and valid ({cfg.config_path})",
+                        path=cfg.config_path)
+
+    checks.append(await trio.to_thread.run_sync(reload_config))
+    nonce, nonce_problem = None, None
+    if rt.vault_owner is None:
+        checks.append(sc.check("vault", True, "no vault loaded by the serving generation"))
+        nonce_problem = "no vault is loaded"
+    else:
+        try:
+            nonce = rt.vault_owner.nonce
+            checks.append(sc.check("vault", True, "opened by the serving generation"))
+        except VaultError as exc:
+            checks.append(sc.check("vault", False, str(exc)))
+            nonce_problem = str(exc)
+    checks.append(await trio.to_thread.run_sync(
+        lambda: sc.seal_check(cfg, rt.plugins, nonce, nonce_problem)))
+    try:
+        checks.append(await ctx.read(lambda conn: sc.database_findings(conn, cfg.state_path)))
+    except StoreError as exc:
+        checks.append(sc.check("database", False, str(exc), path=cfg.state_path))
+    checks.extend(sc.plugin_checks(cfg, rt.plugins))
+    checks.append(await trio.to_thread.run_sync(lambda: sc.disk_check(cfg.state_path)))
+    checks.append(sc.check("listener:api", True, f"serving on {cfg.api.listen}",
+                           address=cfg.api.listen, bound=True))
+    return sc.report(checks)
 
 
 def doctor_report(result: DoctorResult, captured_at: datetime) -> dict[str, Any]:
