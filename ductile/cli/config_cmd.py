@@ -99,18 +99,9 @@ def lock(config_path: str | None, config_dir: str | None, dry_run: bool, verbose
 def backup(config_path: str | None, out: str, force: bool, as_json: bool) -> None:
     """Archive the config directory (config files, .checksums, the vault file; never the vault
     key). Same format as `system backup`, without the database."""
-    from ductile.cli.common import load
-    from ductile.cli.system import report_backup
-    from ductile.config.backup import write_backup
-    from ductile.errors import BackupError
+    from ductile.cli.system import run_backup
 
-    cfg = load(config_path, validate=False)
-    try:
-        result = write_backup(cfg, out, include_db=False, force=force, environ=os.environ,
-                              home=os.path.expanduser("~"))
-    except BackupError as exc:
-        fail(str(exc))
-    report_backup(result, as_json)
+    run_backup(config_path, out, force=force, as_json=as_json, include_db=False)
 
 
 @config.command("restore")

@@ -153,13 +153,20 @@ def selfcheck(config_path: str | None, as_json: bool) -> None:
 def backup(config_path: str | None, out: str, force: bool, as_json: bool) -> None:
     """Archive a consistent copy of the live database (SQLite online backup, safe while the
     gateway runs) and the config directory (never the vault key)."""
+    run_backup(config_path, out, force=force, as_json=as_json, include_db=True)
+
+
+def run_backup(config_path: str | None, out: str, *, force: bool, as_json: bool,
+               include_db: bool) -> None:
+    """Write a backup archive and report it: `system backup` (with the database) and
+    `config backup` (without) differ only in `include_db`."""
     from ductile.cli.common import load
     from ductile.config.backup import write_backup
     from ductile.errors import BackupError
 
     cfg = load(config_path, validate=False)
     try:
-        result = write_backup(cfg, out, include_db=True, force=force, environ=os.environ,
+        result = write_backup(cfg, out, include_db=include_db, force=force, environ=os.environ,
                               home=os.path.expanduser("~"))
     except BackupError as exc:
         fail(str(exc))

@@ -221,7 +221,7 @@ def _write_checked(cfg: Config, target: Target, new_data: bytes, path: Path, val
     info = os.stat(original)
     temp = _temp_file(original, new_data, info)
     try:
-        new_cfg = _load_with(cfg, original, temp, new_data, source=source, environ=environ)
+        new_cfg = _load_with(cfg, original, new_data, source=source, environ=environ)
         _check_effect(new_cfg, target, path, value, environ)
         _refuse_unknown_keys(cfg, new_cfg, path)
         with open(original, "rb") as handle:
@@ -265,9 +265,9 @@ def _temp_file(original: str, data: bytes, info: os.stat_result) -> str:
     raise ConfigEditRefused(f"cannot create a temporary file beside {original}", path=original)
 
 
-def _load_with(cfg: Config, original: str, temp: str, new_data: bytes, *, source: str,
+def _load_with(cfg: Config, original: str, new_data: bytes, *, source: str,
                environ: Mapping[str, str]) -> Config:
-    """Load and validate the whole config with `temp` read in place of `original`."""
+    """Load and validate the whole config with `new_data` read in place of `original`."""
     from ductile.config.load import parse_config
 
     # A sealed scope file fails its load-time seal check with the new bytes until the seal is
