@@ -18,6 +18,7 @@ job it is about so the message can tell an operator what to fix.
     │   ├── DurationError           not a duration (`30s`, `1h30m`, `7d`)
     │   ├── SizeError               not a byte size (`512KB`, `2MB`)
     │   ├── ScheduleError           a schedule entry is invalid or can never fire
+    │   ├── PayloadEnvError         a payload value cannot be a DUCTILE_PAYLOAD_* variable
     │   └── YamlProblem             a YAML document does not load (carries line/column)
     ├── ConfigError                 config cannot be found, parsed or validated (file/key/line)
     │   ├── ConfigNotFound          no config directory or file at any resolution step
@@ -29,6 +30,7 @@ job it is about so the message can tell an operator what to fix.
     ├── DiscoveryError              plugin roots / trust checks / aliases refuse the plugin set
     ├── ProtocolError               a plugin's stdout is not one valid protocol v2 response
     ├── PluginSpawnError            a plugin could not be started or waited for
+    │   └── AccountDropError        the kernel refused the drop to the plugin's account
     ├── StoreError                  the SQLite store refused an operation
     │   ├── StoreUnavailable        the database cannot be written now (disk full, I/O, locked)
     │   ├── InvalidTransition       a job status change that states/job.yaml does not allow
@@ -178,6 +180,11 @@ class ProtocolError(DuctileError):
 
 class PluginSpawnError(DuctileError):
     """A plugin process could not be started or waited for."""
+
+
+class AccountDropError(PluginSpawnError):
+    """The kernel refused to switch to the plugin's account (uid, gid or groups). Terminal: the
+    same drop would be refused again, so the job is never retried."""
 
 
 class StoreError(DuctileError):

@@ -14,9 +14,12 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ductile.privsep.posture import Privsep
+
 if TYPE_CHECKING:
     from ductile.config.schema import ApiToken, Config
     from ductile.plugin.discovery import Plugin, Shadowed
+    from ductile.privsep.attest import Attestor
     from ductile.router.dsl import PipelineSet
     from ductile.store.interface import JobQueue
     from ductile.store.state import StateStore
@@ -48,6 +51,10 @@ class Runtime:
     pipelines: PipelineSet = field(default_factory=lambda: empty_pipelines())
     # Plugin names two roots provide (the first found is used), for GET /system/doctor.
     shadowed_plugins: tuple[Shadowed, ...] = ()
+    # The privilege-separation posture and each plugin's account (privsep/posture.py), and
+    # the entrypoint fingerprints re-verified before secrets are delivered (None: no vault).
+    privsep: Privsep = field(default_factory=Privsep)
+    attestor: Attestor | None = None
 
     def lane_limit(self, plugin: str) -> int:
         """Per-plugin concurrency: explicit `parallelism` wins; otherwise concurrency-safe

@@ -93,6 +93,8 @@ BROKEN: dict[str, Callable[[Path], Path]] = {
     "vault_opened": _bad_vault,
     "integrity_verified": _unusable_seal,
     "secret_refs_resolved": lambda tmp: _webhook(tmp, secret_ref="never-minted"),
+    "accounts_resolved": lambda tmp: _base(tmp, extra={"accounts": {
+        "default": {"user": "no-such-user-ductile", "state_dir": "/var/lib/ductile/d"}}}),
     "pipelines_compiled": lambda tmp: _base(tmp, extra={"pipelines": [
         {"name": "p", "on": "x.happened", "steps": [{"id": "s", "uses": "ghost"}]}]}),
     # sys_exec's manifest requires config.command; the doctor's error refuses under the switch.

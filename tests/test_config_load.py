@@ -510,7 +510,7 @@ def test_unknown_keys_warn(tmp_path: Path) -> None:
         """)
     write(tmp_path, "plugins.yaml", """\
         plugins:
-          echo: {enabled: true, timeout: 5s, run_as: bob, config: {anything: goes},
+          echo: {enabled: true, timeout: 5s, config: {anything: goes},
                  retry: {attempts: 3}, schedules: [{every: 5m, jitterr: 1s}]}
         service: {max_workers: 9}
         database: {path: x.db}
@@ -522,7 +522,6 @@ def test_unknown_keys_warn(tmp_path: Path) -> None:
         "config.yaml: unknown key api.managment (ignored)",
         "config.yaml: unknown key api.auth.tokens[0].scope (ignored)",
         "plugins.yaml: unknown key plugins.echo.timeout (ignored)",
-        "plugins.yaml: plugins.echo.run_as is not supported yet (ignored)",
         "plugins.yaml: unknown key plugins.echo.retry.attempts (ignored)",
         "plugins.yaml: unknown key plugins.echo.schedules[0].jitterr (ignored)",
         "plugins.yaml: database is read only from the root config file (ignored)",

@@ -75,6 +75,15 @@ class BootFacts:
     ignored_keys: tuple[str, ...] = ()
     # The integrity seal as found (a config.integrity.SealFacts); None: not gathered.
     integrity: Any = None
+    # Privilege separation: the resolved accounts (name -> privsep.accounts.Account) and what
+    # kept others from resolving; the posture decision (privsep.posture.Decision); in the
+    # enforcing posture, the filesystem floor (privsep.floor.FloorReport) and the side-door
+    # audit (privsep.sidedoor.AuditVerdict). None: not gathered (not enforcing).
+    accounts: dict[str, Any] = field(default_factory=dict)
+    account_problems: tuple[str, ...] = ()
+    privsep: Any = None
+    floor: Any = None
+    sidedoors: Any = None
 
 
 Gate = Callable[[BootFacts], "Refusal | None"]
@@ -353,6 +362,38 @@ def api_tokens_resolved(f: BootFacts) -> Refusal | None:
     return None
 
 
+def accounts_resolved(f: BootFacts) -> Refusal | None:
+    """Every `accounts:` entry names a user and groups this host has."""
+    if f.account_problems:
+        return Refusal("accounts_resolved", "privsep accounts: " + "; ".join(f.account_problems))
+    return None
+
+
+def privsep_posture_decided(f: BootFacts) -> Refusal | None:
+    """The capability to change uid and the `accounts:` table agree (privsep/posture.py)."""
+    if f.privsep is not None and f.privsep.refusal is not None:
+        return Refusal("privsep_posture_decided", f.privsep.refusal)
+    return None
+
+
+def filesystem_floor_held(f: BootFacts) -> Refusal | None:
+    """Enforcing: every secret file is the gateway's alone and each account has its directory."""
+    if f.floor is not None and f.floor.problems:
+        count = len(f.floor.problems)
+        return Refusal("filesystem_floor_held",
+                       f"privsep filesystem floor: {count} path(s) cannot be brought to the "
+                       "floor: " + "; ".join(f.floor.problems))
+    return None
+
+
+def side_doors_closed(f: BootFacts) -> Refusal | None:
+    """Enforcing, under service.admission.fail_on_sidedoor: no confined account has a way back
+    to root (the audit itself always runs and logs its findings)."""
+    if f.sidedoors is not None and f.sidedoors.refusal is not None:
+        return Refusal("side_doors_closed", f.sidedoors.refusal)
+    return None
+
+
 def listeners_bound(f: BootFacts) -> Refusal | None:
     if f.bind_error is not None:
         return Refusal("listeners_bound", f.bind_error)
@@ -385,6 +426,10 @@ GATES: dict[str, Gate] = {
         config_snapshot_recorded,
         api_has_tokens,
         api_tokens_resolved,
+        accounts_resolved,
+        privsep_posture_decided,
+        filesystem_floor_held,
+        side_doors_closed,
         listeners_bound,
     )
 }

@@ -190,6 +190,14 @@ def gather_posture(cfg: Config, facts: BootFacts) -> None:
     facts.posture = decide_posture(cfg, has_vault=facts.vault_status == "loaded")
 
 
+def gather_accounts(cfg: Config, facts: BootFacts) -> None:
+    """Resolve `accounts:` against the passwd and group databases (gate accounts_resolved)."""
+    from ductile.privsep.accounts import resolve_accounts
+
+    facts.accounts, problems = resolve_accounts(cfg.accounts)
+    facts.account_problems = tuple(problems)
+
+
 def gather_doctor(cfg: Config, facts: BootFacts) -> None:
     """The doctor's review of everything gathered so far, and the keys the loader ignored
     (gate config_doctor_passed). Pure: it reads only facts, so it follows the pipelines."""
@@ -222,6 +230,7 @@ def dry_run(explicit: str | None, environ: Mapping[str, str], home: str,
     warned.add("vault", vault_warnings)
     warned.add("integrity", gather_integrity(cfg, facts, vault.owner if vault else None))
     gather_schedules(cfg, facts)
+    gather_accounts(cfg, facts)
     warned.add("pipeline", gather_pipelines(cfg, facts))
     gather_doctor(cfg, facts)
     gather_posture(cfg, facts)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -30,6 +30,7 @@ from ductile.boot import pidlock
 from ductile.boot.gates import BootFacts
 from ductile.boot.gather import (
     DEFAULT_ETC_DIR,
+    gather_accounts,
     gather_config,
     gather_doctor,
     gather_integrity,
@@ -49,6 +50,8 @@ from ductile.runtime import Runtime
 
 if TYPE_CHECKING:
     from ductile.dispatch.dispatcher import Dispatcher
+    from ductile.privsep.attest import Attestor
+    from ductile.privsep.posture import Privsep
     from ductile.router.dsl import PipelineSet
     from ductile.store.audit import AuditWriter
     from ductile.store.db import Database
@@ -143,6 +146,7 @@ async def build_generation(
     for warning in await trio.to_thread.run_sync(gather_integrity, cfg, facts, vault):
         log.warn("integrity", detail=warning)
     gather_schedules(cfg, facts)
+    gather_accounts(cfg, facts)
     machine.advance("admit")
 
     if proc.db is None:
@@ -165,9 +169,13 @@ async def build_generation(
     from ductile.store.state import StateStore
 
     assert proc.db is not None
+    attestor = await trio.to_thread.run_sync(_attestor, cfg, facts, vault)
     try:
+        fields = snapshot_fields(cfg, facts.secrets)
+        if attestor is not None:
+            fields["plugin_fingerprints"] = attestor.document()
         facts.snapshot_id = await Snapshots(proc.db).record(
-            snapshot_fields(cfg, facts.secrets), reason=reason, version=__version__,
+            fields, reason=reason, version=__version__,
             binary_path=sys.argv[0] and os.path.abspath(sys.argv[0]),
         )
     except (StoreError, OSError) as exc:
@@ -183,6 +191,7 @@ async def build_generation(
     posture = facts.posture
     assert posture is not None
     machine.advance("decide_posture")
+    privsep = await _gate_privsep(cfg, facts, vault, log)
     machine.advance("gate_privsep")
 
     if posture == "gateway" and proc.listener is None:
@@ -235,7 +244,118 @@ async def build_generation(
                          for e in cfg.webhooks.endpoints},
         pipelines=facts.pipelines,
         shadowed_plugins=facts.shadowed,
+        privsep=privsep,
+        attestor=attestor,
     )
+
+
+def _attestor(cfg: Config, facts: BootFacts, vault: VaultOwner | None) -> Attestor | None:
+    """The generation's attestation baselines (privsep/attest.py): only a loaded vault can
+    hand out secrets, and only its nonce can key the fingerprints."""
+    from ductile.errors import VaultError
+    from ductile.privsep.attest import Attestor, take_baselines
+
+    if vault is None:
+        return None
+    try:
+        nonce = vault.nonce
+    except VaultError:
+        return None
+    seal = facts.integrity.seal if facts.integrity is not None else None
+    sealed = {record.name: (record.entrypoint_resolved_path, record.entrypoint_hash)
+              for record in (seal.plugin_fingerprints if seal is not None else ())}
+    entrypoints = {name: plugin.entrypoint for name, plugin in facts.plugins.items()
+                   if cfg.plugin(name).enabled}
+    baselines, problems = take_baselines(entrypoints, nonce, sealed)
+    return Attestor(nonce, baselines, problems)
+
+
+async def _gate_privsep(
+    cfg: Config, facts: BootFacts, vault: VaultOwner | None, log: Logger
+) -> Privsep:
+    """Decide the posture; when enforcing, reconcile the filesystem floor and audit every
+    account for side doors (gates privsep_posture_decided, filesystem_floor_held,
+    side_doors_closed). Runs on the trio thread, which is the one that spawns plugins: its
+    ambient capabilities are cleared here so no plugin inherits them."""
+    from ductile.plugin.credentials import clear_ambient_capabilities
+    from ductile.privsep.posture import ENFORCING, Privsep, decide, read_capability
+
+    capability = read_capability()
+    decision = facts.privsep = decide(capability, len(cfg.accounts), cfg.service.unconfined)
+    if decision.refusal is not None:
+        return Privsep()
+    assert decision.posture is not None
+    getattr(log, decision.level)(decision.message, posture=decision.posture,
+                                 capability=capability.how, accounts=len(cfg.accounts))
+    if decision.posture != ENFORCING:
+        return Privsep(posture=decision.posture)
+    privsep = Privsep.build(decision.posture, cfg, facts.accounts, facts.plugins)
+    _warn_tiers(cfg, facts, log)
+    await _enforce_floor(cfg, facts, vault, privsep, log)
+    if not facts.floor.problems:
+        await _audit_side_doors(cfg, facts, privsep, log)
+    clear_ambient_capabilities()
+    return privsep
+
+
+def _warn_tiers(cfg: Config, facts: BootFacts, log: Logger) -> None:
+    from ductile.config.accounts import DEFAULT_ACCOUNT
+
+    if DEFAULT_ACCOUNT not in cfg.accounts:
+        unconfined = sorted(name for name, conf in cfg.plugins.items()
+                            if conf.enabled and not conf.run_as)
+        if unconfined:
+            log.warn("privsep: no default account — plugins without run_as run UNCONFINED at the "
+                     "gateway uid; define accounts.default or give each a run_as",
+                     plugins=unconfined)
+    for name, account in sorted(facts.accounts.items()):
+        if account.mode == "credentialed":
+            log.warn("privsep: account is CREDENTIALED (trusted) — runs as a real user with their "
+                     "home", account=name, uid=account.uid, home=account.home)
+
+
+async def _enforce_floor(cfg: Config, facts: BootFacts, vault: VaultOwner | None,
+                         privsep: Privsep, log: Logger) -> None:
+    from ductile.config.seal import seal_path
+    from ductile.privsep.floor import reconcile_floor
+
+    secret_paths = [cfg.state_path, cfg.state_path + "-wal", cfg.state_path + "-shm",
+                    seal_path(cfg.config_dir)]
+    if facts.vault_path:
+        secret_paths.insert(0, facts.vault_path)
+    if vault is not None:
+        secret_paths.insert(1, vault.key_path)
+    entrypoints = {}
+    for name, plugin in facts.plugins.items():
+        account = privsep.plugin_accounts.get(name)
+        if cfg.plugin(name).enabled and account in privsep.accounts:
+            entrypoints[name] = (account, plugin.entrypoint)
+    facts.floor = report = await trio.to_thread.run_sync(
+        lambda: reconcile_floor(secret_paths, privsep.accounts, entrypoints=entrypoints))
+    for change in report.changed:
+        log.info("privsep filesystem floor", change=change)
+
+
+async def _audit_side_doors(cfg: Config, facts: BootFacts, privsep: Privsep,
+                            log: Logger) -> None:
+    from ductile.privsep.sidedoor import audit, probe_account
+
+    def probe_all() -> list[Any]:
+        reports = []
+        for name, account in sorted(privsep.accounts.items()):
+            paths: list[str] = []
+            for plugin, owner in privsep.plugin_accounts.items():
+                found = facts.plugins.get(plugin)
+                if owner == name and found is not None and cfg.plugin(plugin).enabled:
+                    paths += [found.entrypoint, found.directory]
+            reports.append(probe_account(account, sorted(set(paths))))
+        return reports
+
+    reports = await trio.to_thread.run_sync(probe_all)
+    facts.sidedoors = verdict = audit(reports, fail_on_sidedoor=cfg.service.admission
+                                      .fail_on_sidedoor)
+    for level, message, fields in verdict.log:
+        getattr(log, level)(message, **fields)
 
 
 def _log_doctor(cfg: Config, facts: BootFacts, log: Logger) -> None:

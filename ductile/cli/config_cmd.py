@@ -26,11 +26,14 @@ def init(directory: str | None, force: bool) -> None:
 
     from ductile.config.init import init_config_dir
     from ductile.errors import ConfigError
+    from ductile.privsep.posture import read_capability
 
     target = os.path.abspath(directory or os.path.expanduser("~/.config/ductile"))
     plugin_root = str(resources.files("ductile") / "bundled" / "plugins")
+    privileged = read_capability().can_switch
     try:
-        result = init_config_dir(target, force=force, plugin_root=plugin_root)
+        result = init_config_dir(target, force=force, plugin_root=plugin_root,
+                                 unconfined=privileged)
     except ConfigError as exc:
         fail(str(exc))
     click.echo(f"Initialized: {target}")
@@ -38,6 +41,10 @@ def init(directory: str | None, force: bool) -> None:
         click.echo(f"Created: {path}")
     if not result.vault_created:
         click.echo("Kept the existing vault and key (--force never replaces a vault).")
+    if privileged:
+        click.echo("Note:        this account can change uid, so service.unconfined: true was "
+                   "written (plugins run as the gateway, warned at every boot); define "
+                   "accounts: to confine them (docs/operator.md)")
     click.echo(f"Start it:    ductile system start --config {target}")
     click.echo(f"API token:   in {result.api_token_file} (mode 0600; the vault holds it as "
                "secret api-token)")

@@ -6,6 +6,23 @@ import os
 from typing import Any
 
 
+_PRIVSEP_MEANING = {
+    "enforcing": "plugins drop to their accounts",
+    "unconfined": "plugins run as the gateway despite configuration (service.unconfined)",
+    "hygiene-only": "no accounts and no capability to change uid: plugins run as the gateway",
+}
+
+
+def add_privsep(add: Any, body: dict[str, Any]) -> None:
+    """The privilege-separation posture the running gateway decided at its last boot."""
+    privsep = body.get("privsep")
+    if not isinstance(privsep, dict):
+        return
+    posture = str(privsep.get("posture"))
+    add("privsep", True, f"{posture}: {_PRIVSEP_MEANING.get(posture, 'unknown posture')} "
+        f"({privsep.get('accounts', 0)} account(s))", posture=posture)
+
+
 def collect_status(config_path: str | None) -> dict[str, Any]:
     from ductile.boot.pidlock import lock_path_for, pid_alive, read_pid
     from ductile.config.load import parse_config, validate_config
@@ -86,6 +103,7 @@ def collect_status(config_path: str | None) -> dict[str, Any]:
             add("healthz", resp.status_code == 200,
                 f"{body.get('status')} (posture {body.get('posture')}: mint an API token over "
                 "the management socket, reference it, then ductile system reload)", path=sock)
+            add_privsep(add, body)
         except Exception as exc:  # noqa: BLE001 - an unreachable socket is the finding
             state = "the gateway is not running" if running_pid is None else type(exc).__name__
             add("healthz", False, f"no management socket answering: {state}", path=sock)
@@ -101,6 +119,7 @@ def collect_status(config_path: str | None) -> dict[str, Any]:
             add("healthz", resp.status_code == 200,
                 f"{body.get('status')} (posture {body.get('posture')}, queue depth "
                 f"{body.get('queue_depth')}, uptime {body.get('uptime_seconds')}s)", path=url)
+            add_privsep(add, body)
         except Exception as exc:  # noqa: BLE001 - an unreachable gateway is the finding
             detail = "no live gateway reachable"
             if running_pid is None:

@@ -42,8 +42,26 @@ class InitResult:
     api_token_file: str
 
 
-def init_config_dir(directory: str, *, force: bool = False, plugin_root: str) -> InitResult:
+#: What `config init` writes under `service:` when the gateway that will run it can change
+#: uid (root): such a gateway refuses to boot without accounts, unless told so on purpose.
+UNCONFINED_BLOCK = """\
+  # Privilege separation. This config was written by an account that can change uid (root).
+  # A gateway that can change uid refuses to start without an accounts: table, so plugins
+  # never run as root by accident. `unconfined: true` says you mean it: plugins run as the
+  # gateway (here: root), and every boot warns about it. To confine them instead, delete
+  # this line and give plugins accounts (docs/operator.md, "Privilege separation"):
+  #   accounts:
+  #     default: {user: ductile-plugins, state_dir: /var/lib/ductile/accounts/default}
+  unconfined: true
+"""
+
+
+def init_config_dir(directory: str, *, force: bool = False, plugin_root: str,
+                    unconfined: bool = False) -> InitResult:
     """Write the YAML files, then the vault ladder, into `directory`.
+
+    `unconfined` (the caller can change uid) writes `service.unconfined: true` with a comment
+    saying what it means and how to define accounts instead.
 
     Refuses (ConfigError) when any file exists, unless `force`: then the YAML files are
     rewritten, but an existing vault and its key are kept (replacing them would lose every
@@ -56,7 +74,8 @@ def init_config_dir(directory: str, *, force: bool = False, plugin_root: str) ->
     if not force:
         _refuse_existing(target)
     _make_private_dir(target)
-    values = {"@PLUGIN_ROOT@": _yaml_string(os.path.abspath(plugin_root))}
+    values = {"@PLUGIN_ROOT@": _yaml_string(os.path.abspath(plugin_root)),
+              "@PRIVSEP@": UNCONFINED_BLOCK if unconfined else ""}
     written = []
     for name, template in FILES:
         path = os.path.join(target, name)

@@ -33,6 +33,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ductile.config.accounts import ACCOUNT_KEYS, AccountConf
 from ductile.config import load, webhooks
 from ductile.config.durations import DURATION_PATTERN
 from ductile.config.schema import (
@@ -147,6 +148,10 @@ def shapes(choices: Mapping[str, Sequence[str]]) -> dict[type, Shape]:
                             "description": "plugin name -> settings"},
                 "pipelines": {"type": "array", "items": {"type": "object"},
                               "description": "see docs/pipelines.md"},
+                "accounts": {"type": "object",
+                             "additionalProperties": {"$ref": "#/$defs/AccountConf"},
+                             "description": "account name -> the OS identity plugins drop to "
+                                            "(root file only; docs/operator.md)"},
                 "webhooks": {"anyOf": [{"$ref": "#/$defs/WebhooksConfig"},
                                        {"type": "array",
                                         "items": {"$ref": "#/$defs/WebhookEndpoint"}}],
@@ -184,6 +189,11 @@ def shapes(choices: Mapping[str, Sequence[str]]) -> dict[type, Shape]:
                           extra={"schedule": {"deprecated": True,
                                               "description": "refused for an enabled plugin: "
                                                              "use schedules[]"}}),
+        AccountConf: Shape(keys=ACCOUNT_KEYS, derived={"name": "the key under accounts:"},
+                           override={"groups": {"type": "array",
+                                                "items": {"type": ["string", "integer"]},
+                                                "description": "group names or gids (default: "
+                                                               "the user's own groups)"}}),
         RetryConf: Shape(keys=frozenset({"max_attempts", "backoff_base"})),
         BreakerConf: Shape(keys=frozenset({"threshold", "reset_after"})),
         ScheduleConf: Shape(

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ductile.config.accounts import AccountConf, decode_accounts
 from ductile.config.envfile import expand_home, load_env_includes
 from ductile.config.interpolate import interpolate
 from ductile.config.merge import ignored_include_keys, merge_config
@@ -58,8 +59,8 @@ DEFAULT_STATE_PATH = "./data/state.db"
 # Keys a section understands. DEFERRED keys are Ductile keys whose feature is not built yet:
 # they are kept in Config.raw (merged) but reported, so nobody thinks they are in effect.
 TOP_KEYS = frozenset({"include", "environment_vars", "service", "state", "database", "api",
-                      "plugin_roots", "plugins", "secrets", "pipelines", "webhooks"})
-TOP_DEFERRED = frozenset({"accounts", "tcc_paths", "instances", "remote_ingress", "routes"})
+                      "plugin_roots", "plugins", "secrets", "pipelines", "webhooks", "accounts"})
+TOP_DEFERRED = frozenset({"tcc_paths", "instances", "remote_ingress", "routes"})
 SERVICE_DURATIONS = ("tick_interval", "dedupe_ttl", "job_log_retention", "job_queue_retention",
                      "job_transitions_retention", "job_attempts_retention",
                      "breaker_transitions_retention", "shutdown_grace")
@@ -75,8 +76,9 @@ SECRETS_KEYS = frozenset({"vault_file", "key_file"})
 TOKEN_KEYS = frozenset({"token", "scopes", "name", "secret_ref"})
 PLUGIN_KEYS = frozenset({"enabled", "uses", "config", "retry", "timeouts", "circuit_breaker",
                          "max_outstanding_polls", "parallelism", "notify_on_complete",
-                         "schedules", "schedule", "vault_principal", "requires_vault"})
-PLUGIN_DEFERRED = frozenset({"run_as"})
+                         "schedules", "schedule", "vault_principal", "requires_vault",
+                         "run_as"})
+PLUGIN_DEFERRED: frozenset[str] = frozenset()
 SCHEDULE_STRINGS = ("id", "command", "every", "cron", "at", "after", "catch_up", "if_running",
                     "only_between", "timezone")
 SCHEDULE_KEYS = frozenset({*SCHEDULE_STRINGS, "jitter", "payload", "not_on",
@@ -255,6 +257,7 @@ class _Session:
             source=source,
             source_files=tuple(self.sources),
             secrets=decoded.secrets,
+            accounts=decoded.accounts,
             pipelines=tuple(self.pipelines),
             webhooks=self._webhooks(merged),
             raw=merged,
@@ -383,6 +386,7 @@ class _Decoded:
     state_path: str
     database_path: str
     secrets: SecretsConfig
+    accounts: dict[str, AccountConf]
 
 
 def _decode(r: _Reader, doc: dict[str, Any]) -> _Decoded:
@@ -400,6 +404,7 @@ def _decode(r: _Reader, doc: dict[str, Any]) -> _Decoded:
         state_path=r.string(state.get("path"), "state.path") or "",
         database_path=r.string(database.get("path"), "database.path") or "",
         secrets=_decode_secrets(r, doc.get("secrets")),
+        accounts=decode_accounts(r, doc.get("accounts")),
     )
 
 
@@ -438,7 +443,8 @@ def _decode_service(r: _Reader, value: Any) -> ServiceConfig:
 #: load, so no operator believes a protection is on that is not. `require_api_auth` is always in
 #: force: the gate api_has_tokens refuses an enabled API without a token whatever the switch says.
 ADMISSION_ENFORCED: frozenset[str] = frozenset({
-    "require_api_auth", "validate_config_on_boot", "verify_integrity_on_boot", "fail_on_drift"})
+    "require_api_auth", "validate_config_on_boot", "verify_integrity_on_boot", "fail_on_drift",
+    "fail_on_sidedoor"})
 ADMISSION_STRICT_DEPRECATED = ("service.strict_mode is deprecated; replace it with an explicit "
                                "service.admission block")
 ADMISSION_STRICT_IGNORED = ("service.strict_mode is deprecated and ignored because "
@@ -538,6 +544,7 @@ def _decode_plugin(r: _Reader, name: str, value: Any) -> PluginConf:
                                        f"{key}.notify_on_complete")),
         vault_principal=r.string(m.get("vault_principal"), f"{key}.vault_principal") or "",
         requires_vault=bool(r.boolean(m.get("requires_vault"), f"{key}.requires_vault")),
+        run_as=(r.string(m.get("run_as"), f"{key}.run_as") or "").strip(),
         schedules=tuple(_decode_schedule(r, entry, f"{key}.schedules[{i}]")
                         for i, entry in enumerate(r.sequence(m.get("schedules"),
                                                          f"{key}.schedules"))),

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ductile.config.accounts import AccountConf
 from ductile.config.webhooks import WebhooksConfig
 
 DEFAULT_TIMEOUTS: dict[str, float] = {"poll": 60.0, "handle": 120.0, "health": 10.0, "init": 30.0}
@@ -61,6 +62,8 @@ class PluginConf:
     vault_principal: str = ""
     # Fail the job closed when the vault cannot compose secrets for the principal.
     requires_vault: bool = False
+    # The `accounts:` entry this plugin drops to ("": `default` when defined, else none).
+    run_as: str = ""
 
     @property
     def principal(self) -> str:
@@ -128,7 +131,7 @@ class AdmissionConfig:
     fail_on_drift: bool = False  # with the seal: a warning (an unsealed file, no seal) refuses
     validate_config_on_boot: bool = False  # the doctor and strict decode must pass
     require_api_auth: bool = False  # an enabled API needs a token (or the management posture)
-    fail_on_sidedoor: bool = False  # privilege separation: a side door refuses (not built yet)
+    fail_on_sidedoor: bool = False  # privilege separation: an account's side door refuses
 
     @classmethod
     def all_on(cls) -> AdmissionConfig:
@@ -192,6 +195,8 @@ class Config:
     source: str  # explicit | env:DUCTILE_CONFIG_DIR | auto-discovered
     source_files: tuple[SourceFile, ...] = ()
     secrets: SecretsConfig = field(default_factory=SecretsConfig)
+    # `accounts:` (root file only): the OS accounts plugins drop to (config/accounts.py).
+    accounts: dict[str, AccountConf] = field(default_factory=dict)
     pipelines: tuple[PipelineSource, ...] = ()
     webhooks: WebhooksConfig = field(default_factory=lambda: WebhooksConfig(None, ()))
     # The merged document after interpolation, for snapshots and later issues (pipelines, ...).

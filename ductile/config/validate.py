@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ductile.config.accounts import validate_accounts
 from ductile.config.durations import DurationError, format_duration, parse_duration
 from ductile.config.interpolate import first_unresolved
 from ductile.config.schema import Config, PluginConf
@@ -203,6 +204,11 @@ def _raw_plugin(cfg: Config, name: str) -> Mapping[str, Any]:
     return stanza if isinstance(stanza, Mapping) else {}
 
 
+def _check_accounts(cfg: Config) -> None:
+    """The `accounts:` table and every plugin's `run_as` grant (config/accounts.py)."""
+    validate_accounts(cfg.accounts, {name: p.run_as for name, p in cfg.plugins.items()})
+
+
 _CHECKS: tuple[Callable[[Config], None], ...] = (
     _check_tick_interval,
     _check_hook_max_depth,
@@ -214,4 +220,5 @@ _CHECKS: tuple[Callable[[Config], None], ...] = (
     _check_plugin_roots,
     _check_api_auth,
     _check_plugins,
+    _check_accounts,
 )

@@ -22,12 +22,14 @@ import trio
 from ductile.dispatch.outcome import Outcome, classify
 from ductile.dispatch.routing import Step, read_step
 from ductile.errors import (
+    AccountDropError,
     ConditionEvalError,
     PluginSpawnError,
     RouterError,
     StoreError,
     VaultPrincipalUnavailable,
 )
+from ductile.plugin.payload_env import PayloadEnvError, payload_environment
 from ductile.plugin.protocol import build_request
 from ductile.plugin.spawn import child_env, spawn_plugin
 from ductile.router.dsl import SWITCH_PLUGIN
@@ -123,6 +125,9 @@ async def attempt(
     conf = rt.config.plugin(job.plugin)
     timeout = conf.timeout_for(job.command)
     secrets, refusal = compose_secrets(rt, conf)
+    if refusal is None and secrets and rt.attestor is not None:
+        # Attestation at the moment of trust: changed bytes never see a secret.
+        refusal = rt.attestor.refusal(job.plugin)
     if refusal is not None:
         return step, NotRunnable(refusal)
 
@@ -150,12 +155,23 @@ async def attempt(
 
     trace.stage = "spawning the plugin"
     env = child_env(rt.config.service.plugin_env_passthrough)
+    env.update(rt.privsep.environment_for(job.plugin))
+    if plugin.manifest.payload_env:
+        try:
+            env.update(_payload_env(job.id, job.command, event, payload))
+        except PayloadEnvError as exc:
+            return step, NotRunnable(str(exc))
     started = time.monotonic()
     try:
         with cancel.scope:
             result = await spawn_plugin(
-                plugin.entrypoint, request, timeout=timeout, env=env, grace=kill_grace
+                plugin.entrypoint, request, timeout=timeout, env=env, grace=kill_grace,
+                credentials=rt.privsep.credentials_for(job.plugin),
             )
+    except AccountDropError as exc:
+        # The kernel refused the drop: the same drop would be refused again (plugin.drop_failed).
+        outcome = Outcome("failed", "drop_failed", False, f"plugin.drop_failed: {exc}")
+        return step, Ran(outcome, None, None, b"", _ms(started))
     except PluginSpawnError as exc:
         outcome = Outcome("failed", "spawn_error", True, f"plugin spawn failed: {exc}")
         return step, Ran(outcome, None, None, b"", _ms(started))
@@ -205,6 +221,20 @@ def _switch(rt: Runtime, step: Step) -> Happened:
     except RouterError as exc:
         return NotRunnable(f"core.switch route events: {exc}")
     return Switched(outcome, _ms(started))
+
+
+def _payload_env(job_id: str, command: str, event: dict[str, Any] | None,
+                 payload: Any) -> dict[str, str]:
+    """DUCTILE_PAYLOAD_* for a plugin whose manifest asks for them: a handled event's payload,
+    else the job's own."""
+    if event is not None:
+        inner = event.get("payload")
+        event_type = event.get("type")
+        return payload_environment(inner if isinstance(inner, dict) else {}, job_id=job_id,
+                                   command=command,
+                                   event_type=event_type if isinstance(event_type, str) else "")
+    return payload_environment(payload if isinstance(payload, dict) else {}, job_id=job_id,
+                               command=command)
 
 
 def _event_for(command: str, payload: Any) -> dict[str, Any] | None:

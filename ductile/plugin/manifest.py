@@ -75,6 +75,9 @@ class Manifest:
     entrypoint: str
     description: str = ""
     concurrency_safe: bool = True
+    # The core also passes the payload as DUCTILE_PAYLOAD_<KEY> environment variables
+    # (plugin/payload_env.py), for plugins that are thin wrappers around a command.
+    payload_env: bool = False
     commands: tuple[Command, ...] = ()
     fact_outputs: tuple[FactOutput, ...] = ()
     # {"required": (...), "optional": (...)}; only `doctor` checks it.
@@ -258,6 +261,11 @@ def _decode(data: Mapping[Any, Any], path: str) -> Manifest:
     concurrency_safe = _bool_word(concurrency_safe)
     if not isinstance(concurrency_safe, bool):
         _fail(path, f"concurrency_safe must be a boolean, got {_kind(concurrency_safe)}")
+    payload_env = _bool_word(data.get("payload_env", False))
+    if payload_env is None:
+        payload_env = False
+    if not isinstance(payload_env, bool):
+        _fail(path, f"payload_env must be a boolean, got {_kind(payload_env)}")
     facts = _sequence(data.get("fact_outputs"), "fact_outputs", path)
     manifest = Manifest(
         name=_text(data.get("name"), "name", path).strip(),
@@ -266,6 +274,7 @@ def _decode(data: Mapping[Any, Any], path: str) -> Manifest:
         entrypoint=_text(data.get("entrypoint"), "entrypoint", path).strip(),
         description=_text(data.get("description"), "description", path),
         concurrency_safe=concurrency_safe,
+        payload_env=payload_env,
         commands=commands,
         fact_outputs=tuple(_decode_fact(i, item, path) for i, item in enumerate(facts)),
         config_keys=_decode_config_keys(data.get("config_keys"), path),

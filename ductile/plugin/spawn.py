@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import trio
 
-from ductile.errors import PluginSpawnError
+from ductile.errors import AccountDropError, PluginSpawnError
+from ductile.plugin.credentials import Credentials, signal_as, spawn_as
 
 STDOUT_CAP = 10 * 1024 * 1024
 STDERR_CAP = 64 * 1024
@@ -89,14 +90,17 @@ async def spawn_plugin(
     grace: float = DEFAULT_GRACE,
     stdout_cap: int = STDOUT_CAP,
     stderr_cap: int = STDERR_CAP,
+    credentials: Credentials | None = None,
 ) -> SpawnResult:
     """Run `entrypoint` once with `request` on stdin and collect its result.
 
-    Raises PluginSpawnError only when the process cannot be started; everything that happens
-    after that (timeout, overflow, garbage, a crash) is reported in the SpawnResult.
+    With `credentials` the process starts as that account, in its working directory
+    (`plugin/credentials.py`). Raises PluginSpawnError only when the process cannot be
+    started (AccountDropError when the drop itself was refused); everything that happens after
+    that (timeout, overflow, garbage, a crash) is reported in the SpawnResult.
     """
     started = time.monotonic()
-    child = _Child.start(entrypoint, env)
+    child = _Child.start(entrypoint, env, credentials)
     try:
         return await _supervise(child, request, timeout, grace, stdout_cap, stderr_cap, started)
     finally:
@@ -113,8 +117,10 @@ class _Child:
     descriptor some other task has just been given).
     """
 
-    def __init__(self, pid: int, stdin: int, stdout: int, stderr: int) -> None:
+    def __init__(self, pid: int, stdin: int, stdout: int, stderr: int,
+                 credentials: Credentials | None = None) -> None:
         self.pid = pid
+        self.credentials = credentials
         self.fds = {"stdin": stdin, "stdout": stdout, "stderr": stderr}
         self.pidfd = _open_pidfd(pid)
         self.status: int | None = None  # raw wait status once reaped
@@ -122,7 +128,8 @@ class _Child:
         self._waited: set[int] = set()  # fds trio has seen; only these need notify_closing
 
     @classmethod
-    def start(cls, entrypoint: str, env: Mapping[str, str]) -> _Child:
+    def start(cls, entrypoint: str, env: Mapping[str, str],
+              credentials: Credentials | None = None) -> _Child:
         opened: list[int] = []
         try:
             in_r, in_w = _pipe(opened)
@@ -130,19 +137,15 @@ class _Child:
             err_r, err_w = _pipe(opened)
             for fd in (in_w, out_r, err_r):
                 os.set_blocking(fd, False)
-            pid = os.posix_spawn(
-                entrypoint,
-                [entrypoint],
-                dict(env),
-                file_actions=[
-                    (os.POSIX_SPAWN_DUP2, in_r, 0),
-                    (os.POSIX_SPAWN_DUP2, out_w, 1),
-                    (os.POSIX_SPAWN_DUP2, err_w, 2),
-                ],
-                setpgroup=0,
-                setsigdef=_SIGDEF,
-                setsigmask=(),
-            )
+            if credentials is not None:
+                pid = spawn_as(credentials, entrypoint, env,
+                               [(in_r, 0), (out_w, 1), (err_w, 2)], _SIGDEF)
+            else:
+                pid = _posix_spawn(entrypoint, env, in_r, out_w, err_w)
+        except AccountDropError:
+            for fd in opened:
+                os.close(fd)
+            raise
         except (OSError, ValueError, TypeError) as exc:
             for fd in opened:
                 os.close(fd)
@@ -150,7 +153,7 @@ class _Child:
             raise PluginSpawnError(f"start process: {entrypoint}: {reason}") from None
         for fd in (in_r, out_w, err_w):
             os.close(fd)
-        return cls(pid, in_w, out_r, err_r)
+        return cls(pid, in_w, out_r, err_r, credentials)
 
     def fd(self, name: str) -> int | None:
         return self.fds.get(name)
@@ -204,7 +207,16 @@ class _Child:
             os.killpg(self.pid, sig)
         except ProcessLookupError:
             pass
-        except PermissionError:  # a member changed credentials; at least signal the leader
+        except PermissionError:
+            # A gateway that is not root may switch uid but not signal another user's
+            # processes: signal as the plugin's account. Otherwise a member changed
+            # credentials (a setuid program): at least signal the leader.
+            if self.credentials is not None:
+                try:
+                    signal_as(self.credentials, self.pid, sig)
+                    return
+                except OSError:
+                    pass
             try:
                 os.kill(self.pid, sig)
             except OSError:
@@ -254,6 +266,23 @@ class _Child:
             self.reap()
         except OSError:
             pass
+
+
+def _posix_spawn(entrypoint: str, env: Mapping[str, str], stdin: int, stdout: int,
+                 stderr: int) -> int:
+    return os.posix_spawn(
+        entrypoint,
+        [entrypoint],
+        dict(env),
+        file_actions=[
+            (os.POSIX_SPAWN_DUP2, stdin, 0),
+            (os.POSIX_SPAWN_DUP2, stdout, 1),
+            (os.POSIX_SPAWN_DUP2, stderr, 2),
+        ],
+        setpgroup=0,
+        setsigdef=_SIGDEF,
+        setsigmask=(),
+    )
 
 
 def _pipe(opened: list[int]) -> tuple[int, int]:

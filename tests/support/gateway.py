@@ -27,6 +27,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+#: What a root test config adds so the privsep gate admits it (see write_config).
+ROOT_UNCONFINED: dict[str, Any] = {"unconfined": True} if os.geteuid() == 0 else {}
+
+
 def write_config(
     directory: Path,
     *,
@@ -37,11 +41,15 @@ def write_config(
     api: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """A minimal working config dir: bundled plugins, echo enabled, API with two tokens."""
+    """A minimal working config dir: bundled plugins, echo enabled, API with two tokens.
+
+    Run as root (as in CI) with no `accounts:` in `extra`, it says `service.unconfined: true`,
+    as `ductile config init` does for root: a gateway that can change uid refuses to run
+    plugins at its own privilege unless told so on purpose."""
     directory.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {
         "service": {"name": "ductile-test", "max_workers": 2, "tick_interval": "5s",
-                    "shutdown_grace": "5s", **(service or {})},
+                    "shutdown_grace": "5s", **ROOT_UNCONFINED, **(service or {})},
         "state": {"path": "./data/state.db"},
         "plugin_roots": plugin_roots or [str(BUNDLED_PLUGINS)],
         "plugins": plugins if plugins is not None else {
@@ -59,6 +67,8 @@ def write_config(
         if not (directory / "vault.nacl").exists():
             make_vault(directory, {"api-token": TOKEN, "read-token": READ_TOKEN})
     doc.update(extra or {})
+    if "accounts" in doc and "unconfined" not in (service or {}):
+        doc["service"].pop("unconfined", None)
     (directory / "config.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     return directory
 

@@ -56,6 +56,8 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
             "plugins_loaded": len(rt.plugins),
             "plugins_circuit_open": circuits_open,
             "posture": rt.posture,
+            "privsep": {"posture": rt.privsep.posture,
+                        "accounts": len(rt.privsep.accounts)},
             "version": __version__,
             "config_path": rt.config.config_path,
             "binary_path": os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else "",
