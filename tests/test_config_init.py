@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -86,3 +87,34 @@ def test_force_rewrites_yaml_keeps_the_vault_and_tightens_modes(tmp_path: Path) 
     assert mode(target / "api.yaml") == 0o600
     assert mode(target) == 0o700
     assert load_config(str(target), environ={}).api.enabled
+
+
+def test_init_for_a_gateway_that_can_change_uid_says_unconfined_on_purpose(
+        tmp_path: Path) -> None:
+    init_config_dir(str(tmp_path / "root"), plugin_root=str(tmp_path), unconfined=True)
+    text = (tmp_path / "root" / "config.yaml").read_text()
+    assert "  unconfined: true\n" in text
+    assert "refuses to start without an accounts: table" in text
+    assert load_config(str(tmp_path / "root"), environ={}).service.unconfined is True
+    init_config_dir(str(tmp_path / "user"), plugin_root=str(tmp_path))
+    assert "unconfined" not in (tmp_path / "user" / "config.yaml").read_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only an account that can change uid gets it")
+def test_config_init_run_as_root_boots_unconfined_and_warned(tmp_path: Path) -> None:
+    from support.gateway import Gateway, free_port, run_cli
+
+    done = run_cli("config", "init", "--dir", str(tmp_path / "cfg"))
+    assert done.returncode == 0 and "service.unconfined: true was written" in done.stdout
+    api = tmp_path / "cfg" / "api.yaml"
+    port = free_port()
+    api.write_text(api.read_text().replace("127.0.0.1:8080", f"127.0.0.1:{port}"))
+    token = (tmp_path / "cfg" / "api-token").read_text().strip()
+    gw = Gateway(tmp_path / "cfg", port).start()
+    try:
+        health = gw.get("/healthz", token=token).json()
+        assert health["privsep"]["posture"] == "unconfined"
+    finally:
+        gw.stop()
+    assert any(r.get("msg", "").startswith("privsep UNCONFINED") and r.get("level") == "WARN"
+               for r in gw.log_records())

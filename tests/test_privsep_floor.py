@@ -306,3 +306,16 @@ def test_after_reconcile_the_account_really_cannot_read_the_vault() -> None:
         made = subprocess.run(["touch", os.path.join(state, "x")], user=u.uid, group=u.gid,
                               extra_groups=[], capture_output=True, text=True)
         assert made.returncode == 0, made.stderr
+
+
+def test_a_script_must_also_be_readable_to_run() -> None:
+    """A `#!` script runs through its interpreter, which opens it as the account."""
+    with open_dir() as base:
+        script = os.path.join(base, "run")
+        with open(script, "w") as handle:
+            handle.write("#!/bin/sh\necho hi\n")
+        os.chmod(script, 0o711)
+        why = access_problem(script, 4242, (4242,), "exec")
+        assert why is not None and "cannot read it" in why
+        os.chmod(script, 0o755)
+        assert access_problem(script, 4242, (4242,), "exec") is None

@@ -307,7 +307,19 @@ def _blocker(path: str, uid: int, gids: Sequence[int], want: str) -> str | None:
         return f"cannot stat {path}: {exc.strerror}"
     if want == "exec" and not stat.S_ISREG(st.st_mode):
         return f"{path} is not a regular file"
-    return _denied(path, st, uid, gids, want)
+    denied = _denied(path, st, uid, gids, want)
+    if denied is None and want == "exec" and _is_script(path):
+        # The interpreter of a `#!` script opens it as the account: it must also be readable.
+        denied = _denied(path, st, uid, gids, "read")
+    return denied
+
+
+def _is_script(path: str) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(2) == b"#!"
+    except OSError:
+        return False
 
 
 def _ancestors_problem(path: str, uid: int, gids: Sequence[int]) -> str | None:
