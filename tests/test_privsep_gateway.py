@@ -31,8 +31,10 @@ key=$(printf '%s' "$req" | sed -n 's/.*"key": *"\([^"]*\)".*/\1/p')
 db=$(printf '%s' "$req" | sed -n 's/.*"db": *"\([^"]*\)".*/\1/p')
 try() { if out=$(cat "$1" 2>&1 >/dev/null); then echo readable; else echo "$out"; fi; }
 printf '{"status":"ok","result":"seen","events":[{"type":"whoami.seen","payload":{"uid":"%s","gid":"%s",'\
-'"groups":"%s","cwd":"%s","home":"%s","cache":"%s","key":"%s","db":"%s","x":"%s"}}]}\n' "$(id -u)" "$(id -g)" "$(id -G)" "$(pwd)" \
-"$HOME" "$XDG_CACHE_HOME" "$(try "$key")" "$(try "$db")" "$DUCTILE_PAYLOAD_X"
+'"groups":"%s","cwd":"%s","home":"%s","cache":"%s","key":"%s","db":"%s","x":"%s",'\
+'"nnp":"%s"}}]}\n' "$(id -u)" "$(id -g)" "$(id -G)" "$(pwd)" \
+"$HOME" "$XDG_CACHE_HOME" "$(try "$key")" "$(try "$db")" "$DUCTILE_PAYLOAD_X" \
+"$(sed -n 's/^NoNewPrivs:[[:space:]]*//p' /proc/self/status)"
 """
 
 
@@ -81,6 +83,7 @@ def test_an_enforcing_gateway_runs_each_plugin_as_its_account(base: Path) -> Non
             assert seen["key"].endswith("Permission denied"), seen
             assert seen["db"].endswith("Permission denied"), seen
             assert seen["x"] == "from payload"
+            assert seen["nnp"] == "1"  # no setuid program or sudo rule can raise it
             info = os.stat(workdir)
             assert (stat.S_IMODE(info.st_mode), info.st_uid) == (0o700, user.uid)
             assert stat.S_IMODE(os.stat(cfg / "data" / "state.db").st_mode) == 0o600

@@ -276,8 +276,9 @@ async def _gate_privsep(
     """Decide the posture; when enforcing, reconcile the filesystem floor and audit every
     account for side doors (gates privsep_posture_decided, filesystem_floor_held,
     side_doors_closed). Runs on the trio thread, which is the one that spawns plugins: its
-    ambient capabilities are cleared here so no plugin inherits them."""
-    from ductile.plugin.credentials import clear_ambient_capabilities
+    ambient capabilities are cleared and no_new_privs is set here, so no plugin inherits a
+    capability or can gain one through a setuid program or a sudo rule."""
+    from ductile.plugin.credentials import clear_ambient_capabilities, forbid_new_privileges
     from ductile.privsep.posture import ENFORCING, Privsep, decide, read_capability
 
     capability = read_capability()
@@ -295,6 +296,7 @@ async def _gate_privsep(
     if not facts.floor.problems:
         await _audit_side_doors(cfg, facts, privsep, log)
     clear_ambient_capabilities()
+    forbid_new_privileges()
     return privsep
 
 

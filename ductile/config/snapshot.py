@@ -107,6 +107,14 @@ def sanitized_config(cfg: Config) -> dict[str, Any]:
         "plugin_roots": list(cfg.plugin_roots),
         "plugins": {name: _plugin(name, plugin) for name, plugin in sorted(cfg.plugins.items())},
     }
+    if cfg.accounts:
+        # Who plugins run as is part of what a job ran under: changing an account changes
+        # the snapshot (and its hash), like any other setting.
+        sanitized["accounts"] = {
+            name: {"user": a.user, "uid": a.uid, "gid": a.gid,
+                   "groups": list(a.groups) if a.groups is not None else None,
+                   "state_dir": a.state_dir, "home": a.home}
+            for name, a in sorted(cfg.accounts.items())}
     for section in DEFERRED_SECTIONS:
         if section in cfg.raw:
             sanitized[section] = redact(cfg.raw[section], section)
@@ -201,7 +209,9 @@ def _api(api: ApiConfig) -> dict[str, Any]:
 
 def _plugin(name: str, plugin: PluginConf) -> dict[str, Any]:
     base = f"plugins.{name}"
+    run_as = {"run_as": plugin.run_as} if plugin.run_as else {}
     return {
+        **run_as,
         "enabled": plugin.enabled,
         "uses": plugin.uses,
         "config": redact(plugin.config, f"{base}.config"),

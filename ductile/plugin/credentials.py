@@ -44,6 +44,7 @@ _SYSCALLS = {
 # glibc's (and musl's) posix_spawn flag values.
 _SETPGROUP, _SETSIGDEF, _SETSIGMASK = 0x02, 0x04, 0x08
 _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+_PR_SET_NO_NEW_PRIVS = 38
 # Opaque glibc structures, allocated generously (x86_64 uses 80, 336 and 128 bytes).
 _OPAQUE = 1024
 _NO_CHANGE = -1
@@ -94,6 +95,17 @@ def clear_ambient_capabilities() -> None:
     exec). The gateway keeps its permitted and effective capabilities."""
     libc = _libc()
     libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+
+
+def forbid_new_privileges() -> None:
+    """Set no_new_privs on this thread, so every plugin it starts inherits it: a setuid
+    program, a file capability or a sudo rule can then never raise a plugin above its account.
+    It cannot be undone (by design) and does not limit the thread's own uid switches."""
+    if _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        import ctypes
+
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
 
 
 def _raw(number: int, *args: Any) -> None:
