@@ -6,7 +6,7 @@ job it is about so the message can tell an operator what to fix.
     DuctileError
     ├── InputError (also ValueError)    a client's request is refused (4xx); message = the JSON
     │   │                               `error`. Each plane defines its own, beside its parser:
-    │   ├── JsonInputError          a body is not JSON the gateway can carry (planes/jsonbody)
+    │   ├── JsonInputError          a body is not JSON the gateway can carry (ductile/jsonbody)
     │   │   └── JsonSyntaxError     not one JSON document at all
     │   ├── BodyError               an API body or query parameter (planes/api/bodies)
     │   ├── AuthError               no valid token (401) or a missing scope (403)
@@ -45,6 +45,8 @@ job it is about so the message can tell an operator what to fix.
     │   └── RestoreRefused          an archive is refused before anything is written: an unsafe
     │                               member (absolute, `..`, link), a file the seal or the
     │                               manifest does not vouch for, or files already in place
+    ├── RelaySendError              a relay envelope was not accepted; `retryable` says if a
+    │                               later attempt may be (relay/sender)
     ├── BootRefused                 a boot gate refused; carries the gate name (exit 78)
     ├── ReloadRefused               a reload was refused; the old runtime keeps serving
     ├── SchedulerError              the scheduler or a circuit breaker refused an operation

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ductile.privsep.posture import Privsep
+from ductile.relay.service import RelayService
 
 if TYPE_CHECKING:
     from ductile.config.schema import ApiToken, Config
@@ -55,6 +56,8 @@ class Runtime:
     # the entrypoint fingerprints re-verified before secrets are delivered (None: no vault).
     privsep: Privsep = field(default_factory=Privsep)
     attestor: Attestor | None = None
+    # The relay instances and peers with their keys resolved from the vault (relay/service.py).
+    relay: RelayService = field(default_factory=RelayService)
 
     def lane_limit(self, plugin: str) -> int:
         """Per-plugin concurrency: explicit `parallelism` wins; otherwise concurrency-safe

@@ -17,7 +17,7 @@ from ductile.planes.api.bodies import (
     parse_json_object,
     parse_run_request,
 )
-from ductile.planes.jsonbody import MAX_DEPTH, MAX_NUMBER
+from ductile.jsonbody import MAX_DEPTH, MAX_NUMBER
 from strategies import hostile_json_bytes, json_values
 
 

@@ -9,7 +9,7 @@ import pytest
 from ductile.planes.api.bodies import BodyError, parse_json_object, parse_run_request
 from ductile.planes.api.logquery import int_param, parse_log_filter
 from ductile.planes.api.pipelines import parse_pipeline_request
-from ductile.planes.jsonbody import (
+from ductile.jsonbody import (
     MAX_DEPTH,
     JsonInputError,
     JsonSyntaxError,

@@ -100,9 +100,16 @@ pipelines:
     assert "reciprocal hook cycle: echo -> py -> echo" in text
 
 
-def test_relay_pipeline_compiles_then_is_refused_as_not_built() -> None:
-    text = refusal(one("{id: out, relay: {to: peer, event: thing.done, with: {id: payload.id}}}"))
-    assert "steps[0] (id 'out'): relay steps compile, but relay sending is not built yet" in text
+def test_a_relay_step_must_name_an_enabled_instance() -> None:
+    step = one("{id: out, relay: {to: peer, event: thing.done, with: {id: payload.id}}}")
+    ps = compile_text(step, relay_instances=("peer",))
+    node = ps.node("p", "out")
+    assert node is not None and node.kind == "relay" and node.plugin == "core.relay"
+    with pytest.raises(PipelineCompileError) as caught:
+        compile_text(step, relay_instances=("other",))
+    text = str(caught.value)
+    assert ("steps[0] (id 'out'): relay.to names 'peer', which is not an enabled relay instance "
+            "(instances: other)") in text
     bad = refusal(one("{id: out, relay: {event: thing.done}}"))
     assert "relay.to is required" in bad
 

@@ -75,6 +75,10 @@ class BootFacts:
     ignored_keys: tuple[str, ...] = ()
     # The integrity seal as found (a config.integrity.SealFacts); None: not gathered.
     integrity: Any = None
+    # The relay resolved against the vault (a relay.service.RelayService) and the secrets that
+    # resolve but are unusable as keys (judged by secret_refs_resolved).
+    relay: Any = None
+    relay_problems: tuple[str, ...] = ()
     # Privilege separation: the resolved accounts (name -> privsep.accounts.Account) and what
     # kept others from resolving; the posture decision (privsep.posture.Decision); in the
     # enforcing posture, the filesystem floor (privsep.floor.FloorReport) and the side-door
@@ -126,6 +130,7 @@ def restart_only_keys_unchanged(f: BootFacts) -> Refusal | None:
         ("api.listen", old.api.listen, new.api.listen),
         ("api.enabled", old.api.enabled, new.api.enabled),
         ("webhooks.listen", old.webhooks.listen, new.webhooks.listen),
+        ("remote_ingress.listen_path", _listen_path(old), _listen_path(new)),
     ):
         if before != after:
             return Refusal(
@@ -134,6 +139,12 @@ def restart_only_keys_unchanged(f: BootFacts) -> Refusal | None:
                 f"({before!r} -> {after!r}); restart the service to apply them",
             )
     return None
+
+
+def _listen_path(config: Config) -> str:
+    """Where the relay receiver is mounted ("" for none): bound once, with the API routes."""
+    ingress = config.relay.ingress
+    return ingress.listen_path if ingress is not None else ""
 
 
 def no_unallowed_symlinks(f: BootFacts) -> Refusal | None:
@@ -314,12 +325,15 @@ def secret_refs_resolved(f: BootFacts) -> Refusal | None:
             hint = "mint it with ductile vault set (and grant it to no plugin-only principal)"
         return Refusal("secret_refs_resolved",
                        f"{where}: secret_ref {ref!r} not found in the vault; {hint}")
+    if f.relay_problems:
+        return Refusal("secret_refs_resolved", "; ".join(f.relay_problems))
     return None
 
 
 def _secret_refs(config: Config) -> list[tuple[str, str]]:
     refs = [(f"webhooks.endpoints[{i}]", endpoint.secret_ref)
             for i, endpoint in enumerate(config.webhooks.endpoints)]
+    refs += list(config.relay.secret_refs())
     for name, conf in sorted(config.plugins.items()):
         if not conf.enabled:
             continue

@@ -158,6 +158,15 @@ def gather_integrity(cfg: Config, facts: BootFacts, owner: VaultOwner | None) ->
     return verdict.warnings
 
 
+def gather_relay(cfg: Config, facts: BootFacts) -> None:
+    """The relay's instances and peers with their keys from the vault (judged with the secret
+    refs by secret_refs_resolved)."""
+    from ductile.relay.service import build
+
+    facts.relay, problems = build(cfg.relay, cfg.service.name, facts.secrets)
+    facts.relay_problems = tuple(problems)
+
+
 def gather_schedules(cfg: Config, facts: BootFacts) -> None:
     """The first schedule that cannot parse or can never fire (gate schedules_valid)."""
     from ductile.schedule.validate import reachability_refusal, schedule_refusal
@@ -177,7 +186,9 @@ def gather_pipelines(cfg: Config, facts: BootFacts) -> tuple[str, ...]:
     try:
         compiled = compile_pipelines(cfg.pipelines, catalog,
                                      default_max_depth=cfg.service.max_route_depth,
-                                     hook_max_depth=cfg.service.hook_max_depth)
+                                     hook_max_depth=cfg.service.hook_max_depth,
+                                     relay_instances=[i.name for i in cfg.relay.instances
+                                                      if i.enabled])
     except PipelineCompileError as exc:
         facts.pipelines_error = str(exc)
         return ()
@@ -229,6 +240,7 @@ def dry_run(explicit: str | None, environ: Mapping[str, str], home: str,
     vault, vault_warnings = gather_vault_facts(cfg, facts, environ, home)
     warned.add("vault", vault_warnings)
     warned.add("integrity", gather_integrity(cfg, facts, vault.owner if vault else None))
+    gather_relay(cfg, facts)
     gather_schedules(cfg, facts)
     gather_accounts(cfg, facts)
     warned.add("pipeline", gather_pipelines(cfg, facts))

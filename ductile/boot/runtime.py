@@ -37,6 +37,7 @@ from ductile.boot.gather import (
     gather_pipelines,
     gather_plugins,
     gather_posture,
+    gather_relay,
     gather_schedules,
     gather_symlinks,
     gather_vault_facts,
@@ -145,6 +146,7 @@ async def build_generation(
     vault = await _open_vault(proc, cfg, facts, log)
     for warning in await trio.to_thread.run_sync(gather_integrity, cfg, facts, vault):
         log.warn("integrity", detail=warning)
+    gather_relay(cfg, facts)
     gather_schedules(cfg, facts)
     gather_accounts(cfg, facts)
     machine.advance("admit")
@@ -191,6 +193,10 @@ async def build_generation(
     posture = facts.posture
     assert posture is not None
     machine.advance("decide_posture")
+    if cfg.relay.ingress is not None and posture != "gateway":
+        log.warn("relay receiver not served: remote_ingress is mounted on the API listener, "
+                 "which this posture does not open (enable the API with a token)",
+                 posture=posture, listen_path=cfg.relay.ingress.listen_path)
     privsep = await _gate_privsep(cfg, facts, vault, log)
     machine.advance("gate_privsep")
 
@@ -246,6 +252,7 @@ async def build_generation(
         shadowed_plugins=facts.shadowed,
         privsep=privsep,
         attestor=attestor,
+        relay=facts.relay,
     )
 
 

@@ -263,6 +263,8 @@ def _print_report(r: dict[str, Any]) -> None:
         echo(f"  next retry:   {r['next_retry_at']}")
     if r["last_error"]:
         echo(f"  last error:   {r['last_error']}")
+    for line in _relay_lines(r):
+        echo(line)
     snap = r["config"]["snapshot"]
     if snap:
         echo(f"Config snapshot (live at enqueue): {snap['id']}")
@@ -294,6 +296,31 @@ def _print_report(r: dict[str, Any]) -> None:
     if r["stderr"]:
         echo("Stderr (tail):")
         echo("  " + r["stderr"][-2000:].replace("\n", "\n  "))
+
+
+def _relay_lines(r: dict[str, Any]) -> list[str]:
+    """The other side of a relay: where a relayed job came from (its event's `origin`), or
+    what the receiver answered a `core.relay` job (the `relay.accepted` of its result)."""
+    lines = []
+    payload = r.get("payload")
+    origin = payload.get("origin") if isinstance(payload, dict) else None
+    if str(r.get("submitted_by", "")).startswith("relay:") and isinstance(origin, dict):
+        lines.append(f"  relayed from: {origin.get('instance', '?')} (job "
+                     f"{origin.get('job_id') or '-'}, event {origin.get('event_id') or '-'}; "
+                     f"here event {payload.get('event_id', '-')})")
+    result = r.get("result")
+    if isinstance(result, str):
+        try:
+            result = json.loads(result)
+        except ValueError:
+            result = None
+    relay = result.get("relay") if isinstance(result, dict) else None
+    accepted = relay.get("accepted") if isinstance(relay, dict) else None
+    if isinstance(accepted, dict):
+        lines.append(f"  relayed to:   {relay.get('to')} (receiver event "
+                     f"{accepted.get('receiver_event_id') or '-'}, job "
+                     f"{accepted.get('job_id') or 'none: no pipeline matched'})")
+    return lines
 
 
 def _payload_view(job: Any) -> Any:

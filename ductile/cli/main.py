@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ductile import __version__
-from ductile.cli import config_cmd, config_edit, job, pipeline, plugin, system
+from ductile.cli import config_cmd, config_edit, job, pipeline, plugin, relay, system
 from ductile.cli import scheduler as scheduler_cmd
 from ductile.cli import secrets as secrets_cmd
 from ductile.cli import vault as vault_cmd
@@ -35,6 +35,7 @@ cli.add_command(config_cmd.config)
 cli.add_command(plugin.plugin)
 cli.add_command(pipeline.pipeline)
 cli.add_command(job.job)
+cli.add_command(relay.relay)
 cli.add_command(vault_cmd.vault)
 cli.add_command(secrets_cmd.secrets)
 

@@ -4,12 +4,12 @@
 `ductile config validate FILE` checks a file against it (`ductile.config.filecheck`).
 
 Generated, not written by hand, so it cannot drift from the code: every field of every config
-dataclass (`ductile/config/schema.py`, the webhook dataclasses) becomes a property, typed from
-its annotation, and every section's property names must equal the key set the loader reads
-(`SERVICE_KEYS`, `API_KEYS`, `PLUGIN_KEYS`, ... in `ductile/config/load.py`, the webhook key
-sets). A field that is neither a YAML key nor declared below as derived, a field type this
-module does not know how to express, or a key set that disagrees with the fields raises
-`TypeError`, so the tests fail the day someone adds a field and forgets a side.
+dataclass (`ductile/config/schema.py`, the webhook and relay dataclasses) becomes a property,
+typed from its annotation, and every section's property names must equal the key set the loader
+reads (`SERVICE_KEYS`, `API_KEYS`, `PLUGIN_KEYS`, ... in `ductile/config/load.py`, the webhook
+and relay key sets). A field that is neither a YAML key nor declared below as derived, a field
+type this module does not know how to express, or a key set that disagrees with the fields
+raises `TypeError`, so the tests fail the day someone adds a field and forgets a side.
 
 The mapping from annotations: `bool` is a boolean (the YAML 1.1 words `yes`/`no`/`on`/`off`
 that the loader also accepts in boolean fields are allowed); `int` an integer; `float` a
@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ductile.config.accounts import ACCOUNT_KEYS, AccountConf
-from ductile.config import load, webhooks
+from ductile.config import load, relay, webhooks
 from ductile.config.durations import DURATION_PATTERN
 from ductile.config.schema import (
     ADMISSION_SWITCHES,
@@ -70,6 +70,10 @@ BOOLEAN: Schema = {"anyOf": [{"type": "boolean"},
                    "description": "true or false (yes/no/on/off are accepted; prefer true/false)"}
 STRINGS: Schema = {"type": "array", "items": {"type": "string", "minLength": 1}}
 FREE_MAP: Schema = {"type": "object"}
+SIZE: Schema = {"anyOf": [{"type": "integer", "minimum": 1},
+                          {"type": "string", "pattern": SIZE_PATTERN,
+                           "description": "a size such as 512KB, 2MB or 1GiB"}],
+                "description": "bytes, or 512KB, 2MB, 1GiB"}
 NOT_SUPPORTED: Schema = {"deprecated": True,
                          "description": "not supported yet: read, warned about and ignored"}
 
@@ -139,7 +143,8 @@ def shapes(choices: Mapping[str, Sequence[str]]) -> dict[type, Shape]:
             keys=load.TOP_KEYS, deferred=load.TOP_DEFERRED,
             derived={"config_path": "where it was loaded from", "config_dir": "ditto",
                      "source": "how it was found", "source_files": "the files read",
-                     "raw": "the merged document", "warnings": "load warnings"},
+                     "raw": "the merged document", "warnings": "load warnings",
+                     "relay": "written as the instances and remote_ingress sections"},
             moved={"state_path": "state"},
             override={
                 "state_path": _object({"path": {"type": "string", "minLength": 1}}),
@@ -162,6 +167,11 @@ def shapes(choices: Mapping[str, Sequence[str]]) -> dict[type, Shape]:
                 "include": {**STRINGS, "description": "files or directories merged after this"
                                                       " file"},
                 "environment_vars": _object({"include": STRINGS}),
+                "instances": {"type": "array", "items": {"$ref": "#/$defs/RelayInstance"},
+                              "description": "relay: the peers this gateway sends events to"},
+                "remote_ingress": {"$ref": "#/$defs/RemoteIngress",
+                                   "description": "relay: the peers this gateway accepts "
+                                                  "signed events from"},
                 "database": _object({"path": {"type": "string"}},
                                     "accepted when state.path is absent (root file only)"),
             }),
@@ -194,7 +204,7 @@ def shapes(choices: Mapping[str, Sequence[str]]) -> dict[type, Shape]:
                                                 "items": {"type": ["string", "integer"]},
                                                 "description": "group names or gids (default: "
                                                                "the user's own groups)"}}),
-        RetryConf: Shape(keys=frozenset({"max_attempts", "backoff_base"})),
+        RetryConf: Shape(keys=relay.RETRY_KEYS),
         BreakerConf: Shape(keys=frozenset({"threshold", "reset_after"})),
         ScheduleConf: Shape(
             keys=load.SCHEDULE_KEYS, derived={"raw": "the entry as written"},
@@ -208,12 +218,44 @@ def shapes(choices: Mapping[str, Sequence[str]]) -> dict[type, Shape]:
                                "description": "a path starting with / (no spaces, ? or #)"},
                       "scheme": {"enum": list(webhooks.SCHEMES)},
                       "secret_ref": {"type": "string", "minLength": 1},
-                      "max_body_size": {"anyOf": [{"type": "integer", "minimum": 1},
-                                                  {"type": "string",
-                                                   "pattern": SIZE_PATTERN,
-                                                   "description": "a size such as 512KB, "
-                                                                  "2MB or 1GiB"}],
-                                        "description": "bytes, or 512KB, 2MB, 1GiB"}}),
+                      "max_body_size": SIZE}),
+        **_relay_shapes(),
+    }
+
+
+def _relay_shapes() -> dict[type, Shape]:
+    """`instances:` and `remote_ingress:` (ductile/config/relay.py)."""
+    name: Schema = {"type": "string", "pattern": relay.NAME.pattern,
+                    "description": "lower-case hyphenated (a-z, 0-9, single hyphens)"}
+    signing: Schema = {"enum": list(relay.SIGNING_MODES)}
+    path: Schema = {"type": "string", "pattern": r"^/\S*$",
+                    "description": "a path starting with / (no spaces)"}
+    event_types: Schema = {"type": "array",
+                           "items": {"type": "string", "pattern": relay.EVENT_TYPE.pattern,
+                                     "description": "a lower-case dotted event type"},
+                           "description": "event types (empty: any)"}
+    return {
+        relay.RelayConfig: Shape(
+            keys=frozenset({"instances", "remote_ingress"}), moved={"ingress": "remote_ingress"},
+            description="the relay sections; in a config file they are top-level keys"),
+        relay.RelayInstance: Shape(
+            keys=relay.INSTANCE_KEYS, required=("name", "base_url", "secret_ref"),
+            override={"name": name, "signing": signing, "ingress_path": path, "allow": event_types,
+                      "base_url": {"type": "string", "pattern": "^https?://[^\\s]+$",
+                                   "description": "an absolute http or https URL"},
+                      "secret_ref": {"type": "string", "minLength": 1,
+                                     "description": "the vault secret: the HMAC key, or the "
+                                                    "base64 ed25519 signing seed"}}),
+        relay.RelayPeer: Shape(
+            keys=relay.PEER_KEYS, required=("name",), moved={"baggage_allow": "baggage"},
+            override={"name": name, "signing": signing, "accept": event_types,
+                      "public_key": {"type": "string", "minLength": 1,
+                                     "description": "ed25519: base64 of the 32-byte public key"},
+                      "baggage_allow": _object({"allow": {
+                          **STRINGS, "description": "the baggage keys admitted from this peer "
+                                                    "(not ductile, ductile.* or ductile_*)"}})}),
+        relay.RemoteIngress: Shape(
+            keys=relay.INGRESS_KEYS, override={"listen_path": path, "max_body_size": SIZE}),
     }
 
 

@@ -49,6 +49,7 @@ from ductile.config.validate import validate_config
 from ductile.config.seal import check_scope_file
 from ductile.config.reader import ConfigFile as _File
 from ductile.config.reader import Reader as _Reader
+from ductile.config.relay import RelayConfig, decode_relay
 from ductile.config.webhooks import WebhooksConfig, decode_webhooks
 from ductile.config.describe import describe as _describe
 from ductile.errors import ConfigError
@@ -59,8 +60,9 @@ DEFAULT_STATE_PATH = "./data/state.db"
 # Keys a section understands. DEFERRED keys are Ductile keys whose feature is not built yet:
 # they are kept in Config.raw (merged) but reported, so nobody thinks they are in effect.
 TOP_KEYS = frozenset({"include", "environment_vars", "service", "state", "database", "api",
-                      "plugin_roots", "plugins", "secrets", "pipelines", "webhooks", "accounts"})
-TOP_DEFERRED = frozenset({"tcc_paths", "instances", "remote_ingress", "routes"})
+                      "plugin_roots", "plugins", "secrets", "pipelines", "webhooks", "accounts",
+                      "instances", "remote_ingress"})
+TOP_DEFERRED = frozenset({"tcc_paths", "routes"})
 SERVICE_DURATIONS = ("tick_interval", "dedupe_ttl", "job_log_retention", "job_queue_retention",
                      "job_transitions_retention", "job_attempts_retention",
                      "breaker_transitions_retention", "shutdown_grace")
@@ -135,6 +137,7 @@ class _Session:
     sources: list[SourceFile] = field(default_factory=list)
     pipelines: list[PipelineSource] = field(default_factory=list)
     webhook_files: list[str] = field(default_factory=list)
+    relay_files: list[str] = field(default_factory=list)  # files with instances/remote_ingress
     warnings: list[str] = field(default_factory=list)
     verify_scope_seals: bool = True  # an included webhooks.yaml/tokens.yaml must match its seal
     overrides: dict[str, bytes] = field(default_factory=dict)  # real path -> bytes to read
@@ -172,6 +175,11 @@ class _Session:
             self.pipelines.append(PipelineSource(file=file.display, index=index, raw=entry))
         if doc.get("webhooks") is not None:
             self.webhook_files.append(file.display)
+        if doc.get("instances") is not None or doc.get("remote_ingress") is not None:
+            self.relay_files.append(file.display)
+            # Per file, so a wrong type or unknown key names the file that holds it.
+            decode_relay(doc.get("instances"), doc.get("remote_ingress"), file=file.display,
+                         warnings=self.warnings)
         if not is_root:
             self._warn_root_only(file, doc)
         return file, doc
@@ -260,6 +268,7 @@ class _Session:
             accounts=decoded.accounts,
             pipelines=tuple(self.pipelines),
             webhooks=self._webhooks(merged),
+            relay=self._relay(merged),
             raw=merged,
             warnings=tuple(self.warnings),
         )
@@ -270,6 +279,14 @@ class _Session:
         errors name the file(s) that hold a `webhooks:` section."""
         label = "+".join(self.webhook_files) or "config"
         return decode_webhooks(merged.get("webhooks"), file=label, warnings=self.warnings)
+
+    def _relay(self, merged: Mapping[str, Any]) -> RelayConfig:
+        """Decoded after the merge, so instances (appended) and peers from every file meet.
+        Each file was already decoded on its own (read_document), which reported its unknown
+        keys and refused its wrong types; warnings here would repeat those."""
+        label = "+".join(self.relay_files) or "config"
+        return decode_relay(merged.get("instances"), merged.get("remote_ingress"), file=label,
+                            warnings=[])
 
 
 def _read_bytes(file: _File) -> bytes:

@@ -12,20 +12,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ductile.config.accounts import AccountConf
+from ductile.config.relay import RelayConfig
+# RetryConf is defined beside the relay config (a relay instance has one too, and relay.py cannot
+# import this module, which imports it); re-exported here, beside the plugin config that uses it.
+from ductile.config.relay import RetryConf as RetryConf
 from ductile.config.webhooks import WebhooksConfig
 
 DEFAULT_TIMEOUTS: dict[str, float] = {"poll": 60.0, "handle": 120.0, "health": 10.0, "init": 30.0}
 OTHER_COMMAND_TIMEOUT = 60.0
 
 
+#: The plugin name of the synthetic job a `relay:` step runs as (router.dsl.RELAY_PLUGIN).
+RELAY_JOB = "core.relay"
+
+
 def default_max_workers() -> int:
     return max(1, (os.cpu_count() or 1) - 1)
-
-
-@dataclass(frozen=True)
-class RetryConf:
-    max_attempts: int = 4
-    backoff_base: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -199,10 +201,23 @@ class Config:
     accounts: dict[str, AccountConf] = field(default_factory=dict)
     pipelines: tuple[PipelineSource, ...] = ()
     webhooks: WebhooksConfig = field(default_factory=lambda: WebhooksConfig(None, ()))
+    # `instances:` and `remote_ingress:` (config/relay.py), decoded after the merge.
+    relay: RelayConfig = field(default_factory=RelayConfig)
     # The merged document after interpolation, for snapshots and later issues (pipelines, ...).
     raw: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
     def plugin(self, name: str) -> PluginConf:
-        """The operator config for `name`, or defaults for a discovered-but-unconfigured plugin."""
-        return self.plugins.get(name) or PluginConf(name=name)
+        """The operator config for `name`, or defaults for a discovered-but-unconfigured plugin.
+
+        `core.relay`, the synthetic job of a pipeline's `relay:` step, is enqueued with as many
+        attempts as the most patient enabled instance allows; the dispatcher then holds each
+        job to its own instance's `retry` (attempts and backoff)."""
+        found = self.plugins.get(name)
+        if found is not None:
+            return found
+        if name == RELAY_JOB:
+            attempts = [i.retry.max_attempts for i in self.relay.instances if i.enabled]
+            if attempts:
+                return PluginConf(name=name, retry=RetryConf(max_attempts=max(attempts)))
+        return PluginConf(name=name)

@@ -33,6 +33,7 @@ SEMANTICS: dict[str, str] = {
 }
 # Raw sections whose features are not built yet: hashed (redacted) so changing them still shows.
 DEFERRED_SECTIONS = ("webhooks", "routes", "instances", "remote_ingress", "pipelines")
+# (instances and remote_ingress are recorded as written, redacted: their secrets are refs.)
 
 
 def snapshot_fields(cfg: Config, resolved: Mapping[str, str] | None = None) -> dict[str, Any]:

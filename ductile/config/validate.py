@@ -15,6 +15,7 @@ from typing import Any
 from ductile.config.accounts import validate_accounts
 from ductile.config.durations import DurationError, format_duration, parse_duration
 from ductile.config.interpolate import first_unresolved
+from ductile.config.relay import validate_relay
 from ductile.config.schema import Config, PluginConf
 from ductile.errors import ConfigError
 
@@ -209,6 +210,11 @@ def _check_accounts(cfg: Config) -> None:
     validate_accounts(cfg.accounts, {name: p.run_as for name, p in cfg.plugins.items()})
 
 
+def _check_relay(cfg: Config) -> None:
+    """`instances:` and `remote_ingress:` (config/relay.py); secret_refs resolve at boot."""
+    validate_relay(cfg.relay, cfg.service.name)
+
+
 _CHECKS: tuple[Callable[[Config], None], ...] = (
     _check_tick_interval,
     _check_hook_max_depth,
@@ -221,4 +227,5 @@ _CHECKS: tuple[Callable[[Config], None], ...] = (
     _check_api_auth,
     _check_plugins,
     _check_accounts,
+    _check_relay,
 )

@@ -12,6 +12,7 @@ against the step it broke (see `dispatch/boundary.py`).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -32,8 +33,15 @@ from ductile.errors import (
 from ductile.plugin.payload_env import PayloadEnvError, payload_environment
 from ductile.plugin.protocol import build_request
 from ductile.plugin.spawn import child_env, spawn_plugin
-from ductile.router.dsl import SWITCH_PLUGIN
-from ductile.router.engine import SwitchOutcome, merge_context, request_context, run_switch
+from ductile.router.dsl import RELAY_PLUGIN, SWITCH_PLUGIN
+from ductile.router.engine import (
+    STEP_SUCCEEDED,
+    SwitchOutcome,
+    merge_context,
+    relay_parts,
+    request_context,
+    run_switch,
+)
 
 if TYPE_CHECKING:
     from ductile.config.schema import PluginConf
@@ -113,6 +121,9 @@ async def attempt(
         return step, Verdict(*step.verdict)
     if job.plugin == SWITCH_PLUGIN and step.in_pipeline:
         return step, _switch(rt, step)
+    if job.plugin == RELAY_PLUGIN and step.in_pipeline:
+        trace.stage = "relaying the event"
+        return step, await _relay(rt, job.id, step)
     trace.stage = "admitting the job"
     plugin = rt.plugins.get(job.plugin)
     if plugin is None:
@@ -221,6 +232,66 @@ def _switch(rt: Runtime, step: Step) -> Happened:
     except RouterError as exc:
         return NotRunnable(f"core.switch route events: {exc}")
     return Switched(outcome, _ms(started))
+
+
+async def _relay(rt: Runtime, job_id: str, step: Step) -> Happened:
+    """The built-in `core.relay`: sign the step's envelope and deliver it to the instance.
+
+    It answers the way a plugin would (a protocol v2 response, classified like one), so the
+    ledger, retries and routing treat it as any other job: a receiver that is down or failing
+    leaves the job retrying on the instance's `retry` policy; a refusal fails it for good; a
+    202 succeeds it and routes `ductile.step.succeeded` with the receiver's ids."""
+    from ductile.plugin.spawn import SpawnResult
+    from ductile.relay.envelope import build_envelope
+    from ductile.relay.sender import RelaySendError, send
+
+    started = time.monotonic()
+    if step.position is None or step.event is None:
+        return NotRunnable("core.relay needs a pipeline step context and an event envelope")
+    node = rt.pipelines.node(step.position.pipeline, step.position.step_id)
+    spec = node.relay if node is not None else None
+    try:
+        parts = relay_parts(rt.pipelines, step.position, step.event)
+    except (RouterError, ValueError) as exc:
+        return NotRunnable(f"core.relay: {exc}")
+    assert spec is not None
+    target = rt.relay.target(spec.to)
+    if target is None:
+        return NotRunnable(f'relay instance "{spec.to}" not configured')
+    allow = rt.relay.instances[spec.to].allow
+    if allow and spec.event not in allow:
+        return NotRunnable(f'relay instance "{spec.to}" does not allow event type '
+                           f'"{spec.event}"')
+    inner = step.event.get("payload")
+    upstream = inner.get("ductile_upstream_plugin") if isinstance(inner, dict) else None
+    event_id = step.event.get("event_id")
+    origin = {"instance": rt.relay.sender, "job_id": job_id,
+              "plugin": upstream if isinstance(upstream, str) else "",
+              "event_id": event_id if isinstance(event_id, str) else ""}
+    body = build_envelope(spec.event, parts.payload, origin=origin,
+                          dedupe_key=parts.dedupe_key, baggage=parts.baggage or None)
+    try:
+        accepted = await send(target, body)
+    except RelaySendError as exc:
+        outcome = Outcome("failed", "relay_error", exc.retryable, str(exc))
+        return Ran(outcome, None, None, b"", _ms(started))
+    fields = {"relay_to": spec.to, "relay_event_type": spec.event,
+              "relay_receiver_event_id": accepted.get("receiver_event_id", ""),
+              "relay_receiver_peer": accepted.get("peer", ""),
+              "relay_receiver_job_id": accepted.get("job_id", ""),
+              "relay_acceptance_status": accepted.get("status", ""),
+              "relay_acceptance_event_id": accepted.get("receiver_event_id", "")}
+    answer = {"status": "ok", "result": f"relayed {spec.event} to {spec.to}",
+              "events": [{"type": STEP_SUCCEEDED,
+                          "payload": {**(inner if isinstance(inner, dict) else {}), **fields}}],
+              "relay": {"status": "relayed", "to": spec.to, "event": spec.event,
+                        "accepted": accepted}}
+    stdout = json.dumps(answer, separators=(",", ":")).encode()
+    duration = time.monotonic() - started
+    result = SpawnResult(exit_code=0, signal=None, stdout=stdout, stderr=b"",
+                         stdout_overflow=False, stderr_truncated=False, timed_out=False,
+                         duration=duration, pid=None)
+    return Ran(classify(result, target.timeout or 60.0), stdout, 0, b"", _ms(started))
 
 
 def _payload_env(job_id: str, command: str, event: dict[str, Any] | None,

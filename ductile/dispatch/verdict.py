@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 from ductile.dispatch.attempt import Happened, NotRunnable, Ran, Switched, Verdict
 from ductile.dispatch.outcome import backoff_delay
 from ductile.dispatch.routing import Step, hook_successors, stamp_event, successors
+from ductile.config.schema import RetryConf
 from ductile.errors import RouterError, StoreError
+from ductile.router.dsl import RELAY_PLUGIN
 from ductile.router.engine import Dispatch, events_to_route, route, skipped_event
 from ductile.store.facts import FactPlan, plan_facts
 
@@ -76,6 +78,7 @@ class Routes:
     fact_rules: Callable[[str], Sequence[FactOutput]]
     new_id: Callable[[], str] = lambda: str(uuid.uuid4())
     backoff: Callable[[float, int], float] = backoff_delay
+    relay_retry: Callable[[str], RetryConf] = lambda _name: RetryConf()
 
     @classmethod
     def of(cls, rt: Runtime) -> Routes:
@@ -83,7 +86,11 @@ class Routes:
             plugin = rt.plugins.get(name)
             return plugin.manifest.fact_outputs if plugin is not None else ()
 
-        return cls(rt.pipelines, rt.config.plugin, rules)
+        def relay_retry(name: str) -> RetryConf:
+            instance = rt.relay.instances.get(name)
+            return instance.retry if instance is not None else RetryConf()
+
+        return cls(rt.pipelines, rt.config.plugin, rules, relay_retry=relay_retry)
 
     def max_attempts(self, plugin: str) -> int:
         return self.plugin_conf(plugin).retry.max_attempts
@@ -206,6 +213,11 @@ def _ran(routes: Routes, job: Job, step: Step, ran: Ran) -> Record:
         return _succeeded(routes, job, step, base, outcome.response)
     retry = routes.plugin_conf(job.plugin).retry
     max_attempts = job.max_attempts or retry.max_attempts
+    relay_to = _relay_target(routes, job, step)
+    if relay_to is not None:
+        # A relay step retries on its instance's policy: the receiver may be down for a while.
+        retry = routes.relay_retry(relay_to)
+        max_attempts = min(max_attempts, retry.max_attempts)
     if outcome.retryable and job.attempt < max_attempts:
         delay = routes.backoff(retry.backoff_base, job.attempt)
         return replace(base, status="queued", result=None, retry_in=delay, after=(LogLine(
@@ -223,6 +235,14 @@ def _ran(routes: Routes, job: Job, step: Step, ran: Ran) -> Record:
                        **_fields(job), "attempt": job.attempt,
                        "reason": decision or outcome.reason, "error": outcome.error,
                        "stderr_tail": _tail(stderr)}),))
+
+
+def _relay_target(routes: Routes, job: Job, step: Step) -> str | None:
+    """The instance a `core.relay` job sends to, or None for any other job."""
+    if job.plugin != RELAY_PLUGIN or step.position is None:
+        return None
+    node = routes.pipelines.node(step.position.pipeline, step.position.step_id)
+    return node.relay.to if node is not None and node.relay is not None else None
 
 
 def _succeeded(routes: Routes, job: Job, step: Step, base: Record, response: Any) -> Record:

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ductile.config.durations import DurationError, parse_duration
+from ductile.config.schema import RELAY_JOB
 from ductile.errors import (
     BaggageError,
     ConditionError,
@@ -51,7 +52,7 @@ from ductile.router.conditions import Condition, parse_condition
 from ductile.router.templates import Template, WithSpec, parse_template, parse_with
 
 SWITCH_PLUGIN = "core.switch"
-RELAY_PLUGIN = "core.relay"
+RELAY_PLUGIN = RELAY_JOB  # the synthetic job of a relay step (config.schema.RELAY_JOB)
 SWITCH_TRUE = "ductile.switch.true"
 SWITCH_FALSE = "ductile.switch.false"
 HOOK_SIGNALS = ("job.completed", "job.failed", "job.timed_out")
@@ -159,8 +160,12 @@ def compile_pipelines(
     *,
     default_max_depth: int,
     hook_max_depth: int,
+    relay_instances: Iterable[str] | None = None,
 ) -> PipelineSet:
-    """Compile every source entry or raise one PipelineCompileError listing every problem."""
+    """Compile every source entry or raise one PipelineCompileError listing every problem.
+
+    `relay_instances` are the enabled `instances:` names a `relay.to` may name (None: not
+    checked, for callers that compile without a config)."""
     problems: list[str] = []
     if default_max_depth < 0:
         problems.append(f"default max_depth {default_max_depth} must be >= 0 (0 means no "
@@ -184,11 +189,15 @@ def compile_pipelines(
         raise PipelineCompileError(problems)
     depths = _computed_depths(drafts)
     pipelines = {name: d.finish(depths[name]) for name, d in drafts.items()}
-    relays = [f"{d.where}: {at}: relay steps compile, but relay sending is not built yet; "
-              f"remove the relay step (or the pipeline) until relay support lands"
-              for d in drafts.values() for at in d.relay_steps]
-    if relays:
-        raise PipelineCompileError(relays)
+    if relay_instances is not None:
+        known = set(relay_instances)
+        unknown = [f"{p.file} pipelines[{p.index}] ({p.name}): {n.at}: relay.to names "
+                   f"{n.relay.to!r}, which is not an enabled relay instance (instances: "
+                   f"{', '.join(sorted(known)) or 'none'})"
+                   for p in pipelines.values() for n in p.nodes.values()
+                   if n.relay is not None and n.relay.to not in known]
+        if unknown:
+            raise PipelineCompileError(unknown)
     warnings = tuple(w for d in drafts.values() for w in d.warnings)
     return PipelineSet(
         pipelines=pipelines,

@@ -86,7 +86,7 @@ from ductile.router.dsl import (
     Pipeline,
     PipelineSet,
 )
-from ductile.router.templates import apply_with
+from ductile.router.templates import WithSpec, apply_with
 
 STEP_SUCCEEDED = "ductile.step.succeeded"
 STEP_SKIPPED = "ductile.step.skipped"
@@ -237,6 +237,71 @@ def start(
     out = _Collector(strict_claims=True)
     _enter(ps, pipeline, event, 0, seeded, f"started: {name}", 0, new_id, out)
     return out.routing()
+
+
+def ingest(
+    ps: PipelineSet,
+    event: Mapping[str, Any],
+    root_baggage: Mapping[str, Any] | None = None,
+    *,
+    source: str,
+    new_id: IdFactory = _uuid,
+) -> Routing:
+    """Root dispatches of an event that arrived from outside (a relay peer, `source`): every
+    pipeline whose `on:` matches its type is entered with the admitted root baggage. Pipelines
+    scoped with `from_plugin` are left out: no local plugin emitted this event."""
+    checked = _checked_event(event)
+    seeded = check_root_baggage(dict(root_baggage or {}))
+    out = _Collector()
+    for name in ps.by_trigger.get(checked["type"], ()):
+        target = ps.pipelines[name]
+        if target.from_plugin is not None:
+            continue
+        if not _pipeline_if(target, checked["payload"], None, out):
+            continue
+        _enter(ps, target, checked, 0, seeded, f"matched on: {checked['type']} from {source}", 0,
+               new_id, out)
+    return out.routing()
+
+
+@dataclass(frozen=True)
+class RelayParts:
+    """What a `relay:` step sends: the payload (its `with:` projection, else a copy of the
+    step's payload), the evaluated dedupe key, and the claimed baggage."""
+
+    payload: dict[str, Any]
+    dedupe_key: str | None
+    baggage: dict[str, Any]
+
+
+def relay_parts(ps: PipelineSet, position: Position, event: Mapping[str, Any]) -> RelayParts:
+    """Evaluate the relay step at `position` against the event that reached it. Raises
+    RoutingError (not a relay step), TemplateError (a `with`/`dedupe_key` path is missing) or
+    BaggageError (a claim cannot be satisfied)."""
+    node = ps.node(position.pipeline, position.step_id)
+    if node is None or node.kind != "relay" or node.relay is None:
+        raise RoutingError(f"core.relay node {position.pipeline}/{position.step_id} is not a "
+                           "relay step")
+    spec = node.relay
+    checked = _checked_event(event)
+    context = request_context(node.plugin, position)
+    scope_payload = merge_context(checked["payload"], context)
+    where = {"pipeline": position.pipeline, "step": position.step_id}
+    if spec.with_exprs:
+        projected = apply_with(WithSpec(spec.with_exprs), scope_payload, context, **where)
+        payload = {key: projected[key] for key, _ in spec.with_exprs}
+    else:
+        payload = copy.deepcopy(dict(checked["payload"]))
+    dedupe = None
+    if spec.dedupe_key is not None:
+        value = apply_with(WithSpec((("dedupe_key", spec.dedupe_key),)), scope_payload, context,
+                           **where)["dedupe_key"]
+        dedupe = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    baggage: dict[str, Any] = {}
+    if spec.baggage is not None:
+        baggage = claim(spec.baggage, payload=checked["payload"],
+                        context=position.accumulated)
+    return RelayParts(payload, dedupe, baggage)
 
 
 def hooks_for(

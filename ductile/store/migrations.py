@@ -114,9 +114,28 @@ def _numbers_to_json_text(column: str) -> str:
             f"THEN {_NUMBER_TO_JSON}({quoted}) ELSE {quoted} END")
 
 
+# -- version 3: relay replay protection --------------------------------------------------------
+
+
+def _relay_seen(conn: sqlite3.Connection) -> None:
+    """The table of relay envelopes accepted within the clock-skew window (store/relay.py)."""
+    conn.execute("""
+        CREATE TABLE relay_seen (
+            peer             TEXT NOT NULL,
+            signature        TEXT NOT NULL,
+            event_id         TEXT NOT NULL,
+            seen_at          TEXT NOT NULL,
+            expires_at       TEXT NOT NULL,
+            PRIMARY KEY (peer, signature)
+        )""")
+    conn.execute("CREATE INDEX relay_seen_expires_idx ON relay_seen (expires_at)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "JSON columns become TEXT, so stored JSON text round-trips byte for byte",
               _json_columns_to_text),
+    Migration(3, "relay_seen: relay envelopes accepted within the clock-skew window",
+              _relay_seen),
 )
 
 #: The schema version this release creates and migrates to.

@@ -234,3 +234,16 @@ CREATE TABLE IF NOT EXISTS vault_audit (
 );
 CREATE INDEX IF NOT EXISTS vault_audit_target_idx ON vault_audit (target, id);
 CREATE INDEX IF NOT EXISTS vault_audit_actor_idx ON vault_audit (actor, id);
+
+-- Relay envelopes accepted from peers (replay protection): a signature seen within the clock
+-- skew window is refused as a replay. Rows are pruned once the window has passed, after which
+-- the envelope's timestamp alone refuses it.
+CREATE TABLE IF NOT EXISTS relay_seen (
+    peer             TEXT NOT NULL,
+    signature        TEXT NOT NULL,
+    event_id         TEXT NOT NULL,
+    seen_at          TEXT NOT NULL,
+    expires_at       TEXT NOT NULL,
+    PRIMARY KEY (peer, signature)
+);
+CREATE INDEX IF NOT EXISTS relay_seen_expires_idx ON relay_seen (expires_at);

@@ -25,9 +25,10 @@ def sources(text: str, file: str = "pipelines.yaml") -> list[PipelineSource]:
 
 
 def compile_text(text: str, *, default_max_depth: int = 0, hook_max_depth: int = 4,
-                 catalog: Mapping[str, set[str]] = CATALOG) -> PipelineSet:
+                 catalog: Mapping[str, set[str]] = CATALOG,
+                 relay_instances: tuple[str, ...] | None = None) -> PipelineSet:
     return compile_pipelines(sources(text), catalog, default_max_depth=default_max_depth,
-                             hook_max_depth=hook_max_depth)
+                             hook_max_depth=hook_max_depth, relay_instances=relay_instances)
 
 
 def ids(prefix: str = "id") -> Callable[[], str]:

@@ -2,7 +2,7 @@
 property-tests/test_api_bodies.py).
 
 Every rejection is a `BodyError` whose message names the field and what is allowed; nothing else
-escapes, whatever bytes arrive. The JSON itself is read by `ductile.planes.jsonbody.loads`
+escapes, whatever bytes arrive. The JSON itself is read by `ductile.jsonbody.loads`
 (UTF-8, at most 64 levels deep, finite numbers, no lone surrogates).
 
 What `payload` may be (docs/api.md, "Payload types"): a JSON object, or absent/null for none.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ductile.errors import InputError
-from ductile.planes.jsonbody import JsonInputError, json_type, loads
+from ductile.jsonbody import JsonInputError, json_type, loads
 
 RUN_FIELDS = ("payload", "command", "sync", "dedupe_key")
 MAX_DEDUPE_KEY = 256

@@ -27,7 +27,7 @@ from ductile.dispatch.completions import Completions
 from ductile.dispatch.routing import successors
 from ductile.machines import job_statuses
 from ductile.planes.api.bodies import BodyError, object_payload, parse_json_object
-from ductile.planes.jsonbody import json_type
+from ductile.jsonbody import json_type
 from ductile.router.engine import start
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ Go ductile stores the raw body verbatim as the job payload (a `json.RawMessage`)
 sees exactly what the sender signed: key order, whitespace, number spellings and `\\u` escapes
 are kept. We do the same, with one rule Go left implicit: the body must be JSON the gateway can
 carry to the plugin, because the payload column holds JSON and the dispatcher decodes it to
-build the request. The body is checked as every API body is (`ductile.planes.jsonbody`): UTF-8
+build the request. The body is checked as every API body is (`ductile.jsonbody`): UTF-8
 without a byte-order mark, at most 64 levels of nesting, finite numbers (no NaN, Infinity,
 1e999), no lone surrogate escapes. And where the command is `handle`, the body becomes the
 event's payload, so it must be an object. A body that breaks a rule gets 400 after the signature
@@ -16,7 +16,7 @@ check, instead of a job that can only fail (or lose its content) at dispatch.
 from __future__ import annotations
 
 from ductile.errors import InputError
-from ductile.planes.jsonbody import JsonInputError, json_type, loads
+from ductile.jsonbody import JsonInputError, json_type, loads
 from ductile.store.queue import RawJSON
 
 __all__ = ["PayloadError", "RawJSON", "webhook_payload"]

@@ -11,7 +11,7 @@ They are mounted on the public app in the gateway posture and on the management 
   the vault's message. Success: 200 with names and a status, never a value.
 - Every answer after the vault check is audited (`ok` or `refused`), values never included.
 
-Body parsing is pure (`parse_vault_body`, JSON read by `ductile.planes.jsonbody`) and fuzzed in
+Body parsing is pure (`parse_vault_body`, JSON read by `ductile.jsonbody`) and fuzzed in
 property-tests/test_vault_fileformat.py.
 """
 
@@ -28,7 +28,7 @@ from ductile.errors import (InputError, VaultError, VaultFileError, VaultModifie
                             VaultPolicyError)
 from ductile.planes.api.auth import bearer_credentials
 from ductile.planes.http import json_response
-from ductile.planes.jsonbody import JsonInputError, JsonSyntaxError, loads
+from ductile.jsonbody import JsonInputError, JsonSyntaxError, loads
 from ductile.store.audit import Audit, AuditEvent
 
 if TYPE_CHECKING:
