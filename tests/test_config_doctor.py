@@ -211,6 +211,17 @@ def test_an_unset_variable_left_in_a_secret_name_is_a_warning() -> None:
         ("env_vars", "api.auth.tokens[0].secret_ref", "environment variable ${TOKEN_NAME} not set")]
 
 
+def test_an_unset_variable_in_a_relay_secret_name_is_a_warning() -> None:
+    from ductile.config.relay import RelayConfig, RelayInstance, RelayPeer, RemoteIngress
+
+    relay = RelayConfig(
+        instances=(RelayInstance(name="gw-b", base_url="http://b:1", secret_ref="${TO_B}"),),
+        ingress=RemoteIngress(peers=(RelayPeer(name="gw-a", secret_ref="from-${PEER}"),)))
+    assert found(diagnose(make_config(relay=relay), REGISTRY)) == [
+        ("env_vars", "instances[0].secret_ref", "environment variable ${TO_B} not set"),
+        ("env_vars", "remote_ingress.peers[0].secret_ref", "environment variable ${PEER} not set")]
+
+
 # ------------------------------------------------------------------ pipelines and hook cycles
 
 

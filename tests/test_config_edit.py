@@ -389,3 +389,20 @@ def test_validate_names_the_line_of_a_yaml_syntax_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stdout.startswith(f"ERROR {bad}:")
     assert "YAML syntax error" in result.stdout
+
+
+def test_set_edits_a_relay_instance_in_the_file_that_lists_it(cfg: Path) -> None:
+    # Instances from every file are appended: entry 1 of the merged list is the first entry of
+    # the second file.
+    relay = ("instances:\n"
+             "  - name: {name}\n"
+             "    base_url: http://127.0.0.1:9\n"
+             "    secret_ref: to-{name}\n"
+             "    timeout: 10s   # near\n")
+    (cfg / "conf.d" / "a-relay.yaml").write_text(relay.format(name="gw-b"))
+    (cfg / "conf.d" / "b-relay.yaml").write_text(relay.format(name="gw-c"))
+    result = ductile("config", "set", "instances[1].timeout", "5s", "--config", str(cfg))
+    assert result.returncode == 0, result.stderr
+    assert (cfg / "conf.d" / "a-relay.yaml").read_text() == relay.format(name="gw-b")
+    assert (cfg / "conf.d" / "b-relay.yaml").read_text() == relay.format(
+        name="gw-c").replace("10s", "5s")

@@ -88,7 +88,7 @@ def test_defaults_fill_what_is_not_written(tmp_path: Path) -> None:
     relay = load(tmp_path, instances=[INSTANCE], remote_ingress={}).relay
     (instance,) = relay.instances
     assert (instance.enabled, instance.ingress_path, instance.signing, instance.key_id,
-            instance.timeout, instance.allow) == (True, "/ingest/peer", "hmac", "", 10.0, ())
+            instance.timeout, instance.allow) == (True, "", "hmac", "", 10.0, ())
     assert instance.retry == RetryConf() == SchemaRetryConf()
     assert relay.ingress == RemoteIngress(listen_path="/ingest/peer", max_body_size=1024 * 1024,
                                           allowed_clock_skew=300.0, require_key_id=False,
@@ -358,7 +358,7 @@ instances:
   - name: peer-b
     enabled: true
     base_url: https://b.example:8443
-    ingress_path: /ingest/peer
+    ingress_path: /ingest/peer/peer-a
     secret_ref: relay-b
     signing: hmac
     key_id: k1

@@ -462,3 +462,30 @@ def test_signed_headers_shape() -> None:
     keyed = signed_headers(HMAC, SECRET, sender=SENDER, method="POST", path=PATH, body=BODY,
                            now=NOW, key_id="k1")
     assert keyed[HEADER_KEY_ID] == "k1"
+
+
+def test_target_path_defaults_to_the_listen_path_plus_our_name() -> None:
+    from ductile.relay.sender import target_path
+
+    assert target_path("", "gw-a") == "/ingest/peer/gw-a"
+    # A Go config writes the receiver's full path; it is used as written.
+    assert target_path("/relay/in/gw-a", "gw-a") == "/relay/in/gw-a"
+
+
+def test_clients_pool_one_client_per_receiver_and_close_at_shutdown() -> None:
+    import trio
+
+    from ductile.relay.sender import Clients
+
+    async def main() -> None:
+        clients = Clients()
+        first = clients.get("http://127.0.0.1:1", 10.0)
+        assert clients.get("http://127.0.0.1:1", 10.0) is first
+        other = clients.get("http://127.0.0.1:2", 10.0)
+        assert other is not first and clients.get("http://127.0.0.1:1", 5.0) is not first
+        await clients.aclose()
+        assert first.is_closed and other.is_closed
+        assert clients.get("http://127.0.0.1:1", 10.0) is not first  # reopened after close
+        await clients.aclose()
+
+    trio.run(main)

@@ -40,8 +40,9 @@ def _sender(directory: Path, port: int, receiver_port: int, *,
             instance: dict[str, Any] | None = None, secret: str = SECRET) -> Path:
     make_vault(directory, {"api-token": TOKEN, "read-token": READ_TOKEN, "to-b": secret})
     write_config(directory, port=port, service={"name": "gw-a"}, extra={
+        # No ingress_path: the sender derives B's default path for it, /ingest/peer/gw-a.
         "instances": [{"name": "gw-b", "base_url": f"http://127.0.0.1:{receiver_port}",
-                       "ingress_path": "/ingest/peer/gw-a", "secret_ref": "to-b",
+                       "secret_ref": "to-b",
                        "retry": {"max_attempts": 40, "backoff_base": "0.2s"},
                        **(instance or {})}],
         "pipelines": [{"name": "ship", "on": "ship.requested", "steps": [
@@ -102,6 +103,14 @@ def test_a_pipeline_relays_to_a_peer_and_both_ledgers_link(tmp_path: Path) -> No
         assert accepted["job_id"] in inspect_a.stdout
         inspect_b = run_cli("job", "inspect", b_job["job_id"], "--config", str(tmp_path / "b"))
         assert relay_job["job_id"] in inspect_b.stdout and "relay:gw-a" in inspect_b.stdout
+        # A restarted receiver: A's pooled connection to it is gone, and the next event still
+        # arrives (a new connection, or a retry).
+        b.stop()
+        b = Gateway(tmp_path / "b", pb).start()
+        assert a.post("/pipeline/ship", {"payload": {"n": 8}}).status_code in (200, 202)
+        _wait(lambda: len([j for j in _relay_jobs(a) if j["status"] == "succeeded"]) == 2)
+        _wait(lambda: len([j for j in _jobs(b) if j["plugin"] == "echo"
+                           and j["status"] == "succeeded"]) == 2)
     finally:
         a.stop()
         b.stop()

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from ductile.dispatch.dispatcher import Dispatcher
     from ductile.privsep.attest import Attestor
     from ductile.privsep.posture import Privsep
+    from ductile.relay.sender import Clients
     from ductile.router.dsl import PipelineSet
     from ductile.store.audit import AuditWriter
     from ductile.store.db import Database
@@ -81,6 +82,8 @@ class Process:
     dispatcher: Dispatcher | None = None
     audit: AuditWriter | None = None
     generations: int = 0
+    # Pooled connections to relay receivers, shared by every generation.
+    relay_clients: Clients = field(default_factory=lambda: _relay_clients())
 
     def wake_dispatcher(self) -> None:
         if self.dispatcher is not None:
@@ -102,6 +105,7 @@ class Process:
             if sock is not None:
                 sock.close()
         self.listener = self.webhook_listener = None
+        await self.relay_clients.aclose()
         if self.db is not None:
             await self.db.close()
             self.db = None
@@ -252,8 +256,14 @@ async def build_generation(
         shadowed_plugins=facts.shadowed,
         privsep=privsep,
         attestor=attestor,
-        relay=facts.relay,
+        relay=replace(facts.relay, clients=proc.relay_clients),
     )
+
+
+def _relay_clients() -> Clients:
+    from ductile.relay.sender import Clients
+
+    return Clients()
 
 
 def _attestor(cfg: Config, facts: BootFacts, vault: VaultOwner | None) -> Attestor | None:

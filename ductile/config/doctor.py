@@ -408,6 +408,11 @@ def _check_env_vars(s: _Subject, r: _Report) -> None:
             for i, t in enumerate(s.config.api.tokens)]
     refs += [(f"webhooks.endpoints[{i}].secret_ref", e.secret_ref)
              for i, e in enumerate(s.config.webhooks.endpoints)]
+    refs += [(f"instances[{i}].secret_ref", instance.secret_ref)
+             for i, instance in enumerate(s.config.relay.instances)]
+    ingress = s.config.relay.ingress
+    refs += [(f"remote_ingress.peers[{i}].secret_ref", peer.secret_ref)
+             for i, peer in enumerate(ingress.peers if ingress is not None else ())]
     for key, ref in refs:
         for name in unresolved_names(ref):
             r.warning("env_vars", key, f"environment variable ${{{name}}} not set")

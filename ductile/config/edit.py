@@ -48,7 +48,8 @@ from ductile.errors import ConfigEditRefused, ConfigError, YamlProblem
 # Lists the merge appends across files: an index into the merged list names one file's entry.
 _APPENDED_LISTS: tuple[Path, ...] = (("plugin_roots",), ("api", "allowed_origins"),
                                      ("api", "auth", "tokens"), ("webhooks", "endpoints"),
-                                     ("pipelines",))
+                                     ("pipelines",), ("instances",),
+                                     ("remote_ingress", "peers"))
 
 
 @dataclass(frozen=True)

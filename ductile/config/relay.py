@@ -2,7 +2,8 @@
 peers it accepts signed events from).
 
 Relay is point to point: one gateway POSTs a signed event to a peer, which routes it locally.
-The sender POSTs `base_url + ingress_path + "/" + <our service.name>`; the receiver listens on
+The sender POSTs `base_url + ingress_path`, where an absent `ingress_path` means the default
+listen path plus our own name (`/ingest/peer/<service.name>`); the receiver listens on
 `remote_ingress.listen_path/{peer}`, so `service.name` is the sender's identity and must be a
 lower-case hyphenated name whenever relay is configured.
 
@@ -82,8 +83,9 @@ class RelayInstance:
     name: str
     enabled: bool = True
     base_url: str = ""
-    # The receiver's listen_path; the sender appends "/" + our service.name.
-    ingress_path: str = DEFAULT_INGRESS_PATH
+    # The receiver's full path for us, as Go configs write it; "" means the default listen
+    # path plus our service.name (the sender resolves it, knowing the name).
+    ingress_path: str = ""
     secret_ref: str = ""
     signing: str = "hmac"
     key_id: str = ""
@@ -183,8 +185,7 @@ def _instance(r: Reader, value: Any, key: str) -> RelayInstance:
         name=r.string(m.get("name"), f"{key}.name") or "",
         enabled=True if enabled is None else enabled,
         base_url=r.string(m.get("base_url"), f"{key}.base_url") or "",
-        ingress_path=(r.string(m.get("ingress_path"), f"{key}.ingress_path")
-                      or DEFAULT_INGRESS_PATH),
+        ingress_path=r.string(m.get("ingress_path"), f"{key}.ingress_path") or "",
         secret_ref=r.string(m.get("secret_ref"), f"{key}.secret_ref") or "",
         signing=r.string(m.get("signing"), f"{key}.signing") or "hmac",
         key_id=r.string(m.get("key_id"), f"{key}.key_id") or "",
@@ -295,7 +296,7 @@ def _check_instance(instance: RelayInstance, key: str) -> None:
     if not _absolute_http_url(instance.base_url):
         raise ConfigError(f"{label}: base_url must be an absolute http or https URL "
                           f"(got {_q(instance.base_url)})", key=f"{key}.base_url")
-    if not _is_path(instance.ingress_path):
+    if instance.ingress_path and not _is_path(instance.ingress_path):
         raise ConfigError(f"{label}: ingress_path must start with / and contain no spaces "
                           f"(got {_q(instance.ingress_path)})", key=f"{key}.ingress_path")
     if not instance.secret_ref.strip():

@@ -271,7 +271,7 @@ async def _relay(rt: Runtime, job_id: str, step: Step) -> Happened:
     body = build_envelope(spec.event, parts.payload, origin=origin,
                           dedupe_key=parts.dedupe_key, baggage=parts.baggage or None)
     try:
-        accepted = await send(target, body)
+        accepted = await send(target, body, clients=rt.relay.clients)
     except RelaySendError as exc:
         outcome = Outcome("failed", "relay_error", exc.retryable, str(exc))
         return Ran(outcome, None, None, b"", _ms(started))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ductile.config.relay import RelayConfig, RelayInstance
 from ductile.relay.envelope import ED25519, IngressPolicy, PeerKey
-from ductile.relay.sender import Target, target_path
+from ductile.relay.sender import Clients, Target, target_path
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ class RelayService:
     peers: Mapping[str, PeerKey] = field(default_factory=dict)
     policy: IngressPolicy | None = None  # None: no receiver
     listen_path: str = ""
+    # The process's pooled connections to receivers (None: a client per delivery).
+    clients: Clients | None = field(default=None, compare=False)
 
     @property
     def receiving(self) -> bool:
