@@ -24,9 +24,10 @@ $(DEMO): | $(STAMP)
 	$(BIN)/ductile config init --dir $(DEMO)
 
 run: $(STAMP) $(DEMO)
-	@echo "API: http://127.0.0.1:8080  (token: the 0600 file $(DEMO)/api-token; it lives in the vault)"
-	@echo "Try: curl -s -H \"Authorization: Bearer \$$(cat $(DEMO)/api-token)\" \\"
-	@echo "       -d '{\"payload\":{\"hello\":\"world\"},\"sync\":true}' http://127.0.0.1:8080/plugins/echo/run"
+	@listen=$$($(BIN)/ductile config get api.listen --config $(DEMO)) && \
+	echo "API: http://$$listen  (token: the 0600 file $(DEMO)/api-token; it lives in the vault)" && \
+	echo "Try: curl -s -H \"Authorization: Bearer \$$(cat $(DEMO)/api-token)\" \\" && \
+	echo "       -d '{\"payload\":{\"hello\":\"world\"},\"sync\":true}' http://$$listen/plugins/echo/run"
 	exec $(BIN)/ductile system start --config $(DEMO)
 
 test: $(TSTAMP)

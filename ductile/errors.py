@@ -25,6 +25,8 @@ job it is about so the message can tell an operator what to fix.
     │   ├── IntegrityError          the `.checksums` seal is missing, unreadable, writable by
     │   │                           others, unparsable or of another version (`kind` says which)
     │   ├── ConfigPathError         a dot path (`service.max_workers`) is malformed or names no key
+    │   ├── TlsMaterialError        a listener's TLS certificate or key cannot be served (missing,
+    │   │                           unreadable, readable by others, not PEM, not a pair)
     │   └── ConfigEditRefused       `config set` cannot edit the line safely, or the result fails
     ├── ManifestError               a plugin's manifest.yaml is invalid
     ├── DiscoveryError              plugin roots / trust checks / aliases refuse the plugin set
@@ -36,6 +38,8 @@ job it is about so the message can tell an operator what to fix.
     │   ├── InvalidTransition       a job status change that states/job.yaml does not allow
     │   ├── DedupeDropped           an enqueue was dropped by dedupe
     │   ├── SourceEventConflict     a routed event was already enqueued for that target
+    │   ├── JobNotFound             an operator verb (cancel, retry, rerun) named no job
+    │   ├── JobStateConflict        an operator verb does not apply to the job's status
     │   ├── SchemaMismatch          an existing database lacks tables/columns we need
     │   │   ├── SchemaTooNew        its schema version is newer than this release knows
     │   │   └── SchemaOutdated      a reader met an older schema version (the gateway migrates)
@@ -152,6 +156,12 @@ class IntegrityError(ConfigError):
         self.kind = kind
 
 
+class TlsMaterialError(ConfigError):
+    """`api.tls` or `webhooks.tls` names files that cannot be served: `key` is the config key
+    (`api.tls.key_file`) and `path` the file; the message says what to fix (gate
+    tls_material_loadable)."""
+
+
 class ConfigPathError(ConfigError):
     """A dot path (`plugins.echo.retry.max_attempts`) is malformed, or names a key the config
     does not have; the message names the first missing segment and the keys that exist there."""
@@ -237,6 +247,25 @@ class SourceEventConflict(StoreError):
         self.source_event_id = source_event_id
         self.plugin = plugin
         self.command = command
+
+
+class JobNotFound(StoreError):
+    """An operator verb (cancel, retry, rerun) named a job the queue does not hold."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} not found")
+        self.job_id = job_id
+
+
+class JobStateConflict(StoreError):
+    """An operator verb does not apply to the job as it stands: cancelling a finished job,
+    retrying one that succeeded or was already retried, rerunning a step that is not the root
+    of its run. `status` is the job's status; the message says what to do instead."""
+
+    def __init__(self, job_id: str, status: str, message: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.status = status
 
 
 class SchemaMismatch(StoreError):

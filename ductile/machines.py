@@ -33,6 +33,7 @@ class MachineSpec:
     terminal: tuple[str, ...] = ()
     descriptions: dict[str, str] = field(default_factory=dict)
     failure: tuple[str, ...] = ()  # the terminal states that count as a failure
+    retryable: tuple[str, ...] = ()  # the terminal states an operator may enqueue again
     # Gates judged on facts gathered without side effects (boot: what `config check` runs).
     side_effect_free: tuple[str, ...] = ()
 
@@ -116,6 +117,7 @@ def parse_machine(name: str, doc: Any) -> MachineSpec:
         terminal=_declared(name, doc, "terminal", states),
         descriptions=descriptions,
         failure=_declared(name, doc, "failure", states),
+        retryable=_declared(name, doc, "retryable", states),
         side_effect_free=_gates_listed(name, doc, transitions),
     )
 
@@ -146,6 +148,8 @@ class JobStatuses:
     terminal: frozenset[str]  # nothing leaves these
     live: frozenset[str]  # queued or running: the job may still change
     failure: frozenset[str]  # the terminal statuses that count as a failure
+    # What `ductile job retry` accepts: terminal statuses of a job that did not do its work.
+    retryable: frozenset[str] = frozenset()
 
     def sql(self, which: str) -> str:
         """A set as an SQL list literal, e.g. `('failed', 'timed_out', 'dead')`."""
@@ -161,4 +165,4 @@ def job_statuses() -> JobStatuses:
     terminal = frozenset(spec.terminal)
     return JobStatuses(all=real, terminal=terminal,
                        live=frozenset(s for s in real if s not in terminal),
-                       failure=frozenset(spec.failure))
+                       failure=frozenset(spec.failure), retryable=frozenset(spec.retryable))

@@ -18,6 +18,8 @@ from ductile.privsep.posture import Privsep
 from ductile.relay.service import RelayService
 
 if TYPE_CHECKING:
+    from ssl import SSLContext
+
     from ductile.config.schema import ApiToken, Config
     from ductile.plugin.discovery import Plugin, Shadowed
     from ductile.privsep.attest import Attestor
@@ -58,6 +60,9 @@ class Runtime:
     attestor: Attestor | None = None
     # The relay instances and peers with their keys resolved from the vault (relay/service.py).
     relay: RelayService = field(default_factory=RelayService)
+    # Each TLS listener's server context ("api", "webhooks"), loaded and judged at build: the
+    # supervisor serves these (a reload's renew the certificate for new connections).
+    tls: dict[str, SSLContext] = field(default_factory=dict)
 
     def lane_limit(self, plugin: str) -> int:
         """Per-plugin concurrency: explicit `parallelism` wins; otherwise concurrency-safe

@@ -147,3 +147,19 @@ def test_log_query_parameters_parse_or_raise_body_error(args: dict) -> None:
     assert 1 <= where.limit <= 200
     for bound in (where.since, where.until):
         assert bound is None or (len(bound) == 27 and bound.endswith("Z"))
+
+
+@given(st.one_of(st.binary(max_size=300), hostile_json_bytes(),
+                 st.dictionaries(st.sampled_from(["payload", "command", "sync", "dedupe_key",
+                                                  "other"]), json_values, max_size=5)
+                 .map(lambda body: json.dumps(body).encode())))
+def test_both_run_routes_answer_one_body_alike(data: bytes) -> None:
+    """POST /plugin/{plugin}/{command} and POST /plugins/{name}/run accept exactly the same
+    bodies, with the same meaning, and refuse the rest with the same message."""
+    outcomes = []
+    for parse in (parse_run_request, parse_enqueue_request):
+        try:
+            outcomes.append(("ok", parse(data)))
+        except BodyError as exc:
+            outcomes.append(("refused", str(exc)))
+    assert outcomes[0] == outcomes[1]

@@ -1,6 +1,6 @@
 """Fuzz the `POST /pipeline/{name}` body parser: only BodyError ever escapes, and a body is
 accepted exactly when it is an object with an object (or absent) payload and baggage whose
-top-level keys avoid the reserved ductile names."""
+top-level keys avoid the reserved ductile names. Its `sync` / `async` query flags too."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ductile.planes.api.bodies import BodyError
-from ductile.planes.api.pipelines import is_reserved_baggage_key, parse_pipeline_request
+from ductile.planes.api.pipelines import (
+    is_reserved_baggage_key,
+    parse_pipeline_request,
+    wants_wait,
+)
 from strategies import hostile_json_bytes, json_values
 
 baggage_keys = st.one_of(st.text(max_size=10),
@@ -60,3 +64,25 @@ def test_reserved_baggage_keys_are_refused_by_name(key: str) -> None:
         assert f"key {key!r} is reserved" in str(exc)
     else:
         raise AssertionError(f"baggage key {key!r} accepted")
+
+
+query_values = st.one_of(st.none(), st.text(max_size=6),
+                         st.sampled_from(["true", "True", "1", "false", "true "]))
+
+
+@given(st.sampled_from(["asynchronous", "synchronous"]), query_values, query_values)
+def test_the_wait_mode_follows_the_exact_query_flags_then_the_execution_mode(
+    mode: str, async_value: str | None, sync_value: str | None
+) -> None:
+    """`?sync=true` waits, `?async=true` does not, both is a 400, and otherwise the pipeline's
+    execution_mode decides; only the exact text `true` counts as a flag."""
+    args = {k: v for k, v in (("async", async_value), ("sync", sync_value)) if v is not None}
+    forced_async, forced_sync = async_value == "true", sync_value == "true"
+    try:
+        waits = wants_wait(mode, args)
+    except BodyError as exc:
+        assert forced_async and forced_sync
+        assert "contradict" in str(exc)
+        return
+    assert not (forced_async and forced_sync)
+    assert waits == (forced_sync or (mode == "synchronous" and not forced_async))

@@ -89,13 +89,15 @@ class BreakerMachine(RuleBasedStateMachine):
         self._log(status)
         self.pending.append(False)
 
-    @rule(kind=st.sampled_from(["api", "skipped", "cancelled"]))
+    @rule(kind=st.sampled_from(["api", "skipped", "cancelled", "legacy_cancel"]))
     def noise(self, kind: str) -> None:
         if kind == "api":
             self._log("failed", submitted_by="api")
         elif kind == "skipped":
             self._log("skipped")
-        else:
+        elif kind == "cancelled":
+            self._log("cancelled", error=brk.CANCELLED_BY_SCHEDULER)
+        else:  # a row from before `cancelled` existed: the scheduler's cancel was `dead`
             self._log("dead", error=brk.CANCELLED_BY_SCHEDULER)
 
     @rule()

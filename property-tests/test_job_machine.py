@@ -1,11 +1,13 @@
 """states/job.yaml, driven through a real Queue on a real SQLite file, against a model.
 
 Hypothesis picks sequences of enqueue (with and without a dedupe key, with and without the
-scheduler's outstanding check) / claim / succeed / retryable and permanent failure / cancel /
-crash and recovery / late reports from workers lost in a crash / clock moves, plus the illegal
-calls a buggy dispatcher might make. A plain-Python model predicts every outcome (which job a
-claim returns, whether dedupe drops an enqueue, what recovery does), and after every step the
-database must agree with the model and tell a consistent story:
+scheduler's outstanding check) / claim / succeed / retryable and permanent failure / cancel of
+a queued job / a running job ended `cancelled` / a clean stop interrupting running jobs / an
+operator's retry of a finished job / crash and recovery / late reports from workers lost in a
+crash or a stop / clock moves, plus the illegal calls a buggy dispatcher might make. A
+plain-Python model predicts every outcome (which job a claim returns, whether dedupe drops an
+enqueue, what recovery does), and after every step the database must agree with the model and
+tell a consistent story:
 
 - no accepted job disappears, and each row's status, attempt and next_retry_at are the model's;
 - every job_transitions pair is an edge of states/job.yaml, and each job's latest transition
@@ -13,7 +15,11 @@ database must agree with the model and tell a consistent story:
 - attempts: the store refuses a retry on the last attempt, so `attempt <= max_attempts` holds
   for every row except one killed by crash recovery, which is `dead` with
   `attempt == max_attempts + 1` (recovery counts the crashed attempt, then gives up; Go does the
-  same). A queued or running row is always within max_attempts;
+  same). A queued or running row is always within max_attempts. An interrupt (a clean stop)
+  moves both up by one: the cut attempt is kept in the ledger but costs no retry, and it is no
+  poison-job strike;
+- operator retries: a job is retried at most once, only from a `retryable` status, and the
+  new job names it in retry_of;
 - a terminal row never changes again (snapshots of every terminal row are compared);
 - dedupe: two outstanding (queued or running) jobs never share plugin+command+key: every
   enqueue with a key is dropped while a same-target job is outstanding (stricter than Go, which
@@ -50,14 +56,16 @@ from hypothesis.stateful import (
     rule,
 )
 
-from ductile.errors import DedupeDropped, InvalidTransition, StoreError
+from ductile.errors import DedupeDropped, InvalidTransition, JobStateConflict, StoreError
 from ductile.machines import load_machine
 from ductile.store import Database, Job, Queue, format_time, open_readonly
 from ductile.store.writes import POISON_CRASHES, POISON_ERROR, RECOVERY_DEAD_ERROR
 
 SPEC = load_machine("job")
 TERMINAL = list(SPEC.terminal)
-PERMANENT = ["failed", "timed_out", "dead", "skipped"]
+# What the dispatcher may end a running job as (dead is crash recovery's alone).
+PERMANENT = ["failed", "timed_out", "skipped", "cancelled"]
+RETRYABLE = set(SPEC.retryable)
 COMMAND = "poll"
 QUEUE_DEDUPE_TTL = 30.0  # service.dedupe_ttl: recent-success dedupe for every keyed enqueue
 SCHEDULER_TTL = 60.0  # the per-enqueue override: also turns the outstanding check on
@@ -93,6 +101,8 @@ class ModelJob:
     next_retry_at: str | None = None
     completed_at: str | None = None
     crashes: int = 0  # crashes this job was running during (the second quarantines it)
+    retry_of: str | None = None
+    retried_as: str | None = None
 
     @property
     def outstanding(self) -> bool:
@@ -225,9 +235,56 @@ class JobMachine(RuleBasedStateMachine):
         if not queued:
             return
         model = queued[index % len(queued)]
-        dead = run(lambda: self.queue.cancel(model.id))
-        assert dead.status == "dead"
-        model.status, model.completed_at = "dead", self.now_text
+        done = run(lambda: self.queue.cancel(model.id))
+        assert (done.status, done.completed_at) == ("cancelled", self.now_text)
+        model.status, model.completed_at, model.next_retry_at = "cancelled", self.now_text, None
+
+    @precondition(lambda self: self.running)
+    @rule()
+    def a_stop_interrupts_the_running_jobs(self) -> None:
+        """A clean stop whose grace ran out: each running job goes back to the queue as
+        interrupted, its attempt not counted; the workers' Job objects are now stale."""
+        for job in self.sorted_running():
+            again = run(lambda job=job: self.queue.interrupt(job, duration_ms=1, stderr=None))
+            model = self.model[job.id]
+            assert (again.status, again.attempt, again.max_attempts, again.next_retry_at) == (
+                "queued", job.attempt + 1, model.max_attempts + 1, None)
+            model.status, model.attempt, model.next_retry_at = "queued", job.attempt + 1, None
+            model.max_attempts += 1
+            self.zombies.append(job)
+        self.running.clear()
+
+    @rule(index=st.integers(0, 100))
+    def an_operator_retries_a_finished_job(self, index: int) -> None:
+        """`ductile job retry`: a new job linked to the old one, refused unless the old one
+        is retryable and was never retried; dedupe applies to the new job as to any."""
+        done = self.model_jobs(*TERMINAL)
+        if not done:
+            return
+        old = done[index % len(done)]
+        self.now += timedelta(microseconds=1)
+        refused = old.status not in RETRYABLE or old.retried_as is not None
+        expected_drop = None if refused else self.predict_dedupe(old.plugin, old.key, False)
+        try:
+            job = run(lambda: self.queue.enqueue(
+                old.plugin, COMMAND, {"retry": old.id}, "test", max_attempts=old.max_attempts,
+                dedupe_key=old.key, retry_of=old.id,
+            ))
+        except JobStateConflict:
+            assert refused, f"a retry of {old.status} job {old.id} was refused"
+            event("retry refused")
+            return
+        except DedupeDropped as exc:
+            assert exc.reason == expected_drop, (exc.reason, expected_drop)
+            return
+        assert not refused and expected_drop is None, "a retry that must fail was accepted"
+        assert job.retry_of == old.id
+        old.retried_as = job.id
+        self.model[job.id] = ModelJob(
+            id=job.id, seq=len(self.model), plugin=old.plugin, key=old.key,
+            created_at=job.created_at, max_attempts=old.max_attempts, retry_of=old.id,
+        )
+        event("retried")
 
     @rule(seconds=st.sampled_from([1.0, 10.0, 45.0]))
     def time_passes(self, seconds: float) -> None:
@@ -380,6 +437,18 @@ class JobMachine(RuleBasedStateMachine):
             snapshot = tuple(row)
             assert self.terminal_rows.setdefault(row["id"], snapshot) == snapshot, row["id"]
         assert len(self.terminal_rows) == len(self.model_jobs(*TERMINAL))
+
+    @invariant()
+    def each_retry_names_a_retryable_job_once(self) -> None:
+        rows = self.conn.execute(
+            "SELECT r.retry_of, count(*), max(o.status) FROM job_queue r "
+            "JOIN job_queue o ON o.id = r.retry_of GROUP BY r.retry_of"
+        ).fetchall()
+        for retry_of, count, status in rows:
+            assert count == 1 and status in RETRYABLE, (retry_of, count, status)
+        links = {row[0]: row[1] for row in self.conn.execute(
+            "SELECT id, retry_of FROM job_queue WHERE retry_of IS NOT NULL")}
+        assert links == {m.id: m.retry_of for m in self.model.values() if m.retry_of}
 
     @invariant()
     def no_two_outstanding_jobs_share_a_dedupe_key(self) -> None:

@@ -172,6 +172,11 @@ endpoint_maps = st.fixed_dictionaries(
         "dedupe_header": st.one_of(st.just("X-Id"), json_values),
         "command": json_values,
         "name": json_values,
+        "match": st.one_of(st.just([{"header": "X-A", "equals": "b"}]),
+                           st.just([{"payload": "a.0", "regex": "("}]), json_values),
+        "refuse_status": st.one_of(st.sampled_from([200, 202, 403, 500]), json_values),
+        "respond": st.one_of(st.sampled_from(["accepted", "result", "sync"]), json_values),
+        "respond_timeout": st.one_of(st.sampled_from(["30s", "0s", "6m"]), json_values),
         "other": json_values,
     },
 )
@@ -200,4 +205,7 @@ def test_webhooks_section_decodes_or_raises_config_error(section: Any) -> None:
     for endpoint in config.endpoints:
         assert endpoint.path.startswith("/") and endpoint.plugin and endpoint.secret_ref
         assert endpoint.max_body_size >= 1 and endpoint.tolerance > 0
-    assert all(warning.startswith("webhooks.yaml: unknown key ") for warning in warnings)
+        assert endpoint.respond in ("accepted", "result") and 0 < endpoint.respond_timeout <= 300
+    assert all(warning.startswith("webhooks.yaml: unknown key ")
+               or warning.endswith(" (ignored)") and " has no effect without " in warning
+               for warning in warnings)

@@ -15,8 +15,16 @@ def test_index_and_healthz_need_no_token(shared_gateway: Gateway) -> None:
     index = httpx.get(shared_gateway.url + "/")
     assert index.status_code == 200 and index.json()["name"] == "Ductile Gateway"
     health = httpx.get(shared_gateway.url + "/healthz").json()
-    assert set(health) >= {"status", "uptime_seconds", "queue_depth", "plugins_loaded",
-                           "posture", "version", "config_path"}
+    assert health == {"status": "ok", "posture": "gateway", "version": health["version"]}
+
+
+def test_healthz_details_need_a_valid_token_of_any_scope(shared_gateway: Gateway) -> None:
+    detailed = shared_gateway.get("/healthz", token=READ_TOKEN).json()
+    assert set(detailed) >= {"status", "uptime_seconds", "queue_depth", "plugins_loaded",
+                             "posture", "version", "config_path", "binary_path", "generation",
+                             "snapshot_id"}
+    wrong = shared_gateway.get("/healthz", token="not-a-token")
+    assert wrong.status_code == 401 and wrong.json() == {"error": "invalid token"}
 
 
 @pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])

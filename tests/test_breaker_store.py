@@ -33,8 +33,9 @@ async def finish(queue: Queue, status: str, *, submitted_by: str = SERVICE,
     claimed = await queue.claim()
     assert claimed is not None and claimed.id == job.id
     if status == "cancelled":
-        await queue.complete(claimed, "dead", result=None, last_error=brk.CANCELLED_BY_SCHEDULER,
-                             stderr=None, exit_code=None, duration_ms=0, outcome="cancelled")
+        await queue.complete(claimed, "cancelled", result=None,
+                             last_error=brk.CANCELLED_BY_SCHEDULER, stderr=None, exit_code=None,
+                             duration_ms=0, outcome="cancelled")
     else:
         await queue.complete(claimed, status, result=None,
                              last_error=None if status == "succeeded" else error, stderr=None,
@@ -94,7 +95,7 @@ async def test_each_outcome_is_counted_once(db: Database, clock: Clock) -> None:
     await finish(queue, "failed")
     await fold(db, clock)
     await fold(db, clock)
-    await finish(queue, "dead")
+    await finish(queue, "timed_out")
     assert (await fold(db, clock)).failure_count == 2
     assert (await fold(db, clock)).failure_count == 2
 

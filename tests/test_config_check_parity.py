@@ -103,6 +103,8 @@ BROKEN: dict[str, Callable[[Path], Path]] = {
         plugins={"sys_exec": {"enabled": True}}),
     "api_has_tokens": _no_token_no_vault,
     "api_tokens_resolved": _unminted_token,
+    "tls_material_loadable": lambda tmp: _base(tmp, api={"tls": {"cert_file": "absent.pem",
+                                                                 "key_file": "absent.key"}}),
 }
 
 

@@ -127,6 +127,16 @@ def running_jobs(path: Path) -> dict[str, int]:
         conn.close()
 
 
+def interrupted_jobs(path: Path) -> dict[str, int]:
+    """Jobs a clean stop sent back to the queue: id -> the attempt it cut short."""
+    conn = connect_ro(path)
+    try:
+        return {r["job_id"]: r["attempt"] for r in conn.execute(
+            "SELECT job_id, attempt FROM job_attempts WHERE outcome = 'interrupted'")}
+    finally:
+        conn.close()
+
+
 def keep_logs(gw: Gateway, name: str) -> None:
     """A restarted Gateway truncates gateway.stdout; keep the first run's log beside it."""
     assert gw.stdout_path is not None
@@ -225,10 +235,12 @@ def test_sigterm_under_load_exits_0_within_grace_and_restart_finishes_the_rest(
     keep_logs(gw, "gateway-stopped.stdout")
 
     # A clean stop: the database was closed (checkpointed), the quick jobs in flight finished
-    # in the grace period; only what outlived the grace (the slow job) is still `running`.
-    left_running = running_jobs(db_path(cfg))
+    # in the grace period; what outlived the grace (the slow job) was recorded back to
+    # `queued` as interrupted by the stop, not left `running` for crash recovery.
+    assert running_jobs(db_path(cfg)) == {}
+    cut = interrupted_jobs(db_path(cfg))
     if slow_age < 3 - grace - 0.5:  # true unless the host crawls
-        assert slow["job_id"] in left_running, "a 3 s job cannot finish within a 1 s grace"
+        assert slow["job_id"] in cut, "a 3 s job cannot finish within a 1 s grace"
     wal = db_path(cfg).with_name("state.db-wal")
     assert not wal.exists() or wal.stat().st_size == 0, "closed cleanly: WAL checkpointed"
     conn = connect_ro(db_path(cfg))
@@ -248,7 +260,12 @@ def test_sigterm_under_load_exits_0_within_grace_and_restart_finishes_the_rest(
 
     jobs = check_queue_invariants(db_path(cfg), enq.acked)
     check_results_name_their_index(jobs, enq.acked)
-    check_recovered_exactly(jobs, left_running)
+    check_recovered_exactly(jobs, {})  # a clean stop leaves crash recovery nothing to do
+    for job_id, cut_at in cut.items():
+        rows = {a["attempt"]: a for a in jobs[job_id]["attempt_rows"]}
+        assert rows[cut_at]["outcome"] == "interrupted", dict(rows[cut_at])
+        assert jobs[job_id]["attempt"] == cut_at + 1, (job_id, jobs[job_id]["attempt"])
+        assert jobs[job_id]["max_attempts"] == RETRY["max_attempts"] + 1  # the cut one is free
     assert all(j["status"] == "succeeded" for j in jobs.values())
 
 

@@ -40,7 +40,7 @@ def test_config_init_then_start_serves_healthz_and_runs_a_sync_job(tmp_path: Pat
     token = (cfg / "api-token").read_text().strip()
     gw = Gateway(cfg, port=port).start()
     try:
-        health = gw.wait_healthy()
+        health = gw.wait_healthy(token=token)
         assert health["status"] == "ok" and health["posture"] == "gateway"
         assert health["plugins_loaded"] >= 1
         assert health["config_path"] == str(cfg / "config.yaml")

@@ -53,6 +53,15 @@ PIPELINES: list[dict[str, Any]] = [
         {"id": "hush", "uses": "counter"},
         {"id": "next", "uses": "dumper"},
     ]},
+    # Split at the first step: one run, one root job (core.split), every branch under it.
+    {"name": "forked", "steps": [
+        {"split": [{"id": "l", "uses": "echo"},
+                   {"steps": [{"id": "r1", "uses": "dumper"}, {"id": "r2", "uses": "echo"}]}]},
+        {"id": "join", "uses": "dumper"},
+    ]},
+    {"name": "forked-sync", "execution_mode": "synchronous", "steps": [
+        {"split": [{"id": "a", "uses": "echo"}, {"id": "b", "uses": "echo"}]},
+    ]},
     {"name": "orders", "on": "order.placed", "from_plugin": "emitter", "steps": [
         {"id": "record", "uses": "dumper", "baggage": {"order.id": "payload.id"}},
     ]},
@@ -184,6 +193,87 @@ def test_split_runs_both_branches_and_the_next_step_once_per_branch(gw: Gateway)
     assert len(tails) == 2
     assert {t["parent_job_id"] for t in tails} == {by_step["left"][0]["job_id"],
                                                    by_step["right"][0]["job_id"]}
+
+
+FORKED_STEPS = ["", "l", "r1", "join", "r2", "join"]  # the root first, then by depth
+
+
+def tree_ids(gw: Gateway, job_id: str) -> list[str]:
+    resp = gw.get(f"/job/{job_id}/tree")
+    assert resp.status_code == 200, resp.text
+    return [node["job_id"] for node in resp.json()]
+
+
+def test_a_split_run_has_one_id_and_every_job_of_it_answers_the_whole_tree(
+    gw: Gateway,
+) -> None:
+    resp = gw.post("/pipeline/forked?sync=true", {"payload": {"n": 1},
+                                                  "baggage": {"tenant": "t1"}})
+    assert resp.status_code == 200, resp.text
+    view = resp.json()
+    run_id = view["run_id"]
+    assert view["job_id"] == run_id and view["status"] == "succeeded"
+    # ?sync=true waited for both branches and what follows each of them.
+    assert sorted(n["step_id"] for n in view["tree"]) == sorted(FORKED_STEPS)
+    assert all(n["status"] == "succeeded" for n in view["tree"])
+    root, *rest = view["tree"]
+    assert (root["job_id"], root["plugin"], root["parent_job_id"]) == (run_id, "core.split", None)
+    assert root["pipeline"] == "forked" and root["baggage"] == {"tenant": "t1"}
+    assert root["result"] == {"branches": ["forked/l", "forked/r1"]}
+    assert root["decision"] == "split into 2 branches"
+    assert root["route"] == "started: forked"
+    by_step = steps(view)
+    assert {by_step["l"][0]["parent_job_id"], by_step["r1"][0]["parent_job_id"]} == {run_id}
+    assert all(n["parent_job_id"] is not None for n in rest)
+    assert by_step["r2"][0]["baggage"] == {"tenant": "t1"}
+    # The tree of the run, of each branch's first job and of a job deep in a branch is the
+    # same whole run.
+    whole = tree_ids(gw, run_id)
+    assert whole == [n["job_id"] for n in view["tree"]]
+    for job in (by_step["l"][0], by_step["r1"][0], by_step["r2"][0], by_step["join"][1]):
+        assert tree_ids(gw, job["job_id"]) == whole
+
+
+def test_a_split_run_started_asynchronously_answers_its_run_id_and_its_branch_jobs(
+    gw: Gateway,
+) -> None:
+    resp = gw.post("/pipeline/forked", {"payload": {"n": 2}})
+    assert resp.status_code == 202, resp.text
+    body = resp.json()
+    assert body["job_id"] == body["run_id"] and body["status"] == "queued"
+    assert len(body["job_ids"]) == 2 and body["run_id"] not in body["job_ids"]
+    tree = settled_tree(gw, body["run_id"], len(FORKED_STEPS))
+    assert sorted(n["step_id"] for n in tree) == sorted(FORKED_STEPS)
+    entries = [n for n in tree if n["parent_job_id"] == body["run_id"]]
+    assert [n["job_id"] for n in entries] == body["job_ids"]
+
+
+def test_a_synchronous_pipeline_that_splits_first_waits_for_every_branch(gw: Gateway) -> None:
+    view = run(gw, "forked-sync", {"payload": {"k": "v"}})
+    assert view["status"] == "succeeded" and view["run_id"] == view["job_id"]
+    assert [n["step_id"] for n in view["tree"]] == ["", "a", "b"]
+    assert [n["plugin"] for n in view["tree"]] == ["core.split", "echo", "echo"]
+    # The root's result stands in only when no terminal step succeeded; here both did.
+    assert view["result"] in (steps(view)["a"][0]["result"], steps(view)["b"][0]["result"])
+
+
+def test_a_run_with_one_entry_keeps_its_entry_job_as_its_id_and_subtrees_stay_subtrees(
+    gw: Gateway,
+) -> None:
+    resp = gw.post("/pipeline/background", {"payload": {}})
+    assert resp.status_code == 202, resp.text
+    body = resp.json()
+    assert body["run_id"] == body["job_id"] and body["job_ids"] == [body["job_id"]]
+    view = run(gw, "chain", {"payload": {"order": "S-1"}})
+    assert view["run_id"] == view["job_id"] == view["tree"][0]["job_id"]
+    middle, last = view["tree"][1]["job_id"], view["tree"][2]["job_id"]
+    assert tree_ids(gw, middle) == [middle, last]
+
+
+def test_async_and_sync_together_are_refused(gw: Gateway) -> None:
+    resp = gw.post("/pipeline/forked?async=true&sync=true", {"payload": {}})
+    assert resp.status_code == 400, resp.text
+    assert "async=true and sync=true contradict each other" in resp.json()["error"]
 
 
 def test_call_continues_in_the_called_pipeline(gw: Gateway) -> None:
@@ -431,7 +521,7 @@ def test_cli_pipeline_run_then_job_inspect_renders_the_lineage(gw: Gateway) -> N
     inspect = run_cli("job", "inspect", after, "--config", str(gw.config_dir))
     assert inspect.returncode == 0, inspect.stderr
     out = inspect.stdout
-    assert f"Lineage (root job {view['job_id']})" in out
+    assert f"Lineage of run {view['job_id']} (its root job):" in out
     assert "guarded/maybe__switch  core.switch  succeeded  [switch false]" in out
     assert "guarded/maybe  echo  skipped  [skipped: if false]" in out
     assert f"* guarded/after  dumper  succeeded  [ran]  job {after}" in out
@@ -440,6 +530,54 @@ def test_cli_pipeline_run_then_job_inspect_renders_the_lineage(gw: Gateway) -> N
                               "--json").stdout)
     skipped = data["lineage"]["tree"]["children"][0]
     assert skipped["decision"] == "skipped: if false" and skipped["baggage"] == {"tenant": "t1"}
+
+
+def test_cli_sync_run_of_a_split_pipeline_waits_for_every_branch_and_inspect_names_the_run(
+    gw: Gateway,
+) -> None:
+    from support.gateway import TOKEN, run_cli
+
+    # `forked` is asynchronous: --sync alone makes the gateway wait for the whole run.
+    result = run_cli("pipeline", "run", "forked", "--payload", '{"who": "cli"}', "--sync",
+                     "--api-url", gw.url, "--api-key", TOKEN, "--json")
+    assert result.returncode == 0, result.stderr
+    view = json.loads(result.stdout)
+    assert view["status"] == "succeeded" and view["run_id"] == view["job_id"]
+    assert sorted(n["step_id"] for n in view["tree"]) == sorted(FORKED_STEPS)
+    assert all(n["status"] == "succeeded" for n in view["tree"])
+    r2 = steps(view)["r2"][0]["job_id"]
+    inspect = run_cli("job", "inspect", r2, "--config", str(gw.config_dir))
+    assert inspect.returncode == 0, inspect.stderr
+    out = inspect.stdout
+    assert f"Lineage of run {view['run_id']} (its root job):" in out
+    assert f"core.split  succeeded  [split into 2 branches]  job {view['run_id']}" in out
+    assert "forked/l  echo  succeeded  [ran]" in out
+    assert f"* forked/r2  echo  succeeded  [ran]  job {r2}" in out
+    data = json.loads(run_cli("job", "inspect", r2, "--config", str(gw.config_dir),
+                              "--json").stdout)
+    assert data["lineage"]["run_id"] == view["run_id"]
+    assert len(data["lineage"]["tree"]["children"]) == 2
+    text = run_cli("pipeline", "run", "forked", "--sync", "--api-url", gw.url,
+                   "--api-key", TOKEN)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.startswith("Pipeline forked succeeded in ")
+    assert text.stdout.count("succeeded ") == 1 + len(FORKED_STEPS)
+
+
+def test_cli_async_run_of_a_split_pipeline_prints_the_run_and_its_branches(
+    gw: Gateway,
+) -> None:
+    from support.gateway import TOKEN, run_cli
+
+    result = run_cli("pipeline", "run", "forked", "--api-url", gw.url, "--api-key", TOKEN)
+    assert result.returncode == 0, result.stderr
+    first, split, see = result.stdout.splitlines()
+    run_id = first.removeprefix("Started pipeline forked: job ").removesuffix(" (queued)")
+    assert split.startswith("Split into 2 branches: jobs ")
+    assert see == f"see: ductile job inspect {run_id}"
+    branches = split.removeprefix("Split into 2 branches: jobs ").split(", ")
+    tree = settled_tree(gw, run_id, len(FORKED_STEPS))
+    assert [n["job_id"] for n in tree if n["parent_job_id"] == run_id] == branches
 
 
 def test_cli_pipeline_run_async_prints_the_job_and_bad_payload_fails(gw: Gateway) -> None:

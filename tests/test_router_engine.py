@@ -325,6 +325,60 @@ def test_start_seeds_root_baggage_and_refuses_bad_or_oversized_baggage() -> None
         start(ps, "ghost", {})
 
 
+FANNED = """
+pipelines:
+  - name: fanned
+    on: batch.ready
+    steps:
+      - split:
+          - {id: left, uses: echo}
+          - steps: [{id: r1, uses: py, baggage: {batch.id: payload.id}}, {id: r2, uses: echo}]
+          - {id: guarded, uses: echo, if: {path: payload.go, op: exists}}
+      - {id: join, uses: notify}
+  - name: caller
+    on: caller.start
+    steps:
+      - call: fanned
+  - name: single
+    on: single.start
+    steps:
+      - split: [{id: only, uses: echo}]
+"""
+
+
+def test_a_run_that_enters_several_steps_gets_one_split_root_over_its_branches() -> None:
+    ps = compile_text(FANNED)
+    routed = start(ps, "fanned", {"id": 9}, {"tenant": "t1"}, new_id=ids())
+    assert [d.step_id for d in routed.dispatches] == ["left", "r1", "guarded__switch"]
+    run = routed.run
+    assert run is not None and run.pipeline == "fanned"
+    assert run.branches == ("fanned/left", "fanned/r1", "fanned/guarded__switch")
+    assert run.result == {"branches": list(run.branches)}
+    assert run.reason == "split into 3 branches"
+    assert run.decision == "started: fanned"
+    # The root carries the trigger event every branch receives.
+    assert all(d.event["event_id"] == run.event["event_id"] for d in routed.dispatches)
+    assert run.event["type"] == "batch.ready" and run.event["payload"] == {"id": 9}
+    # One pipeline instance: every branch grows from the same instance root row.
+    roots = {d.root.key for d in routed.dispatches if d.root is not None}
+    assert roots == {("fanned", "id-2")}
+    assert routed.dispatches[0].root is not None
+    assert routed.dispatches[0].root.accumulated["tenant"] == "t1"
+    # A call into a pipeline that fans out fans the caller's run out too.
+    called = start(ps, "caller", {"id": 1}, new_id=ids())
+    assert called.run is not None
+    assert called.run.branches == ("fanned/left", "fanned/r1", "fanned/guarded__switch")
+    assert called.run.pipeline == "caller"
+
+
+def test_a_run_that_enters_one_step_has_no_split_root() -> None:
+    assert start(compile_text(THREE_STEPS), "three", {"id": 1, "who": "x"}).run is None
+    assert start(compile_text(FANNED), "single", {}).run is None
+    # Runs started by an event hang under the emitting job: no root of their own.
+    assert route(compile_text(FANNED), None, "poller", event("batch.ready", {"id": 2})).run \
+        is None
+
+
 def test_events_without_type_or_with_bad_payload_cannot_be_routed() -> None:
     ps = compile_text(THREE_STEPS)
     with pytest.raises(RoutingError, match="event.type is required"):

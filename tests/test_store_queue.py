@@ -1,4 +1,5 @@
-"""The job queue: enqueue, dedupe, claim, complete, retry, cancel, recovery and the ledger."""
+"""The job queue: enqueue, dedupe, claim, complete, retry, cancel, interrupt, recovery, the
+operator's retry links and the ledger."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from ductile.errors import DedupeDropped, InvalidTransition, SourceEventConflict, StoreError
+from ductile.errors import (
+    DedupeDropped,
+    InvalidTransition,
+    JobNotFound,
+    JobStateConflict,
+    SourceEventConflict,
+    StoreError,
+)
 from ductile.machines import load_machine
 from ductile.store import Database, Queue, Snapshots, StateStore, open_readonly, read_job_ledger
 from ductile.store.jobs import Job, format_time
@@ -71,26 +79,42 @@ async def fail_and_retry(queue: Queue, job: Job, *, delay: float = 0.0) -> Job:
 def test_the_job_machine_declares_the_statuses_and_edges() -> None:
     spec = load_machine("job")
     assert spec.initial == "new"
-    assert set(spec.terminal) == {"succeeded", "failed", "timed_out", "dead", "skipped"}
+    assert set(spec.terminal) == {"succeeded", "failed", "timed_out", "dead", "skipped",
+                                  "cancelled"}
+    assert set(spec.failure) == {"failed", "timed_out", "dead"}
+    assert set(spec.retryable) == {"failed", "timed_out", "dead", "cancelled"}
     assert spec.allowed(None, "queued")
     assert spec.allowed("queued", "running")
     assert spec.allowed("running", "queued")
-    assert spec.allowed("queued", "dead")
+    assert spec.allowed("queued", "cancelled")
+    assert not spec.allowed("queued", "dead")  # dead is crash recovery's alone now
     for status in spec.terminal:
         assert spec.allowed("running", status)
-        assert not spec.allowed("queued", status) or status == "dead"
+        assert not spec.allowed("queued", status) or status == "cancelled"
         assert not any(spec.allowed(status, other) for other in spec.states)
 
 
-async def test_a_queued_job_cannot_be_completed_as_dead(queue: Queue, clock: Clock) -> None:
-    """queued -> dead is an edge, but only for `cancel`: complete needs a running job."""
+async def test_a_queued_job_cannot_be_completed_as_cancelled(queue: Queue, clock: Clock) -> None:
+    """queued -> cancelled is an edge, but only for `cancel`: complete needs a running job."""
     job = await enqueue(queue, clock)
-    with pytest.raises(InvalidTransition, match="queued -> dead"):
+    with pytest.raises(InvalidTransition, match="queued -> cancelled"):
         await queue.complete(
-            job, "dead", result=None, last_error="x", stderr=None, exit_code=None,
-            duration_ms=None, outcome="gave_up",
+            job, "cancelled", result=None, last_error="x", stderr=None, exit_code=None,
+            duration_ms=None, outcome="cancelled",
         )
     assert (await current(queue, job.id)).status == "queued"
+
+
+async def test_the_dispatcher_can_no_longer_complete_a_job_as_dead(
+    queue: Queue, clock: Clock
+) -> None:
+    """running -> dead is crash recovery's `recover` only: a stop that was asked for is
+    `cancelled`, a failure `failed`."""
+    await enqueue(queue, clock)
+    running = await claim(queue)
+    with pytest.raises(InvalidTransition, match="running -> dead"):
+        await queue.complete(running, "dead", result=None, last_error="x", stderr=None,
+                             exit_code=None, duration_ms=None, outcome="gave_up")
 
 
 async def test_enqueue_stores_a_queued_job_with_the_live_snapshot(
@@ -396,16 +420,83 @@ async def test_a_redelivered_routed_event_is_a_source_event_conflict(
     assert (await queue.list())[1] == 2
 
 
-async def test_cancel_marks_a_queued_job_dead(queue: Queue, clock: Clock) -> None:
+async def test_cancel_ends_a_queued_job_cancelled(queue: Queue, clock: Clock) -> None:
     job = await enqueue(queue, clock)
-    dead = await queue.cancel(job.id, reason="cancelled by scheduler (if_running=cancel)")
-    assert (dead.status, dead.last_error) == ("dead", "cancelled by scheduler (if_running=cancel)")
-    assert [e.status for e in await queue.log_entries(job.id)] == ["dead"]
+    done = await queue.cancel(job.id, reason="cancelled by scheduler (if_running=cancel)")
+    assert (done.status, done.last_error) == (
+        "cancelled", "cancelled by scheduler (if_running=cancel)")
+    assert done.completed_at is not None
+    assert [e.status for e in await queue.log_entries(job.id)] == ["cancelled"]
+    [*_, last] = await queue.transitions(job.id)
+    assert (last.from_status, last.to_status, last.reason) == (
+        "queued", "cancelled", "cancelled by scheduler (if_running=cancel)")
     assert await queue.claim() is None
     await enqueue(queue, clock)
     running = await claim(queue)
-    with pytest.raises(InvalidTransition, match="running -> dead"):
+    with pytest.raises(InvalidTransition, match="running -> cancelled"):
         await queue.cancel(running.id)
+    with pytest.raises(JobNotFound, match="job nope not found"):
+        await queue.cancel("nope")
+
+
+async def test_a_running_job_is_completed_cancelled_under_the_cancel_edge(
+    queue: Queue, clock: Clock
+) -> None:
+    """What the dispatcher writes after stopping a plugin: a terminal attempt like any other
+    (log row, finished attempt), recorded as `stop`, never `complete`."""
+    await enqueue(queue, clock)
+    running = await claim(queue)
+    done = await queue.complete(running, "cancelled", result=None,
+                                last_error="cancelled by operator", stderr="bye\n",
+                                exit_code=None, duration_ms=12, outcome="cancelled")
+    assert (done.status, done.last_error) == ("cancelled", "cancelled by operator")
+    [attempt] = await queue.attempts(running.id)
+    assert (attempt.outcome, attempt.stderr_tail) == ("cancelled", "bye\n")
+    [*_, last] = await queue.transitions(running.id)
+    assert (last.to_status, last.reason) == ("cancelled", "cancelled: cancelled by operator")
+
+
+async def test_an_interrupted_job_is_requeued_without_spending_an_attempt(
+    queue: Queue, clock: Clock
+) -> None:
+    """A clean stop whose grace ran out: the job waits for the next start, the cut attempt
+    stays in the ledger as `interrupted`, it costs no retry (attempt and max_attempts + 1)
+    and no poison-job strike: two interrupts then a crash still only requeue it."""
+    job = await enqueue(queue, clock, max_attempts=2)
+    running = await claim(queue)
+    again = await queue.interrupt(running, duration_ms=30_000, stderr=None)
+    assert (again.status, again.attempt, again.max_attempts, again.last_error) == (
+        "queued", 2, 3, None)
+    [cut] = await queue.attempts(job.id)
+    assert (cut.attempt, cut.outcome, cut.duration_ms) == (1, "interrupted", 30_000)
+    [*_, last] = await queue.transitions(job.id)
+    assert (last.from_status, last.to_status) == ("running", "queued")
+    assert last.reason is not None and last.reason.startswith("interrupted by shutdown")
+    await queue.interrupt(await claim(queue), duration_ms=1, stderr=None)
+    await claim(queue)
+    [recovered] = await queue.recover_orphans()  # the first crash it ever saw: no quarantine
+    assert recovered.status == "queued"
+    with pytest.raises(InvalidTransition, match="queued -> queued"):
+        await queue.interrupt(recovered, duration_ms=1, stderr=None)
+
+
+async def test_a_retry_links_both_ways_and_only_once(queue: Queue, clock: Clock) -> None:
+    old = await enqueue(queue, clock, dedupe_key="k", parent_job_id="p", event_context_id=None)
+    with pytest.raises(JobStateConflict, match=r"is queued: only a job that is failed, "):
+        await enqueue(queue, clock, retry_of=old.id)
+    await queue.complete(await claim(queue), "failed", result=None, last_error="boom",
+                         stderr=None, exit_code=1, duration_ms=1, outcome="plugin_error")
+    new = await enqueue(queue, clock, dedupe_key="k", retry_of=old.id)
+    assert new.retry_of == old.id and (await current(queue, new.id)).retry_of == old.id
+    [enqueued] = await queue.transitions(new.id)
+    assert enqueued.reason == f"enqueued by api: retry of {old.id}"
+    assert (await queue.links(await current(queue, old.id))).as_dict() == {
+        "retried_as": new.id}
+    assert (await queue.links(new)).as_dict() == {"retry_of": old.id}
+    with pytest.raises(JobStateConflict, match=f"already retried as job {new.id}"):
+        await enqueue(queue, clock, retry_of=old.id)
+    with pytest.raises(JobNotFound):
+        await enqueue(queue, clock, retry_of="missing")
 
 
 async def test_recover_orphans_requeues_or_kills_by_attempts(queue: Queue, clock: Clock) -> None:

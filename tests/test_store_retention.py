@@ -18,7 +18,7 @@ from ductile.store.retention import PruneReport, RetentionPolicy, prune
 
 DAY = 86400.0
 TABLES = ("job_log", "job_queue", "job_transitions", "job_attempts")
-TERMINAL = ("succeeded", "failed", "timed_out", "dead", "skipped")
+TERMINAL = ("succeeded", "failed", "timed_out", "dead", "skipped", "cancelled")
 
 
 @pytest.fixture

@@ -14,9 +14,11 @@ from ductile.store.queue import Successor
 from ductile.store.tree import (
     MAX_TREE_DEPTH,
     MAX_TREE_NODES,
+    SPLIT_ROOT_PLUGIN,
     TreeState,
     fetch_job_tree,
     root_of,
+    split_run_root,
     tree_settled,
 )
 from support.store import Clock
@@ -163,3 +165,89 @@ async def test_a_tree_deeper_than_the_depth_bound_is_cut_and_says_so(db: Databas
     state = await settled(db, "n0")
     assert (state.total, state.truncated) == (MAX_TREE_DEPTH + 1, True)
     assert await db.read(lambda conn: root_of(conn, f"n{MAX_TREE_DEPTH}")) == "n0"
+
+
+# --- a run that fans out at its first step: one root job, one tree ----------------------------
+
+
+def split_run(instance: str = "i9") -> tuple[Successor, list[Successor]]:
+    """A `core.split` root and two branch successors sharing one pipeline-instance root row,
+    shaped the way `POST /pipeline/{name}` builds them."""
+    shared = ContextSpec(None, "fan", "", {"tenant": "t1", "ductile": {
+        "pipeline_instance_id": instance, "route_depth": 0}}, id=f"ctx-{instance}")
+    branches = [
+        Successor(plugin=plugin, command="handle", payload={"type": "go", "payload": {}},
+                  submitted_by="api", source_event_id=source,
+                  context=ContextSpec(None, "fan", step_id, {"tenant": "t1"}, parent=shared),
+                  max_attempts=3)
+        for plugin, step_id, source in (("left", "l", "ev"), ("right", "r", "ev"))
+    ]
+    root = Successor(plugin=SPLIT_ROOT_PLUGIN, command="handle",
+                     payload={"type": "go", "payload": {}}, submitted_by="api",
+                     source_event_id=None, context=shared, max_attempts=1)
+    return root, branches
+
+
+async def test_a_split_run_is_one_succeeded_root_with_its_branches_in_one_write(
+    queue: Queue, db: Database,
+) -> None:
+    root, branches = split_run()
+    started = await queue.start_run(root, branches, result='{"branches":["fan/l","fan/r"]}',
+                                    reason="split into 2 branches")
+    run = started.job
+    assert (run.plugin, run.status, run.parent_job_id) == (SPLIT_ROOT_PLUGIN, "succeeded", None)
+    assert run.event_context_id == "ctx-i9"
+    assert [j.parent_job_id for j in started.successors] == [run.id, run.id]
+    assert [j.status for j in started.successors] == ["queued", "queued"]
+    # The machine's ordinary edges, each recorded; no attempt ran, so none is in the ledger.
+    history = [(t.from_status, t.to_status) for t in await queue.transitions(run.id)]
+    assert history == [(None, "queued"), ("queued", "running"), ("running", "succeeded")]
+    assert await queue.attempts(run.id) == []
+    [log] = await queue.log_entries(run.id)
+    assert log.status == "succeeded" and log.result == '{"branches":["fan/l","fan/r"]}'
+    # Every branch's context row grows from the instance root row the root job points at.
+    parents = await db.read(lambda conn: [row[0] for row in conn.execute(
+        "SELECT parent_id FROM event_context WHERE step_id != '' ORDER BY step_id")])
+    assert parents == ["ctx-i9", "ctx-i9"]
+    # The branches are claimable at once.
+    claimed = await queue.claim_next()
+    assert claimed is not None and claimed.job.id == started.successors[0].id
+
+
+async def test_the_tree_of_any_job_of_a_split_run_is_the_whole_run(
+    queue: Queue, db: Database, clock: Clock,
+) -> None:
+    root, branches = split_run()
+    started = await queue.start_run(root, branches, result=None, reason="split into 2 branches")
+    left, right = started.successors
+    [leaf] = await run(queue, clock, left, step("leaf", "e1"))
+    whole = await db.read(lambda conn: fetch_job_tree(conn, started.job.id))
+    assert whole is not None and whole["job_id"] == started.job.id
+    assert [c["job_id"] for c in whole["children"]] == [left.id, right.id]
+    assert whole["decision"] == "split into 2 branches"
+    assert whole["context"]["pipeline"] == "fan" and whole["context"]["step_id"] == ""
+    assert whole["context"]["baggage"] == {"tenant": "t1"}
+    for job_id in (left.id, right.id, leaf.id):
+        assert await db.read(lambda conn, j=job_id: fetch_job_tree(conn, j)) == whole
+        assert await db.read(lambda conn, j=job_id: split_run_root(conn, j)) == started.job.id
+    # The job inspect lineage starts at the same root.
+    assert await db.read(lambda conn: root_of(conn, leaf.id)) == started.job.id
+
+
+async def test_a_job_outside_a_split_run_keeps_its_own_subtree(
+    queue: Queue, db: Database, clock: Clock,
+) -> None:
+    top = await queue.enqueue("first", "handle", {}, "api")
+    [child] = await run(queue, clock, top, step("second", "e1"))
+    [grandchild] = await run(queue, clock, child, step("third", "e2"))
+    tree = await db.read(lambda conn: fetch_job_tree(conn, child.id))
+    assert tree is not None and tree["job_id"] == child.id
+    assert [c["job_id"] for c in tree["children"]] == [grandchild.id]
+    assert await db.read(lambda conn: split_run_root(conn, grandchild.id)) is None
+    assert await db.read(lambda conn: split_run_root(conn, "nope")) is None
+
+
+def test_the_router_and_the_store_name_the_split_root_alike() -> None:
+    from ductile.router import SPLIT_PLUGIN
+
+    assert SPLIT_PLUGIN == SPLIT_ROOT_PLUGIN

@@ -101,11 +101,17 @@ def test_set_mode_errors(cfg: Path) -> None:
     assert both.returncode == 1 and "one mode" in both.stderr
     half = cli("vault", "set", "--vault", "v", "--name", "x", input="v")
     assert half.returncode == 1 and "BOTH --vault and --key" in half.stderr
-    neither = cli("vault", "set", "--name", "x", input="v")
-    assert neither.returncode == 1 and "--api-url is required" in neither.stderr
-    no_token = cli("vault", "set", "--api-url", "unix:///nowhere.sock", "--name", "x", input="v")
+    neither = cli("vault", "set", "--name", "x", input="v", env={"HOME": str(cfg.parent)})
+    assert neither.returncode == 1 and "pass --config PATH" in neither.stderr
+    both_ways = cli("vault", "set", "--config", str(cfg), "--vault", "v", "--key", "k",
+                    "--name", "x", input="v")
+    assert both_ways.returncode == 1 and "one mode" in both_ways.stderr
+    closed = cli("vault", "set", "--config", str(cfg), "--name", "x", input="v")
+    assert closed.returncode == 1 and "api.enabled is false" in closed.stderr
+    no_token = cli("vault", "set", "--api-url", "unix:///nowhere.sock", "--name", "x", input="v",
+                   env={"HOME": str(cfg.parent)})
     assert no_token.returncode == 1 and \
-        "vault admin token required (--token or DUCTILE_VAULT_TOKEN)" in no_token.stderr
+        "vault admin token required: --token, $DUCTILE_VAULT_TOKEN" in no_token.stderr
     empty_unix = cli("vault", "set", "--api-url", "unix://", "--token", "t", "--name", "x",
                      input="v")
     assert empty_unix.returncode == 1 and "needs a socket path" in empty_unix.stderr

@@ -88,6 +88,11 @@ class BootFacts:
     privsep: Any = None
     floor: Any = None
     sidedoors: Any = None
+    # TLS: the server context loaded for each listener with a `tls` block ("api",
+    # "webhooks" -> ssl.SSLContext), or why the first one could not be (gate
+    # tls_material_loadable).
+    tls: dict[str, Any] = field(default_factory=dict)
+    tls_error: str | None = None
 
 
 Gate = Callable[[BootFacts], "Refusal | None"]
@@ -383,6 +388,15 @@ def accounts_resolved(f: BootFacts) -> Refusal | None:
     return None
 
 
+def tls_material_loadable(f: BootFacts) -> Refusal | None:
+    """Every listener with a `tls` block has a readable certificate chain and a matching,
+    unencrypted key that others cannot read. Judged on every reload too, so a renewed
+    certificate that is broken is refused while the old one keeps serving."""
+    if f.tls_error is not None:
+        return Refusal("tls_material_loadable", f"TLS refused: {f.tls_error}")
+    return None
+
+
 def privsep_posture_decided(f: BootFacts) -> Refusal | None:
     """The capability to change uid and the `accounts:` table agree (privsep/posture.py)."""
     if f.privsep is not None and f.privsep.refusal is not None:
@@ -441,6 +455,7 @@ GATES: dict[str, Gate] = {
         api_has_tokens,
         api_tokens_resolved,
         accounts_resolved,
+        tls_material_loadable,
         privsep_posture_decided,
         filesystem_floor_held,
         side_doors_closed,

@@ -209,6 +209,22 @@ def gather_accounts(cfg: Config, facts: BootFacts) -> None:
     facts.account_problems = tuple(problems)
 
 
+def gather_tls(cfg: Config, facts: BootFacts) -> None:
+    """Load the certificate and key of each listener with a `tls` block into a server context
+    (gate tls_material_loadable). Reads the files only; nothing is served from here."""
+    from ductile.errors import TlsMaterialError
+    from ductile.planes.tls import server_context
+
+    for name, tls in (("api", cfg.api.tls), ("webhooks", cfg.webhooks.tls)):
+        if tls is None:
+            continue
+        try:
+            facts.tls[name] = server_context(tls.cert_file, tls.key_file, key=f"{name}.tls")
+        except TlsMaterialError as exc:
+            facts.tls_error = str(exc)
+            return
+
+
 def gather_doctor(cfg: Config, facts: BootFacts) -> None:
     """The doctor's review of everything gathered so far, and the keys the loader ignored
     (gate config_doctor_passed). Pure: it reads only facts, so it follows the pipelines."""
@@ -243,6 +259,7 @@ def dry_run(explicit: str | None, environ: Mapping[str, str], home: str,
     gather_relay(cfg, facts)
     gather_schedules(cfg, facts)
     gather_accounts(cfg, facts)
+    gather_tls(cfg, facts)
     warned.add("pipeline", gather_pipelines(cfg, facts))
     gather_doctor(cfg, facts)
     gather_posture(cfg, facts)

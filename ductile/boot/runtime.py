@@ -40,11 +40,13 @@ from ductile.boot.gather import (
     gather_relay,
     gather_schedules,
     gather_symlinks,
+    gather_tls,
     gather_vault_facts,
 )
 from ductile.boot.machine import BootMachine
 from ductile.config.schema import Config
 from ductile.dispatch.completions import Completions
+from ductile.dispatch.live import LiveStderr
 from ductile.errors import ConfigError, LockError, StoreError
 from ductile.logs import Logger
 from ductile.runtime import Runtime
@@ -79,6 +81,8 @@ class Process:
     management_path: str | None = None
     webhook_listener: socket.socket | None = None
     completions: Completions = field(default_factory=Completions)
+    # Running plugins' stderr lines for live followers (dispatcher publishes, API reads).
+    live: LiveStderr = field(default_factory=LiveStderr)
     dispatcher: Dispatcher | None = None
     audit: AuditWriter | None = None
     generations: int = 0
@@ -153,6 +157,7 @@ async def build_generation(
     gather_relay(cfg, facts)
     gather_schedules(cfg, facts)
     gather_accounts(cfg, facts)
+    gather_tls(cfg, facts)
     machine.advance("admit")
 
     if proc.db is None:
@@ -257,6 +262,7 @@ async def build_generation(
         privsep=privsep,
         attestor=attestor,
         relay=replace(facts.relay, clients=proc.relay_clients),
+        tls=dict(facts.tls),
     )
 
 

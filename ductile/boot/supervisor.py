@@ -4,6 +4,7 @@
              ├── signal handler   SIGTERM/SIGINT -> graceful stop, SIGHUP -> reload
              ├── dispatcher       claims and runs jobs
              ├── API server       hypercorn on the socket bound once at first boot
+             │                    (HTTPS with api.tls; webhooks alike with webhooks.tls)
              └── watchdog         WATCHDOG=1 when systemd asks for it
 
 Any task that raises cancels the tree: the process exits 1 and systemd (`Restart=on-failure`)
@@ -12,7 +13,8 @@ restarts it. A boot refusal exits 78, which the shipped unit lists in
 
 Reload builds a whole new generation through every gate while the current one keeps serving, and
 swaps only when the new one reached `ready`. The listener and the database are process-wide, so
-the swap drops no connection.
+the swap drops no connection. A TLS listener serves the new generation's certificate to new
+connections (planes/tls.py); switching TLS on or off restarts that plane on the same socket.
 """
 
 from __future__ import annotations
@@ -76,6 +78,8 @@ class Supervisor:
         self._webhook_app: Any = None
         self._hyper_configs: dict[str, Any] = {}
         self._plane_stops: dict[str, trio.Event] = {}
+        # The TLS of each plane serving HTTPS (planes/tls.py ServedTls), renewed at each swap.
+        self._served_tls: dict[str, Any] = {}
         self._planes: trio.Nursery | None = None
         self.scheduler: Any = None
         self.http_inflight = InFlight()  # requests being handled, counted by the API app
@@ -150,7 +154,8 @@ class Supervisor:
                 with trio.CancelScope(shield=True):
                     await self.proc.close()
                 return EXIT_REFUSED
-            dispatcher = Dispatcher(lambda: self.current, self.proc.completions, self.proc.log)
+            dispatcher = Dispatcher(lambda: self.current, self.proc.completions, self.proc.log,
+                                    live=self.proc.live)
             self.proc.dispatcher = dispatcher
             code = EXIT_OK
             try:
@@ -204,7 +209,8 @@ class Supervisor:
                 socket=self.proc.management_path)
         self.log.info("ductile running (press Ctrl+C to stop)", posture=rt.posture,
                       pid=os.getpid(), planes=sorted(self._plane_stops),
-                      listen=rt.config.api.listen if "api" in self._plane_stops else None)
+                      listen=rt.config.api.listen if "api" in self._plane_stops else None,
+                      tls=sorted(self._served_tls))
 
     def _desired_planes(self, rt: Runtime) -> set[str]:
         """The HTTP planes this generation's posture opens (each on a process-wide socket)."""
@@ -221,11 +227,29 @@ class Supervisor:
     async def _sync_planes(self) -> None:
         """Open the planes the current posture wants and close the others: a reload from the
         management-only posture to the gateway opens the public listener and removes the
-        management socket; deleting every API token goes back the other way."""
+        management socket; deleting every API token goes back the other way. A plane that
+        stays open serves the current generation's TLS certificate to new connections."""
         assert self._planes is not None
         wanted = self._desired_planes(self.current)
+        tls = self.current.tls
+        for name in sorted(set(self._plane_stops) & wanted):
+            served = self._served_tls.get(name)
+            if served is not None and name in tls:
+                served.renew(tls[name])  # new connections get this generation's certificate
+            elif served is not None or name in tls:
+                # TLS switched on or off: hypercorn wraps its socket once, so this plane is
+                # restarted on the same socket (in-flight requests finish on the old one),
+                # with a new app: a quart app's lifespan belongs to one serve, and the old
+                # serve's shutdown would cancel its successor's.
+                self._plane_stops.pop(name).set()
+                self._served_tls.pop(name, None)
+                if name == "api":
+                    self._app = None
+                else:
+                    self._webhook_app = None
         for name in sorted(set(self._plane_stops) - wanted):
             self._plane_stops.pop(name).set()
+            self._served_tls.pop(name, None)
             if name == "management":
                 self.proc.close_management()
         for name in sorted(wanted - set(self._plane_stops)):
@@ -264,12 +288,16 @@ class Supervisor:
             return self._app, self.proc.listener
         if name == "webhooks":
             from ductile.planes.webhook.app import create_webhook_app
+            from ductile.planes.webhook.respond import JobOutcomes
 
             rt = self.current
             if self._webhook_app is None:
+                # `respond: result` waits on job ends, read through narrow callables.
+                outcomes = JobOutcomes(self.proc.completions, lambda: self.current.queue,
+                                       lambda: self.stopping)
                 self._webhook_app = create_webhook_app(
                     rt.config.webhooks.endpoints, rt.webhook_secrets, rt.queue.enqueue,
-                    self.proc.log.child("webhook"))
+                    self.proc.log.child("webhook"), outcomes=outcomes)
             else:
                 self._webhook_app.replace_routes(rt.config.webhooks.endpoints,
                                                  rt.webhook_secrets, rt.queue.enqueue)
@@ -298,33 +326,53 @@ class Supervisor:
             if self.scheduler is not None:
                 self.scheduler.wake()
 
+        async def cancel_running(job_id: str, reason: str) -> bool:
+            dispatcher = self.proc.dispatcher
+            return dispatcher is not None and await dispatcher.cancel_running(job_id, reason)
+
         return ApiContext(
             current=lambda: self.current, log=self.proc.log,
             completions=self.proc.completions, read=db.read, write=db.write, audit=audit,
             reload=self.reload, stopping=lambda: self.stopping, uptime=self._uptime,
             scheduler_boot=lambda: self.scheduler.boot if self.scheduler is not None else None,
-            wake_scheduler=wake_scheduler, inflight=self.http_inflight,
+            wake_scheduler=wake_scheduler, fire_schedule=self._fire_schedule,
+            inflight=self.http_inflight, live=self.proc.live,
+            cancel_running=cancel_running,
         )
+
+    async def _fire_schedule(self, plugin: str, schedule_id: str) -> Any:
+        """Fire one schedule now (POST /scheduler/run), through the running scheduler."""
+        from ductile.errors import SchedulerError
+
+        if self.scheduler is None:
+            raise SchedulerError("the scheduler has not started yet; retry in a moment")
+        return await self.scheduler.fire_now(plugin, schedule_id)
 
     def _uptime(self) -> int:
         """Seconds since the process started serving (a reload does not reset it)."""
         return int(time.monotonic() - self.started_monotonic)
 
     async def _serve_plane(self, name: str, stop: trio.Event, *, task_status: Any) -> None:
-        from hypercorn.config import Config as HyperConfig
         from ductile.planes.http import serve_plane
+        from ductile.planes.tls import ServedTls
+        from ductile.planes.tls_hypercorn import PlaneConfig
 
         app, sock = self._plane_app(name)
         assert sock is not None
         fd = os.dup(sock.fileno())
         grace = self.current.config.service.shutdown_grace
+        context = self.current.tls.get(name)
+        served = ServedTls(context) if context is not None else None
+        if served is not None:
+            self._served_tls[name] = served
         if name == "webhooks":
             from ductile.planes.webhook.server import webhook_hypercorn_config
 
             # Short read/keep-alive timeouts: a slowloris sender cannot pin connections.
-            config = webhook_hypercorn_config(f"fd://{fd}", graceful_timeout=grace)
+            config = webhook_hypercorn_config(f"fd://{fd}", graceful_timeout=grace, tls=served)
         else:
-            config = HyperConfig()
+            config = PlaneConfig()
+            config.served_tls = served
             config.bind = [f"fd://{fd}"]
             config.accesslog = None
             config.errorlog = None
@@ -337,7 +385,9 @@ class Supervisor:
                 await serve_plane(app, config, shutdown_trigger=stop.wait,
                                   task_status=task_status)
             finally:
-                self._hyper_configs.pop(name, None)
+                # A plane restarted on its socket (TLS switched) has a successor by this name.
+                if self._hyper_configs.get(name) is config:
+                    del self._hyper_configs[name]
 
         async with trio.open_nursery() as inner:
             await inner.start(serve_then_seal)

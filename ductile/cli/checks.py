@@ -18,6 +18,14 @@ from typing import Any
 _BLIND_GATES = ("secret_refs_resolved", "api_tokens_resolved")
 # A refusal here leaves nothing for the gates after it to judge.
 _STOPPING_GATES = ("config_found", "config_loaded", "plugins_discovered", "aliases_resolved")
+# These judge what the vault holds. When the vault file exists but cannot be opened (gate
+# vault_opened refused), the check knows nothing about its contents, so their refusals would
+# be false advice ("not found in the vault; mint it" for a secret that is there): boot never
+# reaches them in that state, and the check reports them as not checked instead.
+_VAULT_CONTENT_GATES = ("secret_refs_resolved", "api_has_tokens", "api_tokens_resolved")
+_NOT_CHECKED = ("not checked: the vault cannot be opened (see vault_opened), so whether it "
+                "holds the secrets this gate needs is unknown; fix vault_opened and check again")
+_TOKENS_KEY = "api.auth.tokens"
 
 
 def check_config(config_path: str | None) -> dict[str, Any]:
@@ -37,11 +45,15 @@ def check_config(config_path: str | None) -> dict[str, Any]:
         if refusal is None:
             continue
         entry = {"category": refusal.gate, "message": refusal.reason}
+        if facts.vault_error is not None and gate in _VAULT_CONTENT_GATES:
+            warnings.append({"category": gate, "message": _NOT_CHECKED})
+            continue
         blind = facts.vault_status == "blind" and gate in _BLIND_GATES
         (warnings if blind else errors).append(entry)
         if gate in _STOPPING_GATES:
             return report
-    _add_doctor_findings(facts.doctor, errors, warnings)
+    _add_doctor_findings(facts.doctor, errors, warnings,
+                         vault_unreadable=facts.vault_error is not None)
     report["valid"] = not errors
     report["posture"] = facts.posture
     report["plugins"] = sorted(facts.plugins)
@@ -49,14 +61,20 @@ def check_config(config_path: str | None) -> dict[str, Any]:
 
 
 def _add_doctor_findings(doctor: Any, errors: list[dict[str, str]],
-                         warnings: list[dict[str, str]]) -> None:
+                         warnings: list[dict[str, str]], *, vault_unreadable: bool) -> None:
     """The doctor's findings, whatever service.admission.validate_config_on_boot says: with the
     switch off boot only logs them, but an error still means the config is not as meant (the Go
     gateway's `config check` judges the same way). Under the switch the gate
-    config_doctor_passed is listed as well, since boot would refuse there."""
+    config_doctor_passed is listed as well, since boot would refuse there.
+
+    With a vault that cannot be opened the doctor sees no vault, so its "no token and no vault"
+    error would be false too: it is left out, as the vault gates are."""
     if doctor is None:
         return
-    errors.extend(finding.as_dict() for finding in doctor.errors)
+    for finding in doctor.errors:
+        if vault_unreadable and finding.category == "api" and finding.field == _TOKENS_KEY:
+            continue
+        errors.append(finding.as_dict())
     warnings.extend(finding.as_dict() for finding in doctor.warnings)
 
 

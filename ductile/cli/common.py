@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 if TYPE_CHECKING:
+    import ssl
+
     from ductile.config.schema import Config
 
 config_option = click.option(
@@ -56,13 +58,43 @@ def load(config_path: str | None, *, validate: bool = True) -> Config:
 
 
 def api_base(cfg: Config | None, api_url: str | None) -> str:
+    """--api-url, else the configured API listener: https:// when `api.tls` is set."""
     if api_url:
         return api_url.rstrip("/")
     listen = cfg.api.listen if cfg is not None else "127.0.0.1:8080"
     host, _, port = listen.rpartition(":")
     if host in ("", "0.0.0.0", "::", "[::]"):
         host = "127.0.0.1"
-    return f"http://{host}:{port}"
+    scheme = "https" if cfg is not None and cfg.api.tls is not None else "http"
+    return f"{scheme}://{host}:{port}"
+
+
+def api_verify(cfg: Config | None, api_url: str | None) -> bool | ssl.SSLContext:
+    """httpx's `verify=`: how to trust the gateway's certificate. Talking to the configured
+    listener (no --api-url) with `api.tls` set: exactly the certificate in `api.tls.cert_file`
+    (the gateway's own, so no CA or host name is needed; ductile.planes.tls). Otherwise the
+    system trust store. Raises TlsMaterialError when that certificate cannot be read."""
+    if api_url or cfg is None or cfg.api.tls is None:
+        return True
+    from ductile.planes.tls import pinned_client_context
+
+    return pinned_client_context(cfg.api.tls.cert_file, key="api.tls")
+
+
+def _certificate_hint(exc: BaseException, cfg: Config | None, api_url: str | None) -> str:
+    """What to do when the failure is the gateway's certificate failing verification."""
+    import ssl
+
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return ""
+    if api_url or cfg is None or cfg.api.tls is None:  # verified against the system store
+        return ("the gateway's certificate is not trusted by this system; use the configured "
+                "listener (--config, without --api-url) to trust exactly api.tls.cert_file")
+    return ("the gateway serves another certificate than api.tls.cert_file; after renewing "
+            "the files, run ductile system reload")
 
 
 def api_key(cfg: Config | None, explicit: str | None) -> str | None:
@@ -123,17 +155,25 @@ def post_to_gateway(path: str, body: Any, *, api_url: str | None, api_key_opt: s
     to check. `wait` lifts the client timeout (the server caps a sync wait itself)."""
     import httpx
 
+    from ductile.errors import TlsMaterialError
+
     cfg = None if (api_url and api_key_opt) else load(config_path, validate=False)
     token = api_key(cfg, api_key_opt)
     if not token:
         fail("API key required. Use --api-key or DUCTILE_API_KEY env var.")
     url = f"{api_base(cfg, api_url)}{path}"
     try:
-        resp = httpx.post(url, json=body, params=params,
+        verify = api_verify(cfg, api_url)
+    except TlsMaterialError as exc:
+        fail(f"cannot trust the gateway's certificate: {exc}")
+    try:
+        resp = httpx.post(url, json=body, params=params, verify=verify,
                           headers={"Authorization": f"Bearer {token}"},
                           timeout=None if wait else 15.0)
     except httpx.HTTPError as exc:
-        fail(f"cannot reach the gateway at {url}: {exc}; is it running (ductile system status)?")
+        hint = (_certificate_hint(exc, cfg, api_url)
+                or "is it running (ductile system status)?")
+        fail(f"cannot reach the gateway at {url}: {exc}; {hint}")
     try:
         data = resp.json()
     except ValueError:

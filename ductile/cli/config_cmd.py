@@ -39,7 +39,9 @@ def init(directory: str | None, force: bool) -> None:
     click.echo(f"Initialized: {target}")
     for path in result.written:
         click.echo(f"Created: {path}")
-    if not result.vault_created:
+    if result.vault_created:
+        _audit_init(target)
+    else:
         click.echo("Kept the existing vault and key (--force never replaces a vault).")
     if privileged:
         click.echo("Note:        this account can change uid, so service.unconfined: true was "
@@ -50,6 +52,31 @@ def init(directory: str | None, force: bool) -> None:
                "secret api-token)")
     click.echo(f"Admin token: in {result.admin_token_file} (mode 0600; for ductile vault "
                "commands and /vault/*; move it somewhere safe)")
+
+
+def _audit_init(target: str) -> None:
+    """Record the vault writes `config init` made (the genesis with its admin token, the
+    api-token secret set and minted) in the state database of the new config, creating it: every
+    vault write is audited, and this one happens before any gateway. Names only, never values."""
+    from ductile.config.load import parse_config
+    from ductile.errors import ConfigError, StoreError
+    from ductile.store.audit import AuditEvent, append_creating_database
+    from ductile.vault.bootstrap import API_TOKEN_SECRET
+    from ductile.vault.model import ADMIN_TOKEN
+
+    why = "ductile config init"
+    events = (AuditEvent("cli", "init", ADMIN_TOKEN, "ok", f"{why}: new vault and admin token"),
+              AuditEvent("cli", "set", API_TOKEN_SECRET, "ok", f"{why}: pattern auto"),
+              AuditEvent("cli", "roll", API_TOKEN_SECRET, "ok", f"{why}: minted"))
+    try:
+        state_path = parse_config(os.path.join(target, "config.yaml"), environ=os.environ).state_path
+        append_creating_database(state_path, events)
+    except (ConfigError, StoreError) as exc:
+        click.echo(f"Warning: the vault audit rows of this init were not written: {exc}",
+                   err=True)
+        return
+    click.echo(f"Created: {state_path} (the state database; it holds the vault audit of this "
+               "init)")
 
 
 @config.command()

@@ -15,7 +15,7 @@ from ductile.cli.common import config_option, emit_json, fail, json_option, load
 
 @click.group()
 def job() -> None:
-    """List jobs and inspect one job's ledger."""
+    """List jobs and inspect one job's ledger; cancel or retry a job on the running gateway."""
 
 
 def _connect(config_path: str | None) -> sqlite3.Connection:
@@ -36,7 +36,7 @@ def _connect(config_path: str | None) -> sqlite3.Connection:
 @config_option
 @click.option("--plugin", default=None, help="Only this plugin.")
 @click.option("--status", default=None, help="queued, running, succeeded, failed, timed_out, "
-                                             "dead or skipped.")
+                                             "dead, skipped or cancelled.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 200))
 @json_option
 def list_jobs(config_path: str | None, plugin: str | None, status: str | None, limit: int,
@@ -79,11 +79,31 @@ def list_jobs(config_path: str | None, plugin: str | None, status: str | None, l
 @click.option("--query", default=None, help="Text to find in the error, stderr or result.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 200))
 @click.option("--include-result", is_flag=True, help="Show each attempt's result.")
+@click.option("--follow", "follow_id", metavar="JOB_ID", default=None,
+              help="Instead of searching: print JOB_ID's stderr live from the running gateway "
+                   "(waiting while it is queued), then its outcome; exit 0 if it succeeded.")
+@click.option("--api-url", default=None, help="With --follow: gateway URL "
+                                              "(default http://<api.listen>).")
+@click.option("--api-key", "--token", "api_key_opt", default=None,
+              help="With --follow: API token with jobs:ro (else $DUCTILE_API_KEY).")
 @json_option
 def logs(config_path: str | None, plugin: str | None, command_name: str | None,
          status: str | None, submitted_by: str | None, since: str | None, until: str | None,
-         query: str | None, limit: int, include_result: bool, as_json: bool) -> None:
-    """Search terminal attempts in the job log, newest first."""
+         query: str | None, limit: int, include_result: bool, follow_id: str | None,
+         api_url: str | None, api_key_opt: str | None, as_json: bool) -> None:
+    """Search terminal attempts in the job log, newest first; or, with --follow JOB_ID, print
+    one job's stderr as it runs."""
+    if follow_id is not None:
+        from ductile.cli.follow import follow_job
+
+        if any((plugin, command_name, status, submitted_by, since, until, query,
+                include_result)):
+            raise click.UsageError("--follow shows one job; it takes no search filters")
+        follow_job(follow_id, config_path=config_path, api_url=api_url,
+                   api_key_opt=api_key_opt, as_json=as_json)
+    if api_url or api_key_opt:
+        raise click.UsageError("--api-url and --api-key go with --follow; the search reads the "
+                               "database directly")
     from ductile.planes.api.bodies import BodyError
     from ductile.planes.api.logquery import parse_log_filter
     from ductile.store.joblog import log_view, search_logs
@@ -114,6 +134,67 @@ def logs(config_path: str | None, plugin: str | None, command_name: str | None,
         if include_result and e.result:
             click.echo(f"    result: {e.result[:2000]}")
     click.echo(f"({len(entries)} of {total})")
+
+
+_gateway_options = (
+    click.option("--api-url", default=None, help="Gateway URL (default http://<api.listen>)."),
+    click.option("--api-key", "api_key_opt", default=None,
+                 help="Token with jobs:rw (else $DUCTILE_API_KEY, else the configured one)."),
+)
+
+
+def _gateway(command: Any) -> Any:
+    for option in reversed(_gateway_options):
+        command = option(command)
+    return command
+
+
+@job.command()
+@click.argument("job_id")
+@click.option("--reason", default=None, help="Why: recorded in the job's last_error.")
+@_gateway
+@config_option
+@json_option
+def cancel(job_id: str, reason: str | None, api_url: str | None, api_key_opt: str | None,
+           config_path: str | None, as_json: bool) -> None:
+    """Cancel JOB_ID on the running gateway: a queued job at once; a running job's plugin gets
+    SIGTERM, then SIGKILL after the kill grace. Either ends `cancelled` (no retry, no hooks,
+    nothing routed on)."""
+    from urllib.parse import quote
+
+    from ductile.cli.common import post_to_gateway
+
+    status, data = post_to_gateway(f"/job/{quote(job_id, safe='')}/cancel",
+                                   {"reason": reason} if reason else {}, api_url=api_url,
+                                   api_key_opt=api_key_opt, config_path=config_path, wait=True)
+    if as_json:
+        emit_json(data)
+    elif status == 202:
+        click.echo(f"Cancel requested for job {job_id}: {data.get('message', '')}")
+    else:
+        click.echo(f"Cancelled job {job_id}: {data.get('last_error', '')}")
+
+
+@job.command()
+@click.argument("job_id")
+@_gateway
+@config_option
+@json_option
+def retry(job_id: str, api_url: str | None, api_key_opt: str | None, config_path: str | None,
+          as_json: bool) -> None:
+    """Enqueue a failed, timed_out, dead or cancelled JOB_ID again, as a new job with the same
+    plugin, command, payload and pipeline context (linked both ways in the ledger)."""
+    from urllib.parse import quote
+
+    from ductile.cli.common import post_to_gateway
+
+    _, data = post_to_gateway(f"/job/{quote(job_id, safe='')}/retry", {}, api_url=api_url,
+                              api_key_opt=api_key_opt, config_path=config_path, wait=False)
+    if as_json:
+        emit_json(data)
+        return
+    click.echo(f"Retried job {job_id} as job {data['job_id']} ({data['status']})")
+    click.echo(f"see: ductile job inspect {data['job_id']}")
 
 
 @job.command()
@@ -151,7 +232,8 @@ def _lineage(tree: dict[str, Any]) -> dict[str, Any] | None:
     None for a lone job outside any pipeline."""
     if not tree["children"] and tree.get("context") is None:
         return None
-    return {"root_job_id": tree["job_id"], "truncated": tree.get("truncated", False),
+    return {"run_id": tree["job_id"], "root_job_id": tree["job_id"],
+            "truncated": tree.get("truncated", False),
             "tree": _lineage_node(tree)}
 
 
@@ -172,11 +254,13 @@ def _step_decision(node: dict[str, Any]) -> str:
     result = node.get("result")
     if node["plugin"] == "core.switch" and isinstance(result, dict) and "matched" in result:
         return f"switch {'true' if result['matched'] else 'false'}"
+    if node["plugin"] == "core.split" and node.get("decision"):
+        return str(node["decision"])  # a fanned-out run's root: "split into N branches"
     if node["status"] == "skipped":
         return node.get("decision") or "skipped"
     from ductile.machines import job_statuses
 
-    if node["status"] in job_statuses().failure:
+    if node["status"] in job_statuses().failure or node["status"] == "cancelled":
         return f"{node['status']}: {node.get('last_error') or node.get('decision') or ''}".strip()
     if node["status"] in job_statuses().live:
         return node["status"]
@@ -184,7 +268,8 @@ def _step_decision(node: dict[str, Any]) -> str:
 
 
 def _print_lineage(lineage: dict[str, Any], focus: str) -> None:
-    click.echo(f"Lineage (root job {lineage['root_job_id']}):")
+    # The root job's id is the run's id (what `POST /pipeline/{name}` answered as run_id).
+    click.echo(f"Lineage of run {lineage['root_job_id']} (its root job):")
     _print_lineage_node(lineage["tree"], focus, 1)
     if lineage["truncated"]:
         click.echo("  ... (tree truncated)")
@@ -232,6 +317,7 @@ def _report(ledger: dict[str, Any]) -> dict[str, Any]:
         "next_retry_at": job.next_retry_at,
         "last_error": job.last_error,
         "payload": _payload_view(job),
+        "links": ledger["links"].as_dict() if ledger.get("links") is not None else {},
         "attempts": [a.as_dict() for a in ledger.get("attempts") or []],
         "transitions": [t.as_dict() for t in ledger.get("transitions") or []],
         "result": result,
@@ -263,6 +349,8 @@ def _print_report(r: dict[str, Any]) -> None:
         echo(f"  next retry:   {r['next_retry_at']}")
     if r["last_error"]:
         echo(f"  last error:   {r['last_error']}")
+    for line in _link_lines(r["links"]):
+        echo(line)
     for line in _relay_lines(r):
         echo(line)
     snap = r["config"]["snapshot"]
@@ -296,6 +384,20 @@ def _print_report(r: dict[str, Any]) -> None:
     if r["stderr"]:
         echo("Stderr (tail):")
         echo("  " + r["stderr"][-2000:].replace("\n", "\n  "))
+
+
+def _link_lines(links: dict[str, Any]) -> list[str]:
+    """The operator's re-runs, both ways: `ductile job retry` and `ductile pipeline rerun`."""
+    lines = []
+    if links.get("retry_of"):
+        lines.append(f"  retry of:     job {links['retry_of']}")
+    if links.get("retried_as"):
+        lines.append(f"  retried as:   job {links['retried_as']}")
+    if links.get("rerun_of"):
+        lines.append(f"  rerun of:     job {links['rerun_of']} (the root of the run repeated)")
+    for rerun in links.get("rerun_as", ()):
+        lines.append(f"  rerun as:     job {rerun}")
+    return lines
 
 
 def _relay_lines(r: dict[str, Any]) -> list[str]:

@@ -1,7 +1,9 @@
-"""`ductile system scheduler [list|pause|resume]`, `system breaker [PLUGIN]`, `system reset PLUGIN`.
+"""`ductile system scheduler [list|pause|resume|run]`, `system breaker [PLUGIN]`,
+`system reset PLUGIN`.
 
-These read the database directly, so they work with or without a running daemon. Pause and
-resume go through the running gateway's API when it answers (`POST /scheduler/pause|resume`:
+These read the database directly, so they work with or without a running daemon, except `run`,
+which needs the gateway (`POST /scheduler/run`: it enqueues the job and applies if_running,
+cancelling running jobs through the dispatcher). Pause and resume go through the running gateway's API when it answers (`POST /scheduler/pause|resume`:
 the daemon writes and wakes its scheduler at once); otherwise they write the database directly
 and take effect at the daemon's next wake (at the latest after service.tick_interval). Reset
 writes directly, beside the daemon's own writer, for a moment.
@@ -32,7 +34,7 @@ T = TypeVar("T")
 @json_option
 @click.pass_context
 def scheduler(ctx: click.Context, config_path: str | None, as_json: bool) -> None:
-    """List schedules (next run, paused, breaker); pause or resume them."""
+    """List schedules (next run, paused, breaker); pause, resume or fire them now."""
     if ctx.invoked_subcommand is None:
         _list(config_path, as_json)
 
@@ -61,6 +63,37 @@ def pause(target: str | None, config_path: str | None, as_json: bool) -> None:
 def resume(target: str | None, config_path: str | None, as_json: bool) -> None:
     """Resume paused schedules; runs missed while paused are not caught up."""
     _pause_or_resume(target, config_path, as_json, paused=False)
+
+
+@scheduler.command("run")
+@click.argument("target", metavar="PLUGIN/ID")
+@config_option
+@click.option("--api-url", default=None, metavar="URL",
+              help="The gateway (else api.listen from the config).")
+@click.option("--api-key", "api_key_opt", default=None, metavar="TOKEN",
+              help="A token with system:rw (else $DUCTILE_API_KEY, the vault, the api-token "
+                   "file).")
+@json_option
+def run_schedule(target: str, config_path: str | None, api_url: str | None,
+                 api_key_opt: str | None, as_json: bool) -> None:
+    """Fire one schedule now, through the running gateway: its command and payload, its
+    if_running policy, submitted by scheduler:manual. Its next regular fire does not move."""
+    from ductile.cli.common import post_to_gateway
+
+    plugin, _, schedule_id = target.strip().partition("/")
+    if not plugin or not schedule_id:
+        raise click.BadParameter("name one schedule as PLUGIN/ID (ductile system scheduler "
+                                 "lists them)", param_hint="PLUGIN/ID")
+    _, answer = post_to_gateway("/scheduler/run", {"target": target.strip()}, api_url=api_url,
+                                api_key_opt=api_key_opt, config_path=config_path, wait=False)
+    if as_json:
+        emit_json(answer)
+        return
+    click.echo(f"Fired {answer['plugin']}/{answer['schedule_id']} now: job {answer['job_id']} "
+               f"({answer['command']}, submitted by {answer['submitted_by']}); its next "
+               "regular fire is unchanged")
+    if answer.get("cancelled"):
+        click.echo(f"Cancelled first (if_running: cancel): {', '.join(answer['cancelled'])}")
 
 
 @click.command()
@@ -199,16 +232,18 @@ def _through_daemon(cfg: Config, action: str, target: str | None) -> list[dict] 
     caller writes the database itself). A refusal by a reachable gateway is final."""
     import httpx
 
-    from ductile.cli.common import api_base, api_key
+    from ductile.cli.common import api_base, api_key, api_verify
+    from ductile.errors import TlsMaterialError
 
     token = api_key(cfg, None)
     if not cfg.api.enabled or not token:
         return None
     try:
         resp = httpx.post(f"{api_base(cfg, None)}/scheduler/{action}",
+                          verify=api_verify(cfg, None),
                           json={"target": target} if target else {},
                           headers={"Authorization": f"Bearer {token}"}, timeout=10)
-    except httpx.HTTPError:
+    except (httpx.HTTPError, TlsMaterialError):  # unreachable, or its certificate unreadable
         return None
     if resp.status_code == 200:
         return list(resp.json().get("paused" if action == "pause" else "resumed", []))

@@ -108,17 +108,19 @@ def collect_status(config_path: str | None) -> dict[str, Any]:
             state = "the gateway is not running" if running_pid is None else type(exc).__name__
             add("healthz", False, f"no management socket answering: {state}", path=sock)
     else:
-        from ductile.cli.common import api_base
+        from ductile.cli.common import api_base, api_key, api_verify
 
-        url = api_base(cfg, None) + "/healthz"
+        url = api_base(cfg, None) + "/healthz"  # https:// when api.tls is set
+        # /healthz gives its details (queue depth, uptime, privsep) only to a valid token.
+        token = api_key(cfg, None)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
             import httpx
 
-            resp = httpx.get(url, timeout=1.0)
+            resp = httpx.get(url, headers=headers, timeout=1.0, verify=api_verify(cfg, None))
             body = resp.json()
-            add("healthz", resp.status_code == 200,
-                f"{body.get('status')} (posture {body.get('posture')}, queue depth "
-                f"{body.get('queue_depth')}, uptime {body.get('uptime_seconds')}s)", path=url)
+            add("healthz", resp.status_code == 200, _healthz_detail(resp.status_code, body),
+                path=url)
             add_privsep(add, body)
         except Exception as exc:  # noqa: BLE001 - an unreachable gateway is the finding
             detail = "no live gateway reachable"
@@ -127,3 +129,16 @@ def collect_status(config_path: str | None) -> dict[str, Any]:
             else:
                 add("healthz", False, f"{detail} ({type(exc).__name__})", path=url)
     return {"healthy": all(c["ok"] for c in checks), "checks": checks}
+
+
+def _healthz_detail(status: int, body: dict[str, Any]) -> str:
+    """One line for the healthz check: the details when the token was accepted, what to do
+    when it was not (the gateway answers the probe, but not to this token), else the basics."""
+    if status == 401:
+        return (f"the gateway answers, but refused the API token ({body.get('error')}); set "
+                "DUCTILE_API_KEY to a configured token")
+    if "queue_depth" not in body:
+        return (f"{body.get('status')} (posture {body.get('posture')}; no API token found for "
+                "the details: set DUCTILE_API_KEY)")
+    return (f"{body.get('status')} (posture {body.get('posture')}, queue depth "
+            f"{body.get('queue_depth')}, uptime {body.get('uptime_seconds')}s)")

@@ -6,8 +6,12 @@ Three kinds of verb:
   take the PID lock to prove the daemon is not running), and `set --vault --key`;
 - local read: `get` (audited; never prints the admin token);
 - keyless API clients of the running daemon: `set`, `register-principal`, `roll`, `revoke`,
-  `revoke-principal`, `purge-principal`, `roll-principal`, with `--api-url` (http(s) or
-  `unix:///path/to/vault-admin.sock`) and the admin token (`--token` or $DUCTILE_VAULT_TOKEN).
+  `revoke-principal`, `purge-principal`, `roll-principal`. They find the daemon from the config
+  (`--config`, else the usual search), as every verb that talks to a running gateway does: the
+  management socket when the gateway serves one (management-only posture), else the API on
+  `api.listen`; and the admin token from $DUCTILE_VAULT_TOKEN, the vault itself (when this user
+  can read its key) or the `admin-token` file `config init` wrote. `--api-url` (http(s) or
+  `unix:///path/to/vault-admin.sock`) and `--token` override either.
 
 Values go to stdout only where the verb exists to print one (`init` and `rotate-admin-token`
 print the admin token, `get` the value); every notice goes to stderr.
@@ -19,6 +23,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -34,9 +39,11 @@ TOKEN_ENV = "DUCTILE_VAULT_TOKEN"
 CLI_ACTOR = "cli"
 
 api_url_option = click.option("--api-url", default=None, metavar="URL",
-                              help="The daemon: http(s)://host:port or unix:///path/to.sock.")
+                              help="The daemon: http(s)://host:port or unix:///path/to.sock "
+                                   "(else found from the config).")
 token_option = click.option("--token", default=None, metavar="TOKEN",
-                            help=f"Vault admin token (else ${TOKEN_ENV}).")
+                            help=f"Vault admin token (else ${TOKEN_ENV}, the vault, or the "
+                                 "admin-token file beside the config).")
 name_option = click.option("--name", required=True, help="Secret or principal name.")
 
 
@@ -139,6 +146,7 @@ def rotate_key(config_path: str | None) -> None:
 
 
 @vault.command("set")
+@config_option
 @api_url_option
 @token_option
 @name_option
@@ -150,13 +158,14 @@ def rotate_key(config_path: str | None) -> None:
               help="Offline mode (daemon stopped): the vault file.")
 @click.option("--key", "key_path", default=None, metavar="PATH",
               help="Offline mode: the key file.")
-def set_secret(api_url: str | None, token: str | None, name: str, pattern: str | None,
-               principals: str | None, vault_path: str | None, key_path: str | None) -> None:
+def set_secret(config_path: str | None, api_url: str | None, token: str | None, name: str,
+               pattern: str | None, principals: str | None, vault_path: str | None,
+               key_path: str | None) -> None:
     """Create a secret or change its grants; the value is read from stdin."""
     offline = vault_path is not None or key_path is not None
-    if api_url and offline:
-        fail("vault set: choose one mode: --api-url (through the daemon) or --vault with --key "
-             "(offline, daemon stopped), not both")
+    if (api_url or config_path) and offline:
+        fail("vault set: choose one mode: --config or --api-url (through the daemon) or --vault "
+             "with --key (offline, daemon stopped), not both")
     if offline and not (vault_path and key_path):
         fail("vault set offline needs BOTH --vault and --key (or use --api-url to go through "
              "the daemon)")
@@ -171,7 +180,7 @@ def set_secret(api_url: str | None, token: str | None, name: str, pattern: str |
         body["authorized_principals"] = list(grants)
     if pattern:
         body["pattern"] = pattern
-    _api_post(api_url, token, "/vault/secret", body)
+    _api_post(_find_daemon(config_path, api_url, token), "/vault/secret", body)
     click.echo(f'Set secret "{name}" via the daemon.', err=True)
 
 
@@ -194,39 +203,45 @@ def _offline_set(vault_path: str, key_path: str, name: str, value: str,
 
 
 @vault.command("register-principal")
+@config_option
 @api_url_option
 @token_option
 @name_option
 @click.option("--kind", type=click.Choice(["plugin", "consumer", "gateway"]), default="plugin",
               show_default=True)
-def register_principal(api_url: str | None, token: str | None, name: str, kind: str) -> None:
+def register_principal(config_path: str | None, api_url: str | None, token: str | None,
+                       name: str, kind: str) -> None:
     """Register a principal that secrets can be granted to."""
-    _api_post(api_url, token, "/vault/principal", {"name": name, "kind": kind})
+    _api_post(_find_daemon(config_path, api_url, token), "/vault/principal",
+              {"name": name, "kind": kind})
     click.echo(f'Registered principal "{name}" ({kind}) via the daemon.', err=True)
 
 
 @vault.command("roll")
+@config_option
 @api_url_option
 @token_option
 @name_option
-def roll(api_url: str | None, token: str | None, name: str) -> None:
+def roll(config_path: str | None, api_url: str | None, token: str | None, name: str) -> None:
     """Roll a secret: auto ones are minted; a manual one takes the new value from piped stdin."""
     body: dict[str, Any] = {"name": name}
     value = _read_stdin_value(always=False)
     if value:
         body["value"] = value
-    _api_post(api_url, token, "/vault/secret/roll", body)
+    _api_post(_find_daemon(config_path, api_url, token), "/vault/secret/roll", body)
     click.echo(f'Rolled secret "{name}" via the daemon (run ductile system reload for API, '
                "webhook and relay secrets to take effect).", err=True)
 
 
 def _simple_verb(verb: str, path: str, notice: str, help_text: str) -> None:
     @vault.command(verb, help=help_text)
+    @config_option
     @api_url_option
     @token_option
     @name_option
-    def command(api_url: str | None, token: str | None, name: str) -> None:
-        _api_post(api_url, token, path, {"name": name})
+    def command(config_path: str | None, api_url: str | None, token: str | None,
+                name: str) -> None:
+        _api_post(_find_daemon(config_path, api_url, token), path, {"name": name})
         click.echo(notice.format(name=name), err=True)
 
 
@@ -241,13 +256,16 @@ _simple_verb("purge-principal", "/vault/principal/purge",
 
 
 @vault.command("roll-principal")
+@config_option
 @api_url_option
 @token_option
 @name_option
 @json_option
-def roll_principal(api_url: str | None, token: str | None, name: str, as_json: bool) -> None:
+def roll_principal(config_path: str | None, api_url: str | None, token: str | None, name: str,
+                   as_json: bool) -> None:
     """Roll every auto secret granted to a principal (manual ones are skipped)."""
-    answer = _api_post(api_url, token, "/vault/principal/roll", {"name": name})
+    answer = _api_post(_find_daemon(config_path, api_url, token), "/vault/principal/roll",
+                       {"name": name})
     if as_json:
         emit_json(answer)
         return
@@ -366,24 +384,111 @@ def _split_principals(raw: str | None) -> tuple[str, ...] | None:
     return tuple(p.strip() for p in raw.split(",") if p.strip())
 
 
-def _api_post(api_url: str | None, token: str | None, path: str,
-              body: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Daemon:
+    """Where the vault writes go, and the admin token they carry (excluded from repr)."""
+
+    url: str
+    token: str = field(repr=False)
+
+
+def _find_daemon(config_path: str | None, api_url: str | None,
+                 token: str | None) -> _Daemon:
+    """The running daemon and the admin token, from the flags or else from the config (see the
+    module docstring); exit 1 naming what is missing and how to give it."""
+    from ductile.config.init import ADMIN_TOKEN_FILE
+
+    admin = token or os.environ.get(TOKEN_ENV, "")
+    cfg = None if (api_url and admin) else _config_for_daemon(config_path, api_url)
+    url = api_url or _daemon_url(cfg)
+    if not admin and cfg is not None:
+        admin = _admin_token(cfg)
+    if not admin:
+        where = f" or an {ADMIN_TOKEN_FILE} file in {cfg.config_dir}" if cfg is not None else ""
+        fail(f"vault admin token required: --token, ${TOKEN_ENV}, the vault itself (readable "
+             f"with its key){where}; ductile config init writes {ADMIN_TOKEN_FILE}")
+    return _Daemon(url, admin)
+
+
+def _config_for_daemon(config_path: str | None, api_url: str | None) -> Config | None:
+    """The config the daemon runs with. An explicit --config must load; a searched one may be
+    missing when --api-url already says where the daemon is."""
+    from ductile.config.load import parse_config
+    from ductile.config.resolve import resolve_config
+    from ductile.errors import ConfigError
+
+    if config_path is not None:
+        return load(config_path, validate=False)
+    try:
+        path, source = resolve_config(None, os.environ, os.path.expanduser("~"))
+        return parse_config(path, source=source, environ=os.environ)
+    except ConfigError as exc:
+        if api_url:
+            return None
+        fail(f"no gateway to talk to: pass --config PATH (the daemon's address and the admin "
+             f"token are read from its config) or --api-url URL; offline `vault set` takes "
+             f"--vault and --key ({exc})")
+
+
+def _daemon_url(cfg: Config | None) -> str:
+    """The management socket while the gateway serves one, else the API on api.listen."""
+    import stat
+
+    from ductile.cli.common import api_base
+    from ductile.planes.api.management import management_socket_path
+
+    assert cfg is not None  # _config_for_daemon returns None only when --api-url is given
+    sock = management_socket_path(cfg.api.management_socket, cfg.state_path)
+    try:
+        if stat.S_ISSOCK(os.stat(sock).st_mode):
+            return f"unix://{sock}"
+    except OSError:
+        pass
+    if not cfg.api.enabled:
+        fail(f"{cfg.config_path}: api.enabled is false, so no running gateway serves /vault/*; "
+             "with the gateway stopped, use vault set --vault FILE --key FILE")
+    if not cfg.api.tokens:
+        fail(f"no management socket at {sock}: the config has no API token, so the gateway "
+             "serves /vault/* only there; is it running (ductile system status)?")
+    return api_base(cfg, None)
+
+
+def _admin_token(cfg: Config) -> str:
+    """The admin token from the vault (when this user can read its key), else from the
+    admin-token file beside the config; "" when neither has it."""
+    from ductile.config.init import ADMIN_TOKEN_FILE
+    from ductile.errors import VaultError
+    from ductile.vault.model import ADMIN_TOKEN
+    from ductile.vault.owner import load_vault
+
+    try:
+        loaded = load_vault(cfg.config_dir, cfg.secrets.vault_file, cfg.secrets.key_file,
+                            os.environ, os.path.expanduser("~"))
+    except (VaultError, OSError):
+        loaded = None
+    if loaded is not None and loaded.owner is not None:
+        secret = loaded.owner.model.secrets.get(ADMIN_TOKEN)
+        if secret is not None and secret.active and secret.value:
+            return secret.value
+    try:
+        with open(os.path.join(cfg.config_dir, ADMIN_TOKEN_FILE), encoding="utf-8") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+def _api_post(daemon: _Daemon, path: str, body: dict[str, Any]) -> dict[str, Any]:
     """POST a `/vault/*` body to the daemon with the admin token; exit 1 on any failure."""
     import httpx
 
-    if not api_url:
-        fail("--api-url is required (vault writes go through the daemon; e.g. "
-             "unix:///path/to/vault-admin.sock); offline `vault set` takes --vault and --key")
-    admin = token or os.environ.get(TOKEN_ENV, "")
-    if not admin:
-        fail(f"vault admin token required (--token or {TOKEN_ENV})")
-    base, transport = vault_transport(api_url)
+    base, transport = vault_transport(daemon.url)
     try:
         with httpx.Client(base_url=base, transport=transport, timeout=30.0) as client:
             response = client.post(path, json=body,
-                                   headers={"Authorization": f"Bearer {admin}"})
+                                   headers={"Authorization": f"Bearer {daemon.token}"})
     except httpx.HTTPError as exc:
-        fail(f"cannot reach the daemon at {api_url}: {exc}")
+        fail(f"cannot reach the daemon at {daemon.url}: {exc}; is it running (ductile system "
+             "status)?")
     if response.status_code != 200:
         _fail_response(path, response.status_code, response.text)
     try:

@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ductile.config.accounts import ACCOUNT_KEYS, AccountConf
-from ductile.config import load, relay, webhooks
+from ductile.config import load, relay, tls, webhook_match, webhooks
 from ductile.config.durations import DURATION_PATTERN
 from ductile.config.schema import (
     ADMISSION_SWITCHES,
@@ -191,6 +191,15 @@ def shapes(choices: Mapping[str, Sequence[str]]) -> dict[type, Shape]:
                                                            "vault; use secret_ref"},
                                   "secret_ref": {"type": "string", "minLength": 1}}),
         SecretsConfig: Shape(keys=load.SECRETS_KEYS),
+        tls.TlsConfig: Shape(
+            keys=tls.TLS_KEYS, required=("cert_file", "key_file"),
+            override={"cert_file": {"type": "string", "minLength": 1,
+                                    "description": "the PEM certificate chain, leaf first; "
+                                                   "relative to the root config's directory"},
+                      "key_file": {"type": "string", "minLength": 1,
+                                   "description": "its PEM private key, unencrypted and not "
+                                                  "readable by others (chmod 600 or 640)"}},
+            description="serve HTTPS on this listener; both files are read again on reload"),
         PluginConf: Shape(keys=load.PLUGIN_KEYS, deferred=load.PLUGIN_DEFERRED,
                           derived={"name": "the key under plugins:"},
                           override={"timeouts": {"type": "object",
@@ -218,8 +227,47 @@ def shapes(choices: Mapping[str, Sequence[str]]) -> dict[type, Shape]:
                                "description": "a path starting with / (no spaces, ? or #)"},
                       "scheme": {"enum": list(webhooks.SCHEMES)},
                       "secret_ref": {"type": "string", "minLength": 1},
-                      "max_body_size": SIZE}),
+                      "max_body_size": SIZE,
+                      "match": {"type": "array", "items": {"$ref": "#/$defs/MatchRule"},
+                                "description": "trigger rules: every item must hold, or the "
+                                               "delivery is refused with refuse_status"},
+                      "refuse_status": {"type": "integer", "minimum": 200,
+                                        "description": "202 (default), 200 or a 4xx"},
+                      "respond": {"enum": list(webhooks.RESPOND_MODES)}}),
+        **_match_shapes(),
         **_relay_shapes(),
+    }
+
+
+def _match_shapes() -> dict[type, Shape]:
+    """A `match:` item of a webhook endpoint (ductile/config/webhook_match.py). In YAML a rule
+    and a group are one kind of map (the loader refuses mixing their keys), so both dataclasses
+    are described by the one `MatchRule` definition that `match` refers to."""
+    compiled = {"where": "its position, for refusal reasons", "source": "header or payload",
+                "name": "the header or dot path", "test": "equals, in or regex",
+                "path": "the dot path split", "values": "equals or in",
+                "pattern": "the compiled regex"}
+    scalar: Schema = {"type": ["string", "number", "boolean"]}
+    items: Schema = {"type": "array", "items": {"$ref": "#/$defs/MatchRule"}}
+    return {
+        webhook_match.MatchRule: Shape(
+            keys=webhook_match.RULE_KEYS, derived=compiled,
+            extra={"header": {"type": "string", "pattern": f"^{webhook_match.HEADER_NAME.pattern}$",
+                              "description": "a request header name"},
+                   "payload": {"type": "string", "minLength": 1,
+                               "description": "a dot path into the JSON body (a.b.0.c)"},
+                   "equals": scalar,
+                   "in": {"type": "array", "items": scalar},
+                   "regex": {"type": "string", "minLength": 1,
+                             "description": "a Python regular expression, searched"},
+                   "any": {**items, "description": "a group: one item must hold"},
+                   "all": {**items, "description": "a group: every item must hold"}},
+            description="a test (header or payload, with equals, in or regex) or a group "
+                        "(any or all)"),
+        webhook_match.MatchGroup: Shape(
+            keys=frozenset(webhook_match.GROUPS),
+            derived={"where": "its position", "mode": "any or all", "items": "the rules"},
+            extra={"any": items, "all": items}),
     }
 
 

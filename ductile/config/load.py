@@ -50,6 +50,7 @@ from ductile.config.seal import check_scope_file
 from ductile.config.reader import ConfigFile as _File
 from ductile.config.reader import Reader as _Reader
 from ductile.config.relay import RelayConfig, decode_relay
+from ductile.config.tls import TlsConfig, decode_tls
 from ductile.config.webhooks import WebhooksConfig, decode_webhooks
 from ductile.config.describe import describe as _describe
 from ductile.errors import ConfigError
@@ -73,7 +74,7 @@ SERVICE_KEYS = frozenset({*SERVICE_DURATIONS, *SERVICE_STRINGS, *SERVICE_INTS, *
                           "plugin_env_passthrough", "admission"})
 SERVICE_DEFERRED: frozenset[str] = frozenset()
 API_KEYS = frozenset({"enabled", "listen", "auth", "max_concurrent_sync", "max_sync_timeout",
-                      "allowed_origins", "max_body_size", "management_socket"})
+                      "allowed_origins", "max_body_size", "management_socket", "tls"})
 SECRETS_KEYS = frozenset({"vault_file", "key_file"})
 TOKEN_KEYS = frozenset({"token", "scopes", "name", "secret_ref"})
 PLUGIN_KEYS = frozenset({"enabled", "uses", "config", "retry", "timeouts", "circuit_breaker",
@@ -278,7 +279,8 @@ class _Session:
         """Decoded after the merge, so `listen` in one file and endpoints in another meet;
         errors name the file(s) that hold a `webhooks:` section."""
         label = "+".join(self.webhook_files) or "config"
-        return decode_webhooks(merged.get("webhooks"), file=label, warnings=self.warnings)
+        decoded = decode_webhooks(merged.get("webhooks"), file=label, warnings=self.warnings)
+        return replace(decoded, tls=_tls_paths(decoded.tls, self.config_dir))
 
     def _relay(self, merged: Mapping[str, Any]) -> RelayConfig:
         """Decoded after the merge, so instances (appended) and peers from every file meet.
@@ -366,14 +368,28 @@ def _expand_tilde(merged: dict[str, Any], home: str | None) -> dict[str, Any]:
         items = result.get(key)
         if isinstance(items, list):
             result[key] = [expand_home(v, home) if isinstance(v, str) else v for v in items]
+    for section in ("api", "webhooks"):  # api.tls and webhooks.tls: {cert_file, key_file}
+        block = result.get(section)
+        tls = block.get("tls") if isinstance(block, Mapping) else None
+        if isinstance(block, Mapping) and isinstance(tls, Mapping):
+            result[section] = {**block, "tls": {
+                key: expand_home(value, home) if isinstance(value, str) else value
+                for key, value in tls.items()}}
     return result
 
 
 def _api_paths(api: ApiConfig, config_dir: str) -> ApiConfig:
-    """A relative `api.management_socket` resolves against the config dir, like state.path."""
-    if not api.management_socket:
-        return api
-    return replace(api, management_socket=_absolute(config_dir, api.management_socket))
+    """A relative `api.management_socket` or `api.tls` file resolves against the config dir,
+    like state.path."""
+    socket = _absolute(config_dir, api.management_socket) if api.management_socket else ""
+    return replace(api, management_socket=socket, tls=_tls_paths(api.tls, config_dir))
+
+
+def _tls_paths(tls: TlsConfig | None, config_dir: str) -> TlsConfig | None:
+    if tls is None:
+        return None
+    return TlsConfig(cert_file=_absolute(config_dir, tls.cert_file),
+                     key_file=_absolute(config_dir, tls.key_file))
 
 
 def _absolute(config_dir: str, path: str) -> str:
@@ -504,6 +520,7 @@ def _decode_api(r: _Reader, value: Any) -> ApiConfig:
         max_body_size=(r.integer(m.get("max_body_size"), "api.max_body_size")
                        or defaults.max_body_size),
         management_socket=r.string(m.get("management_socket"), "api.management_socket") or "",
+        tls=decode_tls(r, m.get("tls"), "api.tls"),
     )
 
 

@@ -5,7 +5,9 @@ rules and a user's config directory must merge the same way here:
 
 - scalars override only when the included value is non-zero (an include cannot blank a value);
 - token, plugin-root, origin, route and relay lists are appended;
-- a plugin stanza is replaced whole by a later file (no per-field merge);
+- a plugin stanza is replaced whole by a later file (no per-field merge), and so is an
+  `api.tls` or `webhooks.tls` block (a certificate from one file and a key from another never
+  meet);
 - `api.enabled` only propagates `true` (an include cannot switch the API off);
 - some keys are read only from the root file (`ROOT_ONLY_SERVICE_KEYS`, `ROOT_ONLY_SECTIONS`).
 
@@ -46,8 +48,10 @@ ROOT_ONLY_SERVICE_KEYS = (
 # `include` and `environment_vars` are processed per file but never merged into the result.
 ROOT_ONLY_SECTIONS = ("database", "secrets", "accounts", "tcc_paths", "pipelines")
 NOT_MERGED_SECTIONS = ("include", "environment_vars", *ROOT_ONLY_SECTIONS)
+# `tls` is a {cert_file, key_file} block: a non-empty one replaces the earlier block whole.
 API_OVERRIDE_KEYS = ("listen", "management_socket", "max_concurrent_sync", "max_sync_timeout",
-                     "max_body_size")
+                     "max_body_size", "tls")
+WEBHOOKS_OVERRIDE_KEYS = ("listen", "tls")
 API_APPENDED_KEYS = ("allowed_origins",)
 REMOTE_INGRESS_OVERRIDE_KEYS = ("listen_path", "max_body_size", "allowed_clock_skew")
 _DURATION_KEYS = frozenset({
@@ -197,7 +201,7 @@ def _merge_webhooks(base: Any, overlay: Any) -> Any:
         return _ABSENT
     merged = _webhooks_nested(base)
     extra = _webhooks_nested(overlay)
-    _override_nonzero(merged, extra, ("listen",))
+    _override_nonzero(merged, extra, WEBHOOKS_OVERRIDE_KEYS)
     endpoints = _append(merged.get("endpoints"), extra.get("endpoints"))
     if endpoints is not _ABSENT:
         merged["endpoints"] = endpoints

@@ -16,6 +16,7 @@ from ductile.config.relay import RelayConfig
 # RetryConf is defined beside the relay config (a relay instance has one too, and relay.py cannot
 # import this module, which imports it); re-exported here, beside the plugin config that uses it.
 from ductile.config.relay import RetryConf as RetryConf
+from ductile.config.tls import TlsConfig
 from ductile.config.webhooks import WebhooksConfig
 
 DEFAULT_TIMEOUTS: dict[str, float] = {"poll": 60.0, "handle": 120.0, "health": 10.0, "init": 30.0}
@@ -102,6 +103,8 @@ class ApiConfig:
     max_body_size: int = 1024 * 1024
     # The unix socket of the management-only posture; "" means beside the state database.
     management_socket: str = ""
+    # `api.tls`: serve HTTPS with this certificate and key (absolute paths); None: plain HTTP.
+    tls: TlsConfig | None = None
 
 
 @dataclass(frozen=True)

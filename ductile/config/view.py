@@ -164,7 +164,8 @@ def _fill_defaults(doc: dict[str, Any], cfg: Config) -> None:
     state, database = _map(doc.get("state")), _map(doc.get("database"))
     if not state.get("path") and not database.get("path"):
         doc["state"] = {**state, "path": DEFAULT_STATE_PATH}
-    doc["api"] = _merged(doc.get("api"), cfg.api, skip=("tokens", "management_socket"))
+    # `api.tls` paths are shown as written (like state.path), not resolved.
+    doc["api"] = _merged(doc.get("api"), cfg.api, skip=("tokens", "management_socket", "tls"))
     plugins = _map(doc.get("plugins"))
     for name, plugin in cfg.plugins.items():
         plugins[name] = _plugin(plugins.get(name), plugin)
@@ -192,7 +193,9 @@ def _fill_webhooks(doc: dict[str, Any], cfg: Config) -> None:
     entries = raw if isinstance(raw, list) else _map(raw).get("endpoints")
     if not isinstance(entries, list) or len(entries) != len(cfg.webhooks.endpoints):
         return
-    filled = [_merged(entry, endpoint) for entry, endpoint in zip(entries, cfg.webhooks.endpoints)]
+    # `match` rules are shown as written: their typed form is compiled (regexes, split paths).
+    filled = [_merged(entry, endpoint, skip=("match",))
+              for entry, endpoint in zip(entries, cfg.webhooks.endpoints)]
     if isinstance(raw, list):
         doc["webhooks"] = filled
     else:

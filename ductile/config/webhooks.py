@@ -25,6 +25,14 @@ from typing import Any
 from ductile.config.durations import DurationError, parse_duration
 from ductile.config.sizes import SizeError, parse_byte_size
 from ductile.config.reader import ConfigFile, Reader
+from ductile.config.webhook_match import (
+    DEFAULT_REFUSE_STATUS,
+    HEADER_NAME,
+    MatchItem,
+    decode_match,
+    decode_refuse_status,
+)
+from ductile.config.tls import TlsConfig, decode_tls
 
 SCHEMES = ("github", "stripe", "slack")
 # The header each sender puts its signature in, when `signature_header` is not set.
@@ -37,13 +45,20 @@ DEFAULT_MAX_BODY_SIZE = 1024 * 1024
 DEFAULT_COMMAND = "handle"
 DEFAULT_SCHEME = "github"
 DEFAULT_TOLERANCE = 300.0
+#: `respond:` how a delivery is answered: 202 once queued, or the job's outcome once it ends.
+RESPOND_MODES = ("accepted", "result")
+DEFAULT_RESPOND = "accepted"
+DEFAULT_RESPOND_TIMEOUT = 30.0
+#: The longest `respond_timeout`: the default of `api.max_sync_timeout`, the API's own bound on a
+#: synchronous wait. The webhook listener keeps a silent connection open this long (server.py).
+MAX_RESPOND_TIMEOUT = 300.0
 
-SECTION_KEYS = frozenset({"listen", "endpoints"})
+SECTION_KEYS = frozenset({"listen", "endpoints", "tls"})
 ENDPOINT_KEYS = frozenset({"name", "path", "plugin", "command", "secret_ref", "signature_header",
-                           "max_body_size", "scheme", "tolerance", "dedupe_header"})
+                           "max_body_size", "scheme", "tolerance", "dedupe_header",
+                           "match", "refuse_status", "respond", "respond_timeout"})
 
-# RFC 9110 token characters: what a header name may contain.
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_NAME = HEADER_NAME
 _PORT = re.compile(r"[0-9]{1,5}")
 
 
@@ -54,6 +69,10 @@ class WebhookEndpoint:
     `tolerance` (seconds) bounds the signed timestamp of the `stripe` and `slack` schemes;
     `github` has no timestamp and ignores it. `dedupe_header` names a request header whose value
     becomes the job's dedupe key, so a redelivery does not run twice.
+
+    `match` are the trigger rules (config/webhook_match.py): a verified delivery they do not all
+    hold for is answered `refuse_status` and nothing is queued. `respond` is `accepted` (202 once
+    queued) or `result` (wait up to `respond_timeout` seconds for the job's outcome).
     """
 
     path: str
@@ -66,14 +85,20 @@ class WebhookEndpoint:
     tolerance: float = DEFAULT_TOLERANCE
     dedupe_header: str | None = None
     name: str | None = None
+    match: tuple[MatchItem, ...] = ()
+    refuse_status: int = DEFAULT_REFUSE_STATUS
+    respond: str = DEFAULT_RESPOND
+    respond_timeout: float = DEFAULT_RESPOND_TIMEOUT
 
 
 @dataclass(frozen=True)
 class WebhooksConfig:
-    """The webhook listener address (None when not set) and its endpoints, in config order."""
+    """The webhook listener address (None when not set) and its endpoints, in config order;
+    `tls` is the listener's certificate and key (config/tls.py), None for plain HTTP."""
 
     listen: str | None
     endpoints: tuple[WebhookEndpoint, ...]
+    tls: TlsConfig | None = None
 
 
 def decode_webhooks(
@@ -99,7 +124,8 @@ def decode_webhooks(
                       for i, item in enumerate(items))
     _refuse_duplicate_paths(reader, endpoints)
     listen = _listen(reader, section.get("listen"), required=bool(endpoints))
-    return WebhooksConfig(listen=listen, endpoints=endpoints)
+    tls = decode_tls(reader, section.get("tls"), "webhooks.tls")
+    return WebhooksConfig(listen=listen, endpoints=endpoints, tls=tls)
 
 
 def _endpoint(r: Reader, value: Any, key: str) -> WebhookEndpoint:
@@ -121,6 +147,9 @@ def _endpoint(r: Reader, value: Any, key: str) -> WebhookEndpoint:
         raise r.error(f"{key}.scheme", f"{label}: unknown scheme {scheme!r}; use one of "
                       + ", ".join(SCHEMES))
     command = r.optional_string(value, "command", key) or DEFAULT_COMMAND
+    match = decode_match(r, value.get("match"), f"{key}.match")
+    respond = _respond(r, value, key, label)
+    _warn_idle_keys(r, value, key, match=bool(match), respond=respond)
     return WebhookEndpoint(
         path=path,
         plugin=plugin,
@@ -133,7 +162,43 @@ def _endpoint(r: Reader, value: Any, key: str) -> WebhookEndpoint:
         tolerance=_tolerance(r, value.get("tolerance"), f"{key}.tolerance", label),
         dedupe_header=_header_name(r, value, "dedupe_header", key),
         name=r.optional_string(value, "name", key),
+        match=match,
+        refuse_status=decode_refuse_status(r, value.get("refuse_status"),
+                                           f"{key}.refuse_status", label),
+        respond=respond,
+        respond_timeout=_respond_timeout(r, value.get("respond_timeout"),
+                                         f"{key}.respond_timeout", label),
     )
+
+
+def _respond(r: Reader, value: dict[str, Any], key: str, label: str) -> str:
+    respond = r.optional_string(value, "respond", key) or DEFAULT_RESPOND
+    if respond not in RESPOND_MODES:
+        raise r.error(f"{key}.respond", f"{label}: unknown respond mode {respond!r}; use "
+                      "accepted (202 once queued) or result (wait for the plugin's result)")
+    return respond
+
+
+def _warn_idle_keys(r: Reader, value: dict[str, Any], key: str, *, match: bool,
+                    respond: str) -> None:
+    """A key that cannot take effect is a warning, as an unknown key is: `refuse_status`
+    without `match`, `respond_timeout` without `respond: result`."""
+    for name, idle, needs in (("refuse_status", not match, "match rules"),
+                              ("respond_timeout", respond != "result", "respond: result")):
+        if idle and value.get(name) is not None:
+            r.warnings.append(f"{r.file.display}: {key}.{name} has no effect without {needs} "
+                              "(ignored)")
+
+
+def _respond_timeout(r: Reader, value: Any, key: str, label: str) -> float:
+    seconds = r.duration(value, key)
+    if seconds is None:
+        return DEFAULT_RESPOND_TIMEOUT
+    if not 0 < seconds <= MAX_RESPOND_TIMEOUT:
+        raise r.error(key, f"{label}: respond_timeout must be a positive duration of at most "
+                           "5m, for example 30s; the job keeps running after it, and the sender "
+                           "gets 202 with its id")
+    return seconds
 
 
 def _size(r: Reader, value: Any, key: str, label: str) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,7 @@ from ductile.router.engine import (
 
 if TYPE_CHECKING:
     from ductile.config.schema import PluginConf
+    from ductile.dispatch.live import LiveStderr
     from ductile.runtime import Runtime
     from ductile.store.queue import Claim
 
@@ -61,11 +63,17 @@ class Trace:
 
 
 class RunCancel:
-    """The cancel handle of one running job (see `Dispatcher.cancel_running`)."""
+    """The cancel handle of one running job (see `Dispatcher.cancel_running`). Once
+    `requested` is set the plugin is not started, or its process group gets SIGTERM and, after
+    the kill grace, SIGKILL; the job then ends `cancelled` with `reason` as its last_error."""
 
     def __init__(self) -> None:
-        self.scope = trio.CancelScope()
+        self.requested = trio.Event()
         self.reason = "cancelled"
+
+    def request(self, reason: str) -> None:
+        self.reason = reason
+        self.requested.set()
 
 
 @dataclass(frozen=True)
@@ -108,9 +116,11 @@ Happened = NotRunnable | Verdict | Switched | Ran
 
 
 async def attempt(
-    rt: Runtime, claim: Claim, *, kill_grace: float, cancel: RunCancel, trace: Trace
+    rt: Runtime, claim: Claim, *, kill_grace: float, cancel: RunCancel, trace: Trace,
+    live: LiveStderr | None = None,
 ) -> tuple[Step, Happened]:
-    """Take one claimed job as far as it goes; return its pipeline step and what happened."""
+    """Take one claimed job as far as it goes; return its pipeline step and what happened.
+    With `live`, the plugin's stderr lines are published there while it runs."""
     job = claim.job
     try:
         payload = job.payload_obj()
@@ -172,12 +182,17 @@ async def attempt(
             env.update(_payload_env(job.id, job.command, event, payload))
         except PayloadEnvError as exc:
             return step, NotRunnable(str(exc))
+    if cancel.requested.is_set():  # cancelled before its plugin started: nothing to stop
+        return step, Ran(Outcome("cancelled", "cancelled", False, cancel.reason), None, None,
+                         b"", 0)
     started = time.monotonic()
+    feed = live.attempt(job.id, job.attempt) if live is not None else nullcontext(None)
     try:
-        with cancel.scope:
+        with feed as on_stderr_line:
             result = await spawn_plugin(
                 plugin.entrypoint, request, timeout=timeout, env=env, grace=kill_grace,
                 credentials=rt.privsep.credentials_for(job.plugin),
+                on_stderr_line=on_stderr_line, stop=cancel.requested,
             )
     except AccountDropError as exc:
         # The kernel refused the drop: the same drop would be refused again (plugin.drop_failed).
@@ -186,9 +201,9 @@ async def attempt(
     except PluginSpawnError as exc:
         outcome = Outcome("failed", "spawn_error", True, f"plugin spawn failed: {exc}")
         return step, Ran(outcome, None, None, b"", _ms(started))
-    if cancel.scope.cancelled_caught:
-        return step, Ran(Outcome("dead", "cancelled", False, cancel.reason), None, None, b"",
-                         _ms(started))
+    if result.stopped:
+        return step, Ran(Outcome("cancelled", "cancelled", False, cancel.reason), None,
+                         result.exit_code, result.stderr, _ms(started))
     trace.stage = "reading the plugin response"
     return step, Ran(classify(result, timeout), result.stdout, result.exit_code, result.stderr,
                      _ms(started))

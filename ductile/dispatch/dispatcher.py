@@ -22,10 +22,11 @@ import trio
 from ductile.dispatch.attempt import RunCancel, Trace
 from ductile.dispatch.completions import Completions
 from ductile.dispatch.execute import contain_fault, execute
-from ductile.errors import StoreUnavailable
+from ductile.errors import StoreError, StoreUnavailable
 from ductile.logs import Logger
 
 if TYPE_CHECKING:
+    from ductile.dispatch.live import LiveStderr
     from ductile.runtime import Runtime
     from ductile.store.jobs import Job
     from ductile.store.queue import Claim
@@ -35,10 +36,12 @@ UNAVAILABLE_PAUSE = 1.0  # seconds between claim attempts while the database ref
 
 class Dispatcher:
     def __init__(
-        self, current: Callable[[], Runtime], completions: Completions, log: Logger
+        self, current: Callable[[], Runtime], completions: Completions, log: Logger,
+        live: LiveStderr | None = None,
     ) -> None:
         self._current = current
         self._completions = completions
+        self._live = live  # where running plugins' stderr lines are published, if anywhere
         self._log = log.child("dispatcher")
         self._wake = trio.Event()
         self._claiming = True
@@ -55,13 +58,15 @@ class Dispatcher:
         self._cancels: dict[str, RunCancel] = {}  # running job id -> its cancel handle
 
     async def cancel_running(self, job_id: str, reason: str) -> bool:
-        """Stop a job running in this process: its plugin's process group is killed and the job
-        ends `dead` with `reason` as last_error. False when the job is not running here."""
+        """Stop a job running in this process: its plugin's process group gets SIGTERM, then
+        SIGKILL after `kill_grace`, and the job ends `cancelled` with `reason` as last_error
+        (a job whose plugin has not started yet is not started). False when the job is not
+        running here. Returns once the request is made; the job's completion
+        (`Completions`) says when it has ended, and how: it may have finished first."""
         handle = self._cancels.get(job_id)
         if handle is None:
             return False
-        handle.reason = reason
-        handle.scope.cancel()
+        handle.request(reason)
         await trio.lowlevel.checkpoint()
         return True
 
@@ -76,8 +81,9 @@ class Dispatcher:
         self._wake.set()
 
     def stop(self, grace: float) -> None:
-        """Stop claiming; running jobs get `grace` seconds to finish before they are cancelled
-        (their plugins are killed, and crash recovery re-queues them at the next boot)."""
+        """Stop claiming; running jobs get `grace` seconds to finish before they are cancelled:
+        their plugins are killed and each job is recorded back to `queued` as interrupted by
+        the stop (see `_interrupted`), to run again after the next start."""
         self._claiming = False
         if self._drain_scope is not None:
             self._drain_scope.deadline = trio.current_time() + grace
@@ -169,10 +175,15 @@ class Dispatcher:
                 try:
                     next_claim = await execute(
                         rt, next_claim, self._log, kill_grace=self.kill_grace, claim_next=chain,
-                        cancel=handle, trace=trace,
+                        cancel=handle, trace=trace, live=self._live,
                     )
                 except Exception as exc:  # noqa: BLE001 - the job boundary: see contain_fault
                     next_claim = await contain_fault(rt, job, trace, exc, self._log, chain)
+                except BaseException:
+                    # Cancelled (often inside a group from the plugin's own nursery): the stop's
+                    # grace ran out, or the process is going down. Not the job's fault.
+                    await self._interrupted(rt, job, trace)
+                    raise
                 finally:
                     self._cancels.pop(job.id, None)
                     self._lanes[job.plugin] -= 1
@@ -184,6 +195,25 @@ class Dispatcher:
         finally:
             self._active -= 1
             self._wake.set()  # a slot is free; `wake()` is for new work
+
+    async def _interrupted(self, rt: Runtime, job: Job, trace: Trace) -> None:
+        """`job` was still in hand when the process stopped dispatching (the shutdown grace
+        ran out): record it back to `queued` as interrupted by the stop, so the next boot does
+        not take it for a crash and count a poison-job strike against it. Shielded, since it
+        runs while our scope is cancelled; a write can never be abandoned half-way anyway. If
+        the store refuses (the outcome was written meanwhile, or the database is gone), crash
+        recovery requeues the job at the next start as before."""
+        with trio.CancelScope(shield=True):
+            try:
+                await rt.queue.interrupt(job, duration_ms=trace.elapsed_ms(), stderr=None)
+            except StoreError as exc:
+                self._log.warn("interrupted job not recorded (its outcome may have landed "
+                               "first); if it is still running, crash recovery requeues it at "
+                               "the next start", job_id=job.id, plugin=job.plugin,
+                               error=str(exc))
+                return
+        self._log.warn("job interrupted by shutdown; it runs again after the next start",
+                       job_id=job.id, plugin=job.plugin, attempt=job.attempt)
 
 
 def _now() -> datetime:

@@ -17,6 +17,7 @@ from ductile.errors import StoreError, StoreUnavailable
 from ductile.logs import Logger
 
 if TYPE_CHECKING:
+    from ductile.dispatch.live import LiveStderr
     from ductile.runtime import Runtime
     from ductile.store.jobs import Job
     from ductile.store.queue import Claim, Finished
@@ -31,17 +32,20 @@ async def execute(
     claim_next: NextSkip | None = None,
     cancel: RunCancel | None = None,
     trace: Trace | None = None,
+    live: LiveStderr | None = None,
 ) -> Claim | None:
     """Run one claimed job to its next status (terminal, or queued again for a retry).
 
-    `cancel.scope.cancel()` kills the plugin (its process group) and ends the job `dead`.
+    `cancel.request(reason)` stops the plugin (SIGTERM to its process group, SIGKILL after
+    `kill_grace`) and ends the job `cancelled`.
     With `claim_next` (returning a skip list, or None for "claim nothing"), the next eligible
-    job is claimed in the transaction that records this outcome, and returned.
+    job is claimed in the transaction that records this outcome, and returned. With `live`, the
+    plugin's stderr is published there as it runs (`job logs --follow`).
     """
     trace = trace or Trace()
     job = claim.job
     step, happened = await attempt(rt, claim, kill_grace=kill_grace,
-                                   cancel=cancel or RunCancel(), trace=trace)
+                                   cancel=cancel or RunCancel(), trace=trace, live=live)
     trace.stage = "routing the outcome"
     rec = decide(Routes.of(rt), job, step, happened)
     trace.stage = "recording the outcome"

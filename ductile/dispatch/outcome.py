@@ -19,7 +19,7 @@ EXIT_PERMANENT = 78  # EX_CONFIG: the plugin says retrying cannot help
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # succeeded | failed | timed_out
+    status: str  # succeeded | failed | timed_out | cancelled (an operator's or the scheduler's)
     reason: str  # ok | timeout | spawn_error | plugin_error | plugin_retry_false | exit_code_78
     retryable: bool
     error: str | None = None

@@ -211,6 +211,11 @@ def _ran(routes: Routes, job: Job, step: Step, ran: Ran) -> Record:
                   before=said)
     if outcome.status == "succeeded":
         return _succeeded(routes, job, step, base, outcome.response)
+    if outcome.status == "cancelled":
+        # Asked for, not an outcome of the plugin: never retried, no successors are routed
+        # and no hook fires (a `job.failed` hook would alert on a deliberate stop).
+        return replace(base, result=None, after=(LogLine("info", "job cancelled", {
+            **_fields(job), "attempt": job.attempt, "reason": outcome.error}),))
     retry = routes.plugin_conf(job.plugin).retry
     max_attempts = job.max_attempts or retry.max_attempts
     relay_to = _relay_target(routes, job, step)

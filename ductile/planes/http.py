@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 MAX_PATH_SHOWN = 200
 #: Seconds to hand a (small JSON) response to hypercorn, shielded from cancellation.
 SEND_TIMEOUT = 10.0
+#: The media type of a live stream (Server-Sent Events), sent without a deadline.
+EVENT_STREAM = "text/event-stream"
 #: The HTTP versions a plane answers (hypercorn reports them so; h2/h3 only when configured).
 HTTP_VERSIONS = frozenset({"1.0", "1.1", "2", "3"})
 
@@ -43,12 +45,20 @@ class ShieldedSendConnection(TrioASGIHTTPConnection):
       send, the receive loop sees "disconnect" and cancels the nursery, which would cancel that
       very close half-way and leave the socket open until `read_timeout`. Shielding the send
       (bounded by SEND_TIMEOUT) lets the close finish.
+
+    A live stream (`text/event-stream`) is the exception: it lasts as long as what it follows,
+    and that same cancellation on "disconnect" is what ends it when the client goes away, so it
+    is sent unshielded and unbounded.
     """
 
     async def handle_request(  # type: ignore[override]
         self, nursery: trio.Nursery, request: Any, send: Any
     ) -> None:
         response = await self.app.handle_request(request)
+        if response.mimetype == EVENT_STREAM:
+            await self._send_response(send, response)
+            nursery.cancel_scope.cancel()
+            return
         if not _body_complete(request):
             response.headers["Connection"] = "close"
         with trio.CancelScope(shield=True, deadline=trio.current_time() + SEND_TIMEOUT):

@@ -4,9 +4,14 @@ Contract (the same as the Go original's): the entrypoint runs with no arguments 
 process group, with an allowlisted environment; stdin gets the request and is closed; stdout is
 captured up to 10 MiB (past that the attempt fails and the group is killed), stderr up to 64 KiB
 (the rest is dropped, never a failure). On timeout the group gets SIGTERM, then SIGKILL after the
-grace period. When the main process has exited, whatever is left of its group is killed, so no
-grandchild outlives its job, and a descendant that escaped the group cannot hang us by holding
-stdout open.
+grace period; the same when the caller sets its `stop` event (an operator's cancel), and the
+result then says `stopped`. When the main process has exited, whatever is left of its group is
+killed, so no grandchild outlives its job, and a descendant that escaped the group cannot hang
+us by holding stdout open.
+
+`on_stderr_line` taps stderr as it is read: each line, decoded, goes to the caller while the
+plugin runs (`ductile job logs --follow`). The tap sees every byte read, past the cap too; what
+is stored is unchanged.
 
 Why not `trio.run_process`: it starts each child from a worker thread, which caps throughput at
 about 1,270 spawns/s on two cores; `os.posix_spawn` (vfork+exec in glibc) straight from the trio
@@ -28,6 +33,7 @@ import trio
 
 from ductile.errors import AccountDropError, PluginSpawnError
 from ductile.plugin.credentials import Credentials, signal_as, spawn_as
+from ductile.plugin.lines import LineSplitter
 
 STDOUT_CAP = 10 * 1024 * 1024
 STDERR_CAP = 64 * 1024
@@ -67,6 +73,9 @@ class SpawnResult:
     timed_out: bool
     duration: float
     pid: int | None
+    # The caller's `stop` ended the run (an operator's cancel): the group got SIGTERM, then
+    # SIGKILL after the grace, as on a timeout.
+    stopped: bool = False
 
 
 def child_env(
@@ -91,6 +100,8 @@ async def spawn_plugin(
     stdout_cap: int = STDOUT_CAP,
     stderr_cap: int = STDERR_CAP,
     credentials: Credentials | None = None,
+    on_stderr_line: Callable[[str], None] | None = None,
+    stop: trio.Event | None = None,
 ) -> SpawnResult:
     """Run `entrypoint` once with `request` on stdin and collect its result.
 
@@ -98,11 +109,15 @@ async def spawn_plugin(
     (`plugin/credentials.py`). Raises PluginSpawnError only when the process cannot be
     started (AccountDropError when the drop itself was refused); everything that happens after
     that (timeout, overflow, garbage, a crash) is reported in the SpawnResult.
+
+    `on_stderr_line` is called (synchronously, so it must not block) with each stderr line as
+    it is read, and with an unfinished last line at the end.
     """
     started = time.monotonic()
     child = _Child.start(entrypoint, env, credentials)
     try:
-        return await _supervise(child, request, timeout, grace, stdout_cap, stderr_cap, started)
+        return await _supervise(child, request, timeout, grace, stdout_cap, stderr_cap, started,
+                                on_stderr_line, stop=stop)
     finally:
         await child.dispose()
 
@@ -323,11 +338,13 @@ class _Capture:
     blocks on a full pipe.
     """
 
-    def __init__(self, child: _Child, name: str, cap: int, *, stop_at_cap: bool) -> None:
+    def __init__(self, child: _Child, name: str, cap: int, *, stop_at_cap: bool,
+                 tap: LineSplitter | None = None) -> None:
         self.child = child
         self.name = name
         self.cap = cap
         self.stop_at_cap = stop_at_cap
+        self.tap = tap
         self.data = bytearray()
         self.over = False
         self.done = False
@@ -346,6 +363,8 @@ class _Capture:
                 self.done = True
                 self.child.close(self.name)
                 return
+            if self.tap is not None:
+                self.tap.feed(chunk)
             self._keep(chunk)
 
     def _keep(self, chunk: bytes) -> None:
@@ -422,9 +441,13 @@ async def _supervise(
     stdout_cap: int,
     stderr_cap: int,
     started: float,
+    on_stderr_line: Callable[[str], None] | None = None,
+    *,
+    stop: trio.Event | None = None,
 ) -> SpawnResult:
+    tap = LineSplitter(on_stderr_line) if on_stderr_line is not None else None
     out = _Capture(child, "stdout", stdout_cap, stop_at_cap=True)
-    err = _Capture(child, "stderr", stderr_cap, stop_at_cap=False)
+    err = _Capture(child, "stderr", stderr_cap, stop_at_cap=False, tap=tap)
     waiting = trio.CancelScope(deadline=trio.current_time() + timeout)
     timed_out = False
     kept_stdout: int | None = None
@@ -434,10 +457,13 @@ async def _supervise(
             nursery.start_soon(_write_stdin, child, rest)
         nursery.start_soon(out.run, waiting.cancel)
         nursery.start_soon(err.run, _ignore)
+        if stop is not None:
+            nursery.start_soon(_cancel_when_set, stop, waiting)
         with waiting:
             await child.wait_exited()
-        if not child.exited():  # deadline or stdout overflow, and not the exit-at-deadline race
-            if not out.over:
+        stopped = stop is not None and stop.is_set() and not child.exited()
+        if not child.exited():  # deadline, overflow or stop; not the exit-at-deadline race
+            if not out.over and not stopped:
                 timed_out = True
                 kept_stdout = len(out.data)  # output after the deadline is discarded
             await _terminate(child, grace)
@@ -448,6 +474,8 @@ async def _supervise(
     # escaped the group and still holds them open.
     out.read_available()
     err.read_available()
+    if tap is not None:
+        tap.close()
     stdout = bytes(out.data if kept_stdout is None else out.data[:kept_stdout])
     return SpawnResult(
         exit_code=_exit_code(child.status),
@@ -459,11 +487,18 @@ async def _supervise(
         timed_out=timed_out,
         duration=time.monotonic() - started,
         pid=child.pid,
+        stopped=stopped,
     )
 
 
 def _ignore() -> None:
     return None
+
+
+async def _cancel_when_set(stop: trio.Event, scope: trio.CancelScope) -> None:
+    """End the wait for the plugin once `stop` is set (the caller's cancel)."""
+    await stop.wait()
+    scope.cancel()
 
 
 async def _terminate(child: _Child, grace: float) -> None:

@@ -10,6 +10,7 @@ from ductile.router.baggage import MAX_CONTEXT_BYTES, BaggageSpec, parse_baggage
 from ductile.router.conditions import Condition, evaluate, parse_condition
 from ductile.router.dsl import (
     RELAY_PLUGIN,
+    SPLIT_PLUGIN,
     SWITCH_FALSE,
     SWITCH_PLUGIN,
     SWITCH_TRUE,
@@ -26,6 +27,7 @@ from ductile.router.engine import (
     Position,
     RootContext,
     Routing,
+    RunRoot,
     SwitchOutcome,
     events_to_route,
     hooks_for,
@@ -42,6 +44,7 @@ __all__ = [
     "API_TRIGGER",
     "MAX_CONTEXT_BYTES",
     "RELAY_PLUGIN",
+    "SPLIT_PLUGIN",
     "STEP_SKIPPED",
     "STEP_SUCCEEDED",
     "SWITCH_FALSE",
@@ -56,6 +59,7 @@ __all__ = [
     "Position",
     "RootContext",
     "Routing",
+    "RunRoot",
     "SwitchOutcome",
     "WithSpec",
     "apply_with",

@@ -53,6 +53,10 @@ from ductile.router.templates import Template, WithSpec, parse_template, parse_w
 
 SWITCH_PLUGIN = "core.switch"
 RELAY_PLUGIN = RELAY_JOB  # the synthetic job of a relay step (config.schema.RELAY_JOB)
+# The synthetic root job of a `POST /pipeline/{name}` run that enters more than one step at
+# once (a leading `split`). The store's tree reads recognise it by this name
+# (store.tree.SPLIT_ROOT_PLUGIN, spelled there too so this pure module need not load the store).
+SPLIT_PLUGIN = "core.split"
 SWITCH_TRUE = "ductile.switch.true"
 SWITCH_FALSE = "ductile.switch.false"
 HOOK_SIGNALS = ("job.completed", "job.failed", "job.timed_out")

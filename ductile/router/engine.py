@@ -9,7 +9,8 @@ A job's *position* is its `event_context` row: `Position(pipeline, step_id, accu
         One emitted event of a finished job. Call once per event. `lenient=True` on the skip path.
     start(ps, name, payload, root_baggage=None, *, new_id=...) -> Routing
         `POST /pipeline/{name}`. Raises BaggageError (API 400 `root baggage claims failed: ...`)
-        or ContextTooLarge (API 413) and then nothing may be enqueued.
+        or ContextTooLarge (API 413) and then nothing may be enqueued. When the run enters more
+        than one step (a leading `split`), `Routing.run` describes its one root job (RunRoot).
     hooks_for(ps, signal, *, plugin, payload, hook_depth=0, new_id=...) -> Routing
         `job.completed` / `job.failed` / `job.timed_out` of a root job whose plugin has
         `notify_on_complete`.
@@ -36,6 +37,13 @@ Each `Dispatch` in a Routing has `action`:
 
 `notes` lists routes not taken (a pipeline `if` false or in error), for logs.
 
+A run has one id and one job tree. A run started with one entry step has that step's job as
+its root. A run started by `start` that enters several steps at once (a leading `split`, or a
+`call` of a pipeline that starts with one) gets a synthetic root job, `RunRoot`: the `core.split`
+job of the run's pipeline-instance root row, written already succeeded, with every entry
+dispatch as its child (one extra job per such run, none for any other). Runs started by an
+event (`route`, `hooks_for`) already hang under the job that emitted it and need none.
+
 Decisions on the reference's quirks (docs/pipelines.md repeats them for users):
 
 * Depth. Each pipeline instance gets the budget of its pipeline (explicit `max_depth`, else its
@@ -58,7 +66,7 @@ import copy
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ductile.errors import (
@@ -168,9 +176,35 @@ class Dispatch:
 
 
 @dataclass(frozen=True)
+class RunRoot:
+    """The synthetic `core.split` root job of a run that enters several steps at once.
+
+    Its payload is the run's trigger `event` and its context the instance root row the
+    branches' rows grow from; `decision` is why it started (its route) and `branches` are the
+    entry steps it fans out to, `pipeline/step` each (a `call` may enter another pipeline).
+    """
+
+    pipeline: str
+    event: Mapping[str, Any]
+    decision: str
+    branches: tuple[str, ...]
+
+    @property
+    def result(self) -> dict[str, Any]:
+        """What the root job records as its result."""
+        return {"branches": list(self.branches)}
+
+    @property
+    def reason(self) -> str:
+        """Its last status change's reason (the job tree's `decision`)."""
+        return f"split into {len(self.branches)} branches"
+
+
+@dataclass(frozen=True)
 class Routing:
     dispatches: tuple[Dispatch, ...] = ()
     notes: tuple[str, ...] = ()
+    run: RunRoot | None = None
 
 
 @dataclass(frozen=True)
@@ -225,7 +259,8 @@ def start(
     *,
     new_id: IdFactory = _uuid,
 ) -> Routing:
-    """Entry dispatches of `POST /pipeline/{name}`; the caller checked that `name` exists."""
+    """Entry dispatches of `POST /pipeline/{name}`; the caller checked that `name` exists.
+    With more than one, `Routing.run` is the run's root job (see RunRoot)."""
     pipeline = ps.pipelines.get(name)
     if pipeline is None:
         raise RoutingError(f"pipeline {name!r} not found")
@@ -235,8 +270,13 @@ def start(
     event = {"type": pipeline.trigger, "payload": copy.deepcopy(dict(payload)),
              "event_id": new_id()}
     out = _Collector(strict_claims=True)
-    _enter(ps, pipeline, event, 0, seeded, f"started: {name}", 0, new_id, out)
-    return out.routing()
+    why = f"started: {name}"
+    _enter(ps, pipeline, event, 0, seeded, why, 0, new_id, out)
+    routing = out.routing()
+    if len(routing.dispatches) < 2:
+        return routing
+    branches = tuple(f"{d.pipeline}/{d.step_id}" for d in routing.dispatches)
+    return replace(routing, run=RunRoot(name, event, why, branches))
 
 
 def ingest(

@@ -1,4 +1,5 @@
-"""Operator controls over schedules: pause and resume `PLUGIN[/ID]`, reset a breaker.
+"""Operator controls over schedules: pause and resume `PLUGIN[/ID]`, reset a breaker. (A
+manual fire needs the running scheduler: `Scheduler.fire_now`.)
 
 The functions here run on a write connection: inside `Database.write` for the API, or on the
 CLI's own connection beside a running daemon (SQLite serialises the two writers; the daemon
@@ -18,13 +19,18 @@ from ductile.store import schedules as sch
 Target = tuple[str, str, str]  # (plugin, schedule id, command)
 
 
+def known_targets(cfg: Config) -> list[Target]:
+    """Every schedule of an enabled plugin, in plugin order."""
+    return [(name, s.id, s.command) for name, plugin in sorted(cfg.plugins.items())
+            if plugin.enabled for s in plugin.schedules]
+
+
 def resolve_targets(cfg: Config, target: str | None) -> list[Target]:
     """The configured schedules `target` names: every one (None), a plugin's, or one `P/ID`.
 
     Raises UnknownSchedule listing what exists when nothing matches.
     """
-    known = [(name, s.id, s.command) for name, plugin in sorted(cfg.plugins.items())
-             if plugin.enabled for s in plugin.schedules]
+    known = known_targets(cfg)
     if target is None or not target.strip():
         return known
     plugin, _, schedule_id = target.strip().partition("/")

@@ -13,10 +13,17 @@ half_open, and this fire is the probe; a probe still running: skip `probe_runnin
 overlap policy `if_running` against the outstanding jobs of (plugin, command) (for `poll` only
 the scheduler's own, as in Go): `skip` skips when any is outstanding (`already_running`),
 `queue` when `max_outstanding_polls` are (`outstanding_limit`), `cancel` cancels them (queued
-ones in the queue, running ones through the dispatcher, whose plugin process group is killed)
-and enqueues. The job's dedupe key is the fire key `plugin:command:id:<scheduled instant>`, so a
+ones in the queue, running ones through the dispatcher, whose plugin process group gets SIGTERM
+then SIGKILL; either way the job ends `cancelled`, which the breaker passes over) and enqueues. The job's dedupe key is the fire key `plugin:command:id:<scheduled instant>`, so a
 fire replayed after a crash between enqueue and bookkeeping is dropped by the queue. A skipped
 slot is consumed: the schedule waits for its next slot (Go instead retried at every tick).
+
+An operator can also fire one schedule now (`fire_now`, `ductile system scheduler run`): the
+job carries the schedule's command and payload, is submitted by `scheduler:manual`, goes
+through the same `if_running` policy, and leaves the schedule's bookkeeping alone, so its next
+regular fire does not move. It is not held by an open breaker and does not count towards one
+(breakers count the scheduler's own submissions); for `poll`, regular fires count it as the
+scheduler's own when they apply `if_running`.
 
 Times: `clock()` is the wall clock (UTC, injectable for tests); sleeping uses the trio clock, so
 tests can run days of schedules under `trio.testing.MockClock`. The scheduler's start time is
@@ -26,13 +33,19 @@ the `boot` instant that `after` schedules count from.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ductile.errors import DedupeDropped, StoreError, StoreUnavailable
+from ductile.errors import (
+    DedupeDropped,
+    SchedulerError,
+    StoreError,
+    StoreUnavailable,
+    UnknownSchedule,
+)
 from ductile.logs import Logger
 from ductile.schedule import plan as planner
 from ductile.schedule.expr import Schedule, ScheduleError, fire_key
@@ -47,6 +60,8 @@ if TYPE_CHECKING:
 
 CancelRunning = Callable[[str, str], Awaitable[bool]]
 UNAVAILABLE_PAUSE = 1.0
+#: `submitted_by` of a job an operator fired by hand (`fire_now`).
+MANUAL_SUBMITTER = "scheduler:manual"
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,40 @@ class Fired:
     slot: datetime
     job_id: str | None
     skipped: str | None = None  # the skip reason, when no job was enqueued
+    manual: bool = False  # fired by an operator (fire_now), not by the schedule's clock
+
+
+@dataclass(frozen=True)
+class ManualFire:
+    """The outcome of an operator's `fire_now`: the job enqueued, or why none was.
+
+    `skipped` is `already_running` (if_running: skip), `outstanding_limit` (if_running: queue)
+    or `invalid` (the schedule cannot run; `detail` says why). `outstanding` lists the jobs that
+    held the fire back; `cancelled` the jobs if_running: cancel cancelled before enqueueing."""
+
+    plugin: str
+    schedule_id: str
+    command: str
+    if_running: str
+    job_id: str | None = None
+    skipped: str | None = None
+    detail: str = ""
+    outstanding: tuple[str, ...] = ()
+    cancelled: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"plugin": self.plugin, "schedule_id": self.schedule_id,
+                                "command": self.command, "if_running": self.if_running,
+                                "submitted_by": MANUAL_SUBMITTER}
+        if self.job_id is not None:
+            body.update(job_id=self.job_id, status="queued")
+        if self.skipped is not None:
+            body.update(skipped=self.skipped, detail=self.detail)
+        if self.outstanding:
+            body["outstanding"] = list(self.outstanding)
+        if self.cancelled:
+            body["cancelled"] = list(self.cancelled)
+        return body
 
 
 class Scheduler:
@@ -86,6 +135,8 @@ class Scheduler:
         self._asleep = trio.Event()
         self.sleeping_until = 0.0
         self._stopping = False
+        # A pass and a manual fire decide on the same outstanding jobs: one at a time.
+        self._deciding = trio.Lock()
         self.boot: datetime | None = None
         self.fired: list[Fired] = []  # the most recent decisions (bounded), newest last
 
@@ -105,7 +156,8 @@ class Scheduler:
         while not self._stopping:
             self._wake = trio.Event()
             try:
-                delay = await self.run_pass()
+                async with self._deciding:
+                    delay = await self.run_pass()
             except StoreUnavailable as exc:
                 self._log.error("database unavailable: scheduling paused", error=str(exc),
                                 retry_in_s=UNAVAILABLE_PAUSE)
@@ -256,7 +308,8 @@ class Scheduler:
                 return "circuit_open"
         service = rt.config.service.name
         outstanding = [o for o in state.outstanding.get(target, [])
-                       if schedule.command != "poll" or o.submitted_by == service]
+                       if schedule.command != "poll"
+                       or o.submitted_by in (service, MANUAL_SUBMITTER)]
         if breaker is not None and breaker.state == brk.HALF_OPEN and any(
                 o.submitted_by == service for o in outstanding):
             return "probe_running"
@@ -336,6 +389,8 @@ class Scheduler:
     def _record(self, fired: Fired, slot: datetime) -> Fired:
         fields = {"plugin": fired.plugin, "schedule_id": fired.schedule_id,
                   "slot": format_time(slot)}
+        if fired.manual:
+            fields["trigger"] = "manual"
         if fired.skipped is None:
             self._log.info("scheduled job enqueued", job_id=fired.job_id, **fields)
         else:
@@ -344,6 +399,65 @@ class Scheduler:
         self.fired.append(fired)
         del self.fired[:-1000]
         return fired
+
+    # -- an operator's manual fire -------------------------------------------------------
+
+    async def fire_now(self, plugin: str, schedule_id: str) -> ManualFire:
+        """Enqueue one run of the schedule `plugin/schedule_id` now, on an operator's request.
+
+        The job has the schedule's command and payload and the plugin's retry policy; it is
+        submitted by `scheduler:manual` with the dedupe key `plugin:command:id:manual:<now>`,
+        so the ledger ties it to its schedule. `if_running` applies as for a regular fire (for
+        `poll`, against the scheduler's own jobs, regular and manual). schedule_entries is not
+        written, so the next regular fire stays where it was. Raises UnknownSchedule (naming the
+        known schedules) and SchedulerError when this generation does not schedule at all.
+        """
+        rt = self._current()
+        if rt.posture == "management-only":
+            raise SchedulerError("the scheduler is idle in the management-only posture; "
+                                 "activate the gateway first (docs/operator.md, Postures)")
+        parsed = enabled_schedules(rt.config)
+        item = next((p for p in parsed
+                     if p.plugin == plugin and p.schedule_id == schedule_id), None)
+        if item is None:
+            raise UnknownSchedule(f"{plugin}/{schedule_id}",
+                                  [f"{p.plugin}/{p.schedule_id}" for p in parsed])
+        command = item.conf.command
+        if_running = item.schedule.if_running if item.schedule is not None else "skip"
+        base = ManualFire(plugin, schedule_id, command, if_running)
+        invalid = self._invalid_reason(rt, item)
+        if invalid is not None or item.schedule is None:
+            return replace(base, skipped="invalid", detail=invalid or "schedule not parsed")
+        async with self._deciding:
+            outstanding = await self._db.read(
+                lambda conn: sch.outstanding_jobs(conn, plugin, command, None))
+            service = rt.config.service.name
+            mine = [o for o in outstanding
+                    if command != "poll" or o.submitted_by in (service, MANUAL_SUBMITTER)]
+            held = tuple(o.id for o in mine)
+            if mine and if_running == "skip":
+                return replace(base, skipped="already_running", outstanding=held,
+                               detail=f"if_running: skip, and {len(mine)} job(s) of "
+                                      f"{plugin}/{command} are queued or running")
+            limit = max(1, rt.config.plugin(plugin).max_outstanding_polls)
+            if if_running == "queue" and len(mine) >= limit:
+                return replace(base, skipped="outstanding_limit", outstanding=held,
+                               detail=f"if_running: queue, and {len(mine)} job(s) of "
+                                      f"{plugin}/{command} are queued or running "
+                                      f"(max_outstanding_polls: {limit})")
+            cancelled: tuple[str, ...] = ()
+            if mine and if_running == "cancel":
+                for job in mine:
+                    await self._cancel(rt, job)
+                cancelled = held
+            now = self._clock()
+            stamp = format_time(now)
+            job = await rt.queue.enqueue(
+                plugin, command, item.conf.raw.get("payload") or {}, MANUAL_SUBMITTER,
+                max_attempts=rt.config.plugin(plugin).retry.max_attempts,
+                dedupe_key=f"{plugin}:{command}:{schedule_id}:manual:{stamp}")
+        self._record(Fired(plugin, schedule_id, now, job.id, manual=True), now)
+        return replace(base, job_id=job.id, cancelled=cancelled)
 
     # -- breakers ------------------------------------------------------------------------
 

@@ -5,16 +5,17 @@ Rows carry names and outcomes only (who, which operation, which secret or princi
 has no field for one, and `detail` is an error message of the vault family, whose messages
 never contain values.
 
-Two writers share `insert_event`: the daemon's `AuditWriter` (through `Database.write`, so it
-joins the one writer thread) and `append_offline` for CLI verbs that run while the daemon is
-stopped (`vault get`, `vault set --vault`, `rotate-admin-token`, ...).
+Three writers share `insert_event`: the daemon's `AuditWriter` (through `Database.write`, so
+it joins the one writer thread), `append_offline` for CLI verbs that run while the daemon is
+stopped (`vault get`, `vault set --vault`, `rotate-admin-token`, ...), and
+`append_creating_database` for `config init`, whose vault writes come before any database.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -124,6 +125,34 @@ def append_offline(state_path: str, event: AuditEvent, *,
     finally:
         conn.close()
     return True
+
+
+def append_creating_database(state_path: str, events: Sequence[AuditEvent], *,
+                             clock: Callable[[], str] = utcnow_text) -> None:
+    """Append `events` in one transaction, creating the state database first when there is
+    none (schema at the current version, exactly as the gateway creates it at its first boot).
+
+    For `config init`: it writes the vault (genesis, the minted `api-token`) before any gateway
+    ran, and those writes belong in the trail the gateway and `system vault-audit` read. The
+    gateway then opens this database as its own. Raises StoreError when it cannot be written.
+    """
+    import trio
+
+    from ductile.store.db import Database
+
+    async def write() -> None:
+        db = await Database.open(state_path)
+        try:
+            created_at = clock()
+            await db.write(lambda conn: [insert_event(conn, e, created_at) for e in events])
+            # A read through the reader pool before closing lets the last connection checkpoint
+            # and remove the -wal/-shm files: the new config directory holds one state file.
+            await db.read(lambda conn: conn.execute("SELECT count(*) FROM vault_audit")
+                          .fetchone())
+        finally:
+            await db.close()
+
+    trio.run(write)
 
 
 def list_events(conn: sqlite3.Connection, *, principal: str | None = None,

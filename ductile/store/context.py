@@ -19,7 +19,9 @@ dropped or failed enqueue never leaves an orphan context behind.
 A spec may carry a not-yet-stored `parent` spec instead of a `parent_id` (a fresh pipeline-instance
 root and its first hop, written together), and may pre-assign its `id`: a second spec with the
 same id and the same content reuses the stored row, which is how split branches share one new
-instance root.
+instance root. A run that splits at its first step also points its synthetic `core.split` root
+job at that instance root row (step_id ""), so the run's root shows its pipeline and root
+baggage; no other job points at an instance root row.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ What a second backend must guarantee, because the callers rely on it without che
   and every status change is guarded by the status it was checked against (a row changed
   behind the writer's back is refused, never overwritten).
 - The job machine (`states/job.yaml`, `ductile.machines.load_machine("job")`) is checked on
-  every status change, under the trigger that makes it (queued -> dead is a `cancel`, never a
+  every status change, under the trigger that makes it (queued -> cancelled is a `cancel`,
+  running -> cancelled a `stop`, running -> queued a `retry` or an `interrupt`, never a
   `complete`), raising InvalidTransition; each change is recorded as a job_transitions row in
   the same transaction, so the history always explains the status.
 - The attempt ledger: an attempt row opened at claim, finished by complete, retry or crash
@@ -43,6 +44,10 @@ What a second backend must guarantee, because the callers rely on it without che
   claimable (enqueue, retry, successors, recovery).
 - Recovery (`recover_orphans`): each job left `running` is requeued as attempt + 1, or buried
   `dead` when out of attempts or when it was running during POISON_CRASHES crashes (writes.py).
+  An `interrupt` (a clean stop) is no crash: it never counts towards the poison quarantine.
+- Operator links: a job enqueued with `retry_of` is refused (JobStateConflict) unless the job it
+  names is in a `retryable` status of the job machine and was never retried before, checked in
+  the inserting transaction; `links` answers both directions of retry_of and rerun_of.
 
 Plugin state is not part of this interface: no upper layer uses `rt.state`. State reaches
 the dispatcher in `Claim.state` and leaves through `complete_and_claim(state_update=,
@@ -62,8 +67,9 @@ if TYPE_CHECKING:
     from ductile.store.context import ContextSpec
     from ductile.store.facts import FactPlan
     from ductile.store.joblog import LogFilter
-    from ductile.store.jobs import Job, LogEntry
+    from ductile.store.jobs import Attempt, Job, JobLinks, LogEntry
     from ductile.store.queue import Claim, Finished, Successor
+    from ductile.store.tree import PipelineRun
 
 
 class JobQueue(Protocol):
@@ -85,8 +91,24 @@ class JobQueue(Protocol):
         event_context_id: str | None = None,
         source_event_id: str | None = None,
         context: ContextSpec | None = None,
+        retry_of: str | None = None,
+        rerun_of: str | None = None,
     ) -> Job:
-        """Insert a queued job (scheduler, API, webhooks); DedupeDropped/SourceEventConflict."""
+        """Insert a queued job (scheduler, API, webhooks); DedupeDropped/SourceEventConflict;
+        with `retry_of`, JobNotFound/JobStateConflict."""
+        ...
+
+    async def start_run(
+        self,
+        root: Successor,
+        branches: Sequence[Successor],
+        *,
+        result: str | None,
+        reason: str,
+        rerun_of: str | None = None,
+    ) -> Finished:
+        """A run whose first step fans out: its synthetic root job, written `succeeded`, and
+        the branches as the root's successors, atomically (`POST /pipeline/{name}`)."""
         ...
 
     async def claim_next(self, skip_plugins: Collection[str] = ()) -> Claim | None:
@@ -129,13 +151,24 @@ class JobQueue(Protocol):
         ...
 
     async def cancel(self, job_id: str, *, reason: str = "cancelled") -> Job:
-        """Mark a queued job dead before it runs (scheduler's `if_running: cancel`)."""
+        """End a queued job `cancelled` before it runs (the scheduler's `if_running: cancel`,
+        `ductile job cancel`); InvalidTransition when it is not queued, JobNotFound."""
+        ...
+
+    async def interrupt(self, job: Job, *, duration_ms: int | None, stderr: str | None) -> Job:
+        """Send a running job whose attempt a clean stop cut short back to the queue, the
+        attempt not counted (dispatcher, at the end of service.shutdown_grace)."""
         ...
 
     # -- reads --------------------------------------------------------------------------
 
     async def get(self, job_id: str) -> Job | None:
         """The job, or None."""
+        ...
+
+    async def attempts(self, job_id: str) -> list[Attempt]:
+        """Every attempt of the job, first first (the live stderr stream reads the last one's
+        stored stderr when the job has ended)."""
         ...
 
     async def list(
@@ -147,6 +180,14 @@ class JobQueue(Protocol):
         limit: int = 50,
     ) -> tuple[list[Job], int]:
         """Jobs newest first (at most `limit`) and the total matching count."""
+        ...
+
+    async def links(self, job: Job) -> JobLinks:
+        """The job's retry and rerun links, both ways."""
+        ...
+
+    async def pipeline_run(self, job_id: str) -> PipelineRun | None:
+        """The pipeline run `job_id` is the root of (store/tree.py), or None."""
         ...
 
     async def tree(self, root_id: str) -> dict[str, Any] | None:

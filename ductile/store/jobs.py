@@ -135,6 +135,10 @@ class Job(_Record):
     event_context_id: str | None
     enqueued_config_snapshot_id: str | None
     started_config_snapshot_id: str | None
+    # The job this one runs again (`ductile job retry`), and the root job of the pipeline run
+    # this one repeats (`ductile pipeline rerun`); the reverse links are looked up by index.
+    retry_of: str | None = None
+    rerun_of: str | None = None
 
     def payload_obj(self) -> Any:
         """The payload decoded from JSON (None when absent); a stored payload that is not JSON
@@ -172,7 +176,35 @@ class Job(_Record):
         )
         if self.last_error is not None:
             body["last_error"] = self.last_error
+        if self.retry_of is not None:
+            body["retry_of"] = self.retry_of
+        if self.rerun_of is not None:
+            body["rerun_of"] = self.rerun_of
         return body
+
+
+@dataclass(frozen=True)
+class JobLinks:
+    """A job's place in the chain of operator re-runs, both ways: the job it retries (and the
+    one that retried it), the run root it reruns (and the jobs that rerun it, newest last)."""
+
+    retry_of: str | None = None
+    retried_as: str | None = None
+    rerun_of: str | None = None
+    rerun_as: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """The links that exist (an empty dict for a job never retried or rerun)."""
+        out: dict[str, Any] = {}
+        if self.retry_of is not None:
+            out["retry_of"] = self.retry_of
+        if self.retried_as is not None:
+            out["retried_as"] = self.retried_as
+        if self.rerun_of is not None:
+            out["rerun_of"] = self.rerun_of
+        if self.rerun_as:
+            out["rerun_as"] = list(self.rerun_as)
+        return out
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from ductile.store.jobs import Attempt, Job, LogEntry, Transition
+from ductile.store.jobs import Attempt, Job, JobLinks, LogEntry, Transition
 from ductile.store.snapshots import fetch_snapshot
 
 _JOB_COLUMNS = Job.select_list()
@@ -77,11 +77,25 @@ def fetch_log_entries(conn: sqlite3.Connection, job_id: str) -> list[LogEntry]:
     return [LogEntry.from_row(row) for row in rows]
 
 
+def fetch_links(conn: sqlite3.Connection, job: Job) -> JobLinks:
+    """The job's retry and rerun links both ways (the reverse ones through the partial
+    indexes on retry_of and rerun_of)."""
+    retried = conn.execute(
+        "SELECT id FROM job_queue WHERE retry_of = ? ORDER BY created_at, rowid LIMIT 1",
+        (job.id,),
+    ).fetchone()
+    rerun = conn.execute(
+        "SELECT id FROM job_queue WHERE rerun_of = ? ORDER BY created_at, rowid", (job.id,)
+    ).fetchall()
+    return JobLinks(retry_of=job.retry_of, retried_as=retried[0] if retried else None,
+                    rerun_of=job.rerun_of, rerun_as=tuple(str(row[0]) for row in rerun))
+
+
 def read_job_ledger(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
     """Everything recorded about one job, for `ductile job inspect`; None when unknown.
 
     Keys: job, attempts, transitions, logs, snapshot (the config snapshot live at enqueue, as
-    a dict, or None) and started_snapshot (the one live at the last claim).
+    a dict, or None), started_snapshot (the one live at the last claim) and links (JobLinks).
     """
     job = fetch_job(conn, job_id)
     if job is None:
@@ -93,6 +107,7 @@ def read_job_ledger(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | N
         "logs": fetch_log_entries(conn, job_id),
         "snapshot": fetch_snapshot(conn, job.enqueued_config_snapshot_id),
         "started_snapshot": fetch_snapshot(conn, job.started_config_snapshot_id),
+        "links": fetch_links(conn, job),
     }
 
 

@@ -131,11 +131,28 @@ def _relay_seen(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX relay_seen_expires_idx ON relay_seen (expires_at)")
 
 
+# -- version 4: retry and rerun links ------------------------------------------------------------
+
+
+def _again_links(conn: sqlite3.Connection) -> None:
+    """job_queue.retry_of / rerun_of: the job a `ductile job retry` or `pipeline rerun` started
+    again, so the ledger shows the link both ways (the old job's "retried as" is an index
+    lookup). Nothing else changes: adding a nullable column keeps every existing row."""
+    conn.execute("ALTER TABLE job_queue ADD COLUMN retry_of TEXT")
+    conn.execute("ALTER TABLE job_queue ADD COLUMN rerun_of TEXT")
+    conn.execute("CREATE INDEX job_queue_retry_of_idx ON job_queue (retry_of) "
+                 "WHERE retry_of IS NOT NULL")
+    conn.execute("CREATE INDEX job_queue_rerun_of_idx ON job_queue (rerun_of) "
+                 "WHERE rerun_of IS NOT NULL")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "JSON columns become TEXT, so stored JSON text round-trips byte for byte",
               _json_columns_to_text),
     Migration(3, "relay_seen: relay envelopes accepted within the clock-skew window",
               _relay_seen),
+    Migration(4, "job_queue.retry_of and rerun_of: a retried job or rerun pipeline run is "
+                 "linked to the one it started again", _again_links),
 )
 
 #: The schema version this release creates and migrates to.

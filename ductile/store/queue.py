@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +37,7 @@ from ductile.store.facts import FactPlan, apply_fact_plan
 from ductile.store.jobs import (
     Attempt,
     Job,
+    JobLinks,
     LogEntry,
     Transition,
     format_time,
@@ -52,20 +53,24 @@ from ductile.store.ledger import (
     fetch_attempts,
     fetch_job,
     fetch_jobs,
+    fetch_links,
     fetch_log_entries,
     fetch_transitions,
 )
 from ductile.store.state import encode_updates, load_state
-from ductile.store.tree import fetch_job_tree
+from ductile.store.tree import PipelineRun, fetch_job_tree, fetch_pipeline_run
 from ductile.store.values import DEFAULT_MAX_ATTEMPTS, RawJSON, queued_job, require_text
 from ductile.store.writes import (
+    INTERRUPTED_REASON,
     _cancel,
     _claim,
     _complete,
     _Dedupe,
     _Ending,
     _insert_job,
+    _insert_run_root,
     _insert_successors,
+    _interrupt,
     _record_spawn,
     _recover,
     _retry,
@@ -182,6 +187,8 @@ class Queue:
         event_context_id: str | None = None,
         source_event_id: str | None = None,
         context: ContextSpec | None = None,
+        retry_of: str | None = None,
+        rerun_of: str | None = None,
     ) -> Job:
         """Insert a queued job and wake the dispatcher.
 
@@ -195,6 +202,11 @@ class Queue:
         `context` (instead of `event_context_id`) writes a new event_context row in the same
         transaction and points the job at it: nothing is written if the job is dropped.
         Oversize baggage raises ContextTooLarge before anything is written.
+
+        `retry_of` links the job to the one it runs again (`ductile job retry`): that job must
+        exist (JobNotFound), be in a retryable status and not be retried already
+        (JobStateConflict), checked in the inserting transaction. `rerun_of` links an entry of
+        a rerun pipeline run to the root job of the run it repeats.
         """
         require_text(plugin=plugin, command=command, submitted_by=submitted_by)
         if context is not None and event_context_id is not None:
@@ -218,6 +230,8 @@ class Queue:
             event_context_id=prepared.id if prepared is not None else event_context_id,
             snapshot_id=self._snapshot_id(),
         )
+        if retry_of is not None or rerun_of is not None:
+            job = replace(job, retry_of=retry_of, rerun_of=rerun_of)
         dedupe = _Dedupe(
             check_outstanding=True,
             success_cutoff=shift_time(now, -ttl) if ttl > 0 else None,
@@ -257,6 +271,69 @@ class Queue:
             )
             pending.append(_Pending(successor=successor, job=job, context=prepared))
         return pending
+
+    async def start_run(
+        self,
+        root: Successor,
+        branches: Sequence[Successor],
+        *,
+        result: str | None,
+        reason: str,
+        rerun_of: str | None = None,
+    ) -> Finished:
+        """Start a pipeline run whose first step fans out: one root job and its branches.
+
+        `root` (the router's synthetic `core.split` job, no parent) is written already
+        `succeeded`: nothing runs for it, so it is enqueued, started and ended in this one
+        transaction, with `result` as its job_log result and `reason` as its last transition.
+        `branches` are enqueued as its successors (`parent_job_id` = the root), so the run has
+        one id and one job tree. All of it commits together or not at all; a branch dropped
+        by its dedupe key is reported in `Finished.dropped`, as for `complete_and_claim`.
+        """
+        require_text(plugin=root.plugin, command=root.command, submitted_by=root.submitted_by)
+        prepared = prepare_context(root.context) if root.context is not None else None
+        now = self._clock()
+        stamp = format_time(now)
+        job = queued_job(
+            plugin=root.plugin,
+            command=root.command,
+            payload=root.payload,
+            submitted_by=root.submitted_by,
+            max_attempts=root.max_attempts,
+            dedupe_key=None,
+            created_at=stamp,
+            parent_job_id=None,
+            source_event_id=root.source_event_id,
+            event_context_id=prepared.id if prepared is not None else None,
+            snapshot_id=self._snapshot_id(),
+        )
+        if rerun_of is not None:  # `ductile pipeline rerun` of a fanned-out run
+            job = replace(job, rerun_of=rerun_of)
+        pending = self._pending(job, branches, stamp)
+        ttl = self._dedupe_ttl
+        dedupe = _Dedupe(
+            check_outstanding=True, success_cutoff=shift_time(now, -ttl) if ttl > 0 else None
+        )
+
+        def write(conn: sqlite3.Connection) -> Finished:
+            done = _insert_run_root(conn, self.machine, job, now=stamp, reason=reason,
+                                    result=result)
+            if prepared is not None:
+                write_prepared(conn, prepared, stamp)
+            inserted, dropped = _insert_successors(conn, self.machine, pending, dedupe)
+            return Finished(
+                done,
+                successors=inserted,
+                dropped=tuple(
+                    DroppedSuccessor(successor=item.successor, error=error)
+                    for item, error in dropped
+                ),
+            )
+
+        finished = await self._db.write(write)
+        if finished.successors:
+            self._on_enqueue()
+        return finished
 
     async def claim(self, skip_plugins: Collection[str] = ()) -> Job | None:
         """Move the oldest eligible queued job to running and open its attempt row.
@@ -422,9 +499,24 @@ class Queue:
         return finished
 
     async def cancel(self, job_id: str, *, reason: str = "cancelled") -> Job:
-        """Mark a queued job dead before it runs (a running job cannot be cancelled here)."""
+        """End a queued job `cancelled` before it runs, `reason` as its last_error.
+
+        A running job cannot be cancelled here (InvalidTransition): the dispatcher stops its
+        plugin first, then records the cancel (`Dispatcher.cancel_running`). JobNotFound for
+        an unknown id.
+        """
         now = format_time(self._clock())
         return await self._db.write(lambda conn: _cancel(conn, self.machine, job_id, reason, now))
+
+    async def interrupt(self, job: Job, *, duration_ms: int | None, stderr: str | None) -> Job:
+        """Send a running job back to the queue because the gateway is stopping and its
+        attempt did not end within service.shutdown_grace (see writes._interrupt): no crash,
+        no poison-job strike, and the attempt is not counted against its retries."""
+        end = _Ending(
+            now=format_time(self._clock()), last_error=INTERRUPTED_REASON, exit_code=None,
+            duration_ms=duration_ms, outcome="interrupted", stderr=stderr,
+        )
+        return await self._db.write(lambda conn: _interrupt(conn, self.machine, job, end))
 
     async def recover_orphans(self) -> list[Job]:
         """Deal with jobs a crash left `running` (call at boot, before dispatching).
@@ -460,6 +552,14 @@ class Queue:
                 conn, plugin=plugin, command=command, status=status, limit=limit
             )
         )
+
+    async def links(self, job: Job) -> JobLinks:
+        """The job's retry and rerun links, both ways."""
+        return await self._db.read(lambda conn: fetch_links(conn, job))
+
+    async def pipeline_run(self, job_id: str) -> PipelineRun | None:
+        """The pipeline run `job_id` is the root of (store/tree.py), or None when unknown."""
+        return await self._db.read(lambda conn: fetch_pipeline_run(conn, job_id))
 
     async def tree(self, root_id: str) -> dict[str, Any] | None:
         """The job tree under `root_id` (see store/tree.py fetch_job_tree), or None."""

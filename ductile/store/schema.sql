@@ -32,7 +32,9 @@ CREATE TABLE IF NOT EXISTS job_queue (
     source_event_id             TEXT,
     event_context_id            TEXT,
     enqueued_config_snapshot_id TEXT,
-    started_config_snapshot_id  TEXT
+    started_config_snapshot_id  TEXT,
+    retry_of                    TEXT,   -- ductile job retry: the job this one runs again
+    rerun_of                    TEXT    -- ductile pipeline rerun: the root of the run it repeats
 );
 CREATE INDEX IF NOT EXISTS job_queue_status_created_at_idx
     ON job_queue (status, created_at);
@@ -54,6 +56,11 @@ CREATE UNIQUE INDEX IF NOT EXISTS job_queue_event_source_idx
 -- The job tree (GET /job/{id}/tree, the sync pipeline wait) walks children by parent.
 CREATE INDEX IF NOT EXISTS job_queue_parent_idx
     ON job_queue (parent_job_id) WHERE parent_job_id IS NOT NULL;
+-- "retried as" / "rerun as": the jobs that started an old one again.
+CREATE INDEX IF NOT EXISTS job_queue_retry_of_idx
+    ON job_queue (retry_of) WHERE retry_of IS NOT NULL;
+CREATE INDEX IF NOT EXISTS job_queue_rerun_of_idx
+    ON job_queue (rerun_of) WHERE rerun_of IS NOT NULL;
 
 -- Append-only status history. No foreign key: history outlives pruned job rows.
 CREATE TABLE IF NOT EXISTS job_transitions (

@@ -9,6 +9,11 @@ into an unbounded read. A tree cut short says so (`truncated`).
 
 The walk is cycle-safe: the query keeps (job, depth) pairs distinct and stops at the depth
 bound, and each job is kept once, at the first (shallowest) place it was reached.
+
+A pipeline run whose first step fans out (a `split`) has one synthetic root job,
+`core.split` (SPLIT_ROOT_PLUGIN), whose children are the branches. The tree of any job of such
+a run is the whole run, read from that root, so every branch is in it whichever job is asked
+for. Any other job's tree is the job and what was routed from it, as it always was.
 """
 
 from __future__ import annotations
@@ -21,10 +26,13 @@ from typing import Any
 
 from ductile.errors import StoreError
 from ductile.machines import job_statuses
-from ductile.store.jobs import parse_time
+from ductile.store.context import EventContext, fetch_context
+from ductile.store.jobs import Job, parse_time
 
 MAX_TREE_NODES = 10_000
 MAX_TREE_DEPTH = 200
+#: The plugin name of a split run's synthetic root job (the router's SPLIT_PLUGIN).
+SPLIT_ROOT_PLUGIN = "core.split"
 #: Where the control fields live in an accumulated context; not part of the user's baggage.
 CONTROL_NAMESPACE = "ductile"
 
@@ -59,6 +67,19 @@ LEFT JOIN event_context AS c ON c.id = q.event_context_id
 ORDER BY t.depth, q.created_at, q.rowid
 """
 
+# Up from a job to the top of its lineage: the topmost ancestor still in job_queue, with its
+# plugin. Each step is a primary-key lookup; the depth bound ends a (hand-made) cycle.
+_TOP_SQL = """
+WITH RECURSIVE up(id, parent, plugin, depth) AS (
+    SELECT id, parent_job_id, plugin, 0 FROM job_queue WHERE id = :job
+    UNION
+    SELECT q.id, q.parent_job_id, q.plugin, u.depth + 1
+    FROM job_queue AS q JOIN up AS u ON q.id = u.parent
+    WHERE u.depth < :max_depth
+)
+SELECT id, plugin FROM up ORDER BY depth DESC LIMIT 1
+"""
+
 _STATUS_SQL = _WALK + """
 SELECT t.id, q.status, t.depth FROM tree AS t JOIN job_queue AS q ON q.id = t.id
 ORDER BY t.depth
@@ -77,8 +98,11 @@ class TreeState:
     truncated: bool = False
 
 
-def fetch_job_tree(conn: sqlite3.Connection, root_id: str) -> dict[str, Any] | None:
-    """The tree under `root_id` as nested dicts, children in creation order; None if unknown.
+def fetch_job_tree(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
+    """The tree of `job_id` as nested dicts, children in creation order; None if unknown.
+
+    The tree is the job and every job routed from it; for a job of a split run (see the
+    module docstring) it is the whole run, from the run's `core.split` root (`split_run_root`).
 
     Each node: job_id, plugin, command, status, attempt, created_at, started_at, completed_at,
     duration_ms (the current attempt's, else completed - started, else None), result (the last
@@ -89,6 +113,7 @@ def fetch_job_tree(conn: sqlite3.Connection, root_id: str) -> dict[str, Any] | N
     without the `ductile` namespace, ductile: the control fields}) and children. The root also
     has `truncated`.
     """
+    root_id = split_run_root(conn, job_id) or job_id
     rows = conn.execute(_NODE_SQL, _walk_params(root_id)).fetchall()
     if not rows:
         return None
@@ -161,6 +186,112 @@ def root_of(conn: sqlite3.Connection, job_id: str) -> str | None:
         top, parent = str(row[0]), row[1]
         seen.add(top)
     return top
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    """One root job of a pipeline run and its context row (None: a plugin job outside any
+    pipeline whose outcome routed into pipelines)."""
+
+    job: Job
+    context: EventContext | None
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """What `ductile pipeline rerun` needs to know about the run `job_id` belongs to.
+
+    `root_id` is the root of the job's tree: a rerun is only asked of it. `entries` are the
+    run's root jobs: every entry step of one start (a fanned-out entry starts several, all
+    under one pipeline-instance root context, `instance_root`), or the one plugin job whose
+    outcome routed into pipelines. `routed` is False for a root nothing was routed from, and
+    `live` counts the jobs of the run still queued or running.
+    """
+
+    root_id: str
+    entries: tuple[RunEntry, ...] = ()
+    instance_root: EventContext | None = None
+    routed: bool = False
+    live: int = 0
+
+
+def fetch_pipeline_run(conn: sqlite3.Connection, job_id: str) -> PipelineRun | None:
+    """The run `job_id` is the root of (see PipelineRun); None for an unknown job. For a job
+    that is not its tree's root only `root_id` is filled in. A context row that cannot be
+    decoded raises StoreError."""
+    root_id = root_of(conn, job_id)
+    if root_id is None:
+        return None
+    if root_id != job_id:
+        return PipelineRun(root_id=root_id)
+    row = conn.execute(f"SELECT {Job.select_list()} FROM job_queue WHERE id = ?",
+                       (job_id,)).fetchone()
+    root = Job.from_row(row)
+    context = fetch_context(conn, root.event_context_id) if root.event_context_id else None
+    entries = [RunEntry(root, context)]
+    instance_root = None
+    if context is not None and context.parent_id is not None:
+        instance_root = fetch_context(conn, context.parent_id)
+        entries = _entries_of(conn, entries[0], context.parent_id)
+    states = [tree_settled(conn, entry.job.id) for entry in entries]
+    return PipelineRun(
+        root_id=root_id,
+        entries=tuple(entries),
+        instance_root=instance_root,
+        routed=instance_root is not None or any(state.total > 1 for state in states),
+        live=sum(state.total - state.terminal for state in states),
+    )
+
+
+def _entries_of(conn: sqlite3.Connection, root: RunEntry, instance_id: str) -> list[RunEntry]:
+    """Every root job started with `root` under the pipeline-instance context `instance_id`.
+
+    The entries of one start share its trigger event: their source_event_id is the event id,
+    or `<event id>@<pipeline>/<step>` for a second dispatch to the same target (dispatch/
+    routing.py), so the range below finds them through job_queue_event_source_idx (parent
+    NULL, then source_event_id) instead of scanning; the context parent confirms each one.
+    """
+    event_id = _event_id(root.job)
+    if event_id is None:
+        return [root]
+    rows = conn.execute(
+        f"SELECT {Job.select_list()} FROM job_queue WHERE parent_job_id IS NULL "
+        "AND source_event_id >= ? AND source_event_id <= ? ORDER BY created_at, rowid",
+        (event_id, event_id + "@\U0010ffff"),
+    ).fetchall()
+    entries = []
+    for found in (Job.from_row(row) for row in rows):
+        source = found.source_event_id or ""
+        if source != event_id and not source.startswith(event_id + "@"):
+            continue
+        context = fetch_context(conn, found.event_context_id) if found.event_context_id else None
+        if context is not None and context.parent_id == instance_id:
+            entries.append(RunEntry(found, context))
+    return entries or [root]
+
+
+def _event_id(job: Job) -> str | None:
+    """The trigger event id an entry job was started with (its source_event_id up to `@`)."""
+    if not job.source_event_id:
+        return None
+    try:
+        payload = job.payload_obj()
+    except StoreError:
+        payload = None
+    event_id = payload.get("event_id") if isinstance(payload, dict) else None
+    if isinstance(event_id, str) and job.source_event_id.startswith(event_id):
+        return event_id
+    return job.source_event_id
+
+
+def split_run_root(conn: sqlite3.Connection, job_id: str) -> str | None:
+    """The `core.split` root job of the split run `job_id` belongs to (the job itself when it is
+    that root), or None: an unknown job, or one whose lineage does not start at a split root
+    (a run with one entry step, a plain job, a root pruned by retention)."""
+    row = conn.execute(_TOP_SQL, {"job": job_id, "max_depth": MAX_TREE_DEPTH}).fetchone()
+    if row is None or row[1] != SPLIT_ROOT_PLUGIN:
+        return None
+    return str(row[0])
 
 
 def split_baggage(accumulated: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

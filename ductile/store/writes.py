@@ -5,9 +5,10 @@ and job_log (retention.py only deletes old ones). Every status change is checked
 `states/job.yaml` before it is made and recorded in job_transitions in the same transaction, so
 the transition history can always explain the cached `status` column (`ductile job inspect`
 relies on that). Each attempt gets a job_attempts row at claim time and is finished by
-`_complete`, `_retry` or crash recovery: that row is our execution ledger (duration, exit code,
-outcome, stderr tail). Enqueue's dedupe and source-event checks, the claim statement and crash
-recovery (with its poison-job quarantine) live here too.
+`_complete`, `_retry`, `_interrupt` (a clean stop) or crash recovery: that row is our execution
+ledger (duration, exit code, outcome, stderr tail). Enqueue's dedupe and source-event checks,
+the retry link check, the claim statement and crash recovery (with its poison-job quarantine)
+live here too.
 
 `Queue` (queue.py) builds the arguments on the caller's side and runs these through
 `Database.write`, the one writer; nothing here awaits, so two of them never interleave. They
@@ -24,7 +25,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from ductile.errors import DedupeDropped, InvalidTransition, SourceEventConflict, StoreError
+from ductile.errors import (
+    DedupeDropped,
+    InvalidTransition,
+    JobNotFound,
+    JobStateConflict,
+    SourceEventConflict,
+    StoreError,
+)
 from ductile.machines import MachineSpec
 from ductile.store.context import PreparedContext, write_prepared
 from ductile.store.jobs import Job
@@ -35,6 +43,11 @@ from ductile.store.values import DEFAULT_MAX_ATTEMPTS, truncate_head, truncate_t
 STDERR_LOG_BYTES = 64 * 1024
 STDERR_TAIL_BYTES = 4 * 1024
 RECOVERED_REASON = "recovered after crash"
+INTERRUPTED_REASON = (
+    "interrupted by shutdown: the gateway stopped before the attempt ended "
+    "(service.shutdown_grace ran out); it runs again after the next start, and this attempt is "
+    "not counted against its retries"
+)
 RECOVERY_DEAD_ERROR = "Job marked dead during crash recovery: max attempts ({}) reached"
 POISON_ERROR = (
     "poison job quarantined: it was running during {} crashes of the gateway, so it is not "
@@ -74,6 +87,8 @@ class _Ending:
 
 def _insert_job(conn: sqlite3.Connection, machine: MachineSpec, job: Job, dedupe: _Dedupe) -> None:
     _check_edge(machine, "enqueue", job.id, None, job.status)
+    if job.retry_of is not None:
+        _check_retry_target(conn, machine, job.retry_of)
     _check_dedupe(conn, job, dedupe)
     _check_source_event(conn, job)
     values = job.as_dict()
@@ -82,7 +97,32 @@ def _insert_job(conn: sqlite3.Connection, machine: MachineSpec, job: Job, dedupe
         tuple(values.values()),
     )
     reason = f"enqueued by {job.submitted_by}"
+    if job.retry_of is not None:
+        reason += f": retry of {job.retry_of}"
+    if job.rerun_of is not None:
+        reason += f": rerun of the run rooted at {job.rerun_of}"
     _append_transition(conn, job.id, None, job.status, reason, job.created_at)
+
+
+def _check_retry_target(conn: sqlite3.Connection, machine: MachineSpec, old_id: str) -> None:
+    """A retry runs again a job that did not do its work, once: checked in the inserting
+    transaction, so two concurrent retries of one job cannot both land."""
+    old = fetch_job(conn, old_id)
+    if old is None:
+        raise JobNotFound(old_id)
+    if old.status not in machine.retryable:
+        allowed = ", ".join(machine.retryable)
+        raise JobStateConflict(old_id, old.status,
+                               f"job {old_id} is {old.status}: only a job that is {allowed} "
+                               "can be retried")
+    row = conn.execute(
+        "SELECT id FROM job_queue WHERE retry_of = ? ORDER BY created_at, rowid LIMIT 1",
+        (old_id,),
+    ).fetchone()
+    if row is not None:
+        raise JobStateConflict(old_id, old.status,
+                               f"job {old_id} was already retried as job {row[0]}; retry that "
+                               "job instead (ductile job inspect shows it)")
 
 
 class _NewJob(Protocol):
@@ -116,6 +156,28 @@ def _insert_successors(
             write_prepared(conn, item.context, item.job.created_at)
         inserted.append(item.job)
     return tuple(inserted), tuple(dropped)
+
+
+def _insert_run_root(
+    conn: sqlite3.Connection, machine: MachineSpec, job: Job, *, now: str, reason: str,
+    result: str | None,
+) -> Job:
+    """Insert a split run's synthetic root job and end it `succeeded` in the same transaction.
+
+    No plugin runs for it, so it takes the machine's ordinary edges (enqueue, claim, complete)
+    at once, each recorded as a transition; `reason` (what it did, e.g. `split into 2
+    branches`) ends the history and `result` is its job_log row. It opens no attempt row: there
+    was no attempt. Its branches are inserted after it by the caller, as its successors.
+    """
+    _insert_job(conn, machine, job, _Dedupe(check_outstanding=False, success_cutoff=None))
+    _check_edge(machine, "claim", job.id, "queued", "running")
+    running = _change_status(conn, job, "running", reason="started in-process (no plugin runs)",
+                             now=now, started_at=now,
+                             started_config_snapshot_id=job.enqueued_config_snapshot_id)
+    _check_edge(machine, "complete", job.id, "running", "succeeded")
+    done = _change_status(conn, running, "succeeded", reason=reason, now=now, completed_at=now)
+    _insert_log(conn, done, result=result, stderr=None, exit_code=None)
+    return done
 
 
 def _check_dedupe(conn: sqlite3.Connection, job: Job, dedupe: _Dedupe) -> None:
@@ -228,7 +290,10 @@ def _complete(
     state_update: tuple[str, Mapping[str, Any]] | None,
 ) -> Job:
     current = _current(conn, job.id)
-    _check_transition(machine, "complete", current, status)
+    # The dispatcher ends a cancelled attempt like any other (log row, attempt ledger), but the
+    # machine names that edge `stop`: it was asked for, not an outcome of the plugin.
+    _check_transition(machine, "stop" if status == "cancelled" else "complete", current,
+                      status)
     _check_attempt(current, job)
     if state_update is not None:
         apply_state_update(conn, state_update[0], state_update[1], end.now)
@@ -275,13 +340,37 @@ def _retry(
 def _cancel(
     conn: sqlite3.Connection, machine: MachineSpec, job_id: str, reason: str, now: str
 ) -> Job:
-    current = _current(conn, job_id)
-    _check_transition(machine, "cancel", current, "dead")
+    """A queued job ends `cancelled` before it runs (a running one is cancelled by the
+    dispatcher, which stops its plugin first: `_complete` with status `cancelled`)."""
+    current = fetch_job(conn, job_id)
+    if current is None:
+        raise JobNotFound(job_id)
+    _check_transition(machine, "cancel", current, "cancelled")
     done = _change_status(
-        conn, current, "dead", reason=reason, now=now, completed_at=now, last_error=reason
+        conn, current, "cancelled", reason=reason, now=now, completed_at=now, last_error=reason,
+        next_retry_at=None,
     )
     _insert_log(conn, done, result=None, stderr=None, exit_code=None)
     return done
+
+
+def _interrupt(conn: sqlite3.Connection, machine: MachineSpec, job: Job, end: _Ending) -> Job:
+    """A running job the gateway stopped before its attempt ended (a clean stop whose
+    shutdown_grace ran out) goes back to the queue for the next start.
+
+    Not a crash: no poison-job strike (that counts RECOVERED_REASON transitions), and the
+    attempt is not counted against the job's retries. The attempt row stays in the ledger with
+    outcome `interrupted`, so the job moves to attempt + 1 and max_attempts grows by one.
+    """
+    current = _current(conn, job.id)
+    _check_transition(machine, "interrupt", current, "queued")
+    _check_attempt(current, job)
+    _finish_attempt(conn, current, end)
+    return _change_status(
+        conn, current, "queued", reason=end.last_error, now=end.now,
+        attempt=current.attempt + 1, max_attempts=current.max_attempts + 1,
+        next_retry_at=None, last_error=None,
+    )
 
 
 def _recover(conn: sqlite3.Connection, machine: MachineSpec, now: str) -> list[Job]:

@@ -18,7 +18,7 @@ from ductile.logs import Logger
 from ductile.store.jobs import Job
 from support.gateway import write_config
 
-TERMINAL = {"succeeded", "failed", "timed_out", "dead", "skipped"}
+TERMINAL = {"succeeded", "failed", "timed_out", "dead", "skipped", "cancelled"}
 
 
 @dataclass

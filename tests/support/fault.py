@@ -15,7 +15,7 @@ from support.gateway import Gateway, run_cli
 
 T = TypeVar("T")
 
-TERMINAL = frozenset({"succeeded", "failed", "timed_out", "dead", "skipped"})
+TERMINAL = frozenset({"succeeded", "failed", "timed_out", "dead", "skipped", "cancelled"})
 RECOVERED = "recovered after crash"
 
 

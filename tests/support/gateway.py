@@ -115,7 +115,9 @@ class Gateway:
             self.wait_healthy(timeout)
         return self
 
-    def wait_healthy(self, timeout: float = 15.0) -> dict[str, Any]:
+    def wait_healthy(self, timeout: float = 15.0, token: str = TOKEN) -> dict[str, Any]:
+        """Poll /healthz (no token, as a probe would) until it answers 200; return the detailed
+        answer `token` gets, or the probe's short one when the gateway refuses that token."""
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:
@@ -125,7 +127,9 @@ class Gateway:
             try:
                 resp = httpx.get(self.url + "/healthz", timeout=1.0)
                 if resp.status_code == 200:
-                    return resp.json()
+                    detailed = httpx.get(self.url + "/healthz", headers=self.headers(token),
+                                         timeout=5.0)
+                    return detailed.json() if detailed.status_code == 200 else resp.json()
             except httpx.HTTPError as exc:
                 last = exc
             time.sleep(0.02)

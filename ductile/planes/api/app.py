@@ -19,7 +19,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from ductile.planes.api.kit import guard
-from ductile.planes.api.routes import jobs, pipelines, plugins, relay, scheduler, system
+from ductile.planes.api.routes import jobs, live, pipelines, plugins, relay, scheduler, system
 from ductile.planes.api.routes.vault import register_vault_routes
 from ductile.planes.http import (
     PlaneApp,
@@ -69,7 +69,7 @@ def create_app(ctx: ApiContext) -> QuartTrio:
         return internal_error(log, exc)
 
     guarded = guard(ctx)
-    for routes in (system, plugins, jobs, pipelines, scheduler, relay):
+    for routes in (system, plugins, jobs, live, pipelines, scheduler, relay):
         routes.register(app, ctx, guarded)
     register_vault_routes(app, lambda: ctx.current().vault_owner, ctx.audit)
     return app

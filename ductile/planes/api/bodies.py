@@ -67,10 +67,11 @@ def parse_run_request(data: bytes) -> RunRequest:
 
 
 def parse_enqueue_request(data: bytes) -> RunRequest:
-    """`POST /plugin/{plugin}/{command}`: `{"payload": ..., "dedupe_key"?: str}`; other keys
-    are ignored, as the Go gateway does."""
-    body = parse_json_object(data) or {}
-    return RunRequest(payload=body.get("payload"), dedupe_key=parse_dedupe_key(body))
+    """`POST /plugin/{plugin}/{command}`: the same body as `POST /plugins/{name}/run`, so the
+    two routes answer one body alike (an unknown field is refused, where the Go gateway dropped
+    it silently; `sync` is honoured). The route checks that a `command` field, when present,
+    names the command of its path."""
+    return parse_run_request(data)
 
 
 def parse_dedupe_key(body: dict[str, Any]) -> str | None:

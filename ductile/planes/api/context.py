@@ -19,6 +19,7 @@ from ductile.logs import Logger
 
 if TYPE_CHECKING:
     from ductile.dispatch.completions import Completions
+    from ductile.dispatch.live import LiveStderr
     from ductile.runtime import Runtime
 
 T = TypeVar("T")
@@ -55,4 +56,10 @@ class ApiContext:
     uptime: Callable[[], int]  # seconds since the process started serving
     scheduler_boot: Callable[[], datetime | None]  # when the scheduler started, if it runs
     wake_scheduler: Callable[[], None]
+    # An operator's manual fire of one schedule (plugin, schedule id) -> schedule.ManualFire.
+    fire_schedule: Callable[[str, str], Awaitable[Any]]
     inflight: InFlight
+    # Stop a job running in this process (the dispatcher's `cancel_running`): False when it is
+    # not running here. The plane reaches the dispatcher through this one call, never itself.
+    cancel_running: Callable[[str, str], Awaitable[bool]]
+    live: LiveStderr  # running plugins' stderr lines (GET /job/{id}/logs/stream)

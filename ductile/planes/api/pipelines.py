@@ -5,8 +5,13 @@ The route handlers in app.py stay thin; the work is here:
 * `parse_pipeline_request` reads the body `{"payload"?: {...}, "baggage"?: {...}}` (fuzzed in
   property-tests/test_api_pipeline_body.py). `baggage` is root baggage: it seeds the run's
   context, as claims would.
-* `enqueue_run` asks the router for the entry dispatches and enqueues one root job per entry,
-  each with its event_context row (all entries share one pipeline-instance root row).
+* `wants_wait` reads `?sync=true` / `?async=true` against the pipeline's execution_mode.
+* `enqueue_run` asks the router for the entry dispatches. A run with one entry enqueues that
+  step's job, the run's root. A run that enters several steps at once (a leading `split`) is
+  written as one root job, the router's synthetic `core.split`, with every entry job as its
+  child, in one transaction (`Queue.start_run`): the run has one id and one job tree either
+  way. Each entry has its event_context row; all share one pipeline-instance root row, which
+  the `core.split` job points at.
 * `wait_for_tree` waits until every job of a tree is terminal. A successor is inserted in the
   transaction that ends its parent, so a tree whose known jobs are all terminal has nothing left
   to run. It waits on the existing completion events (`Completions`) of the tree's unfinished
@@ -16,6 +21,7 @@ The route handlers in app.py stay thin; the work is here:
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -24,11 +30,13 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ductile.dispatch.completions import Completions
-from ductile.dispatch.routing import successors
+from ductile.dispatch.routing import DECISION_KEY, successors
 from ductile.machines import job_statuses
 from ductile.planes.api.bodies import BodyError, object_payload, parse_json_object
 from ductile.jsonbody import json_type
-from ductile.router.engine import start
+from ductile.router.dsl import SPLIT_PLUGIN
+from ductile.router.engine import RunRoot, start
+from ductile.store.queue import Successor
 
 if TYPE_CHECKING:
     from ductile.runtime import Runtime
@@ -36,6 +44,8 @@ if TYPE_CHECKING:
     from ductile.store.jobs import Job
 
 PIPELINE_FIELDS = ("payload", "baggage")
+#: Who the jobs of a run started through the API are submitted by.
+API_SUBMITTER = "api"
 
 
 @dataclass(frozen=True)
@@ -75,30 +85,70 @@ def is_reserved_baggage_key(key: str) -> bool:
     return key == "ductile" or key.startswith(("ductile.", "ductile_"))
 
 
+def wants_wait(execution_mode: str, args: Mapping[str, str]) -> bool:
+    """Whether `POST /pipeline/{name}` waits for the run's tree: `?sync=true` waits for any
+    pipeline, `?async=true` answers at once for any pipeline, and without either the
+    pipeline's `execution_mode` decides. Only the exact value `true` counts, as for `async` in
+    the Go gateway; both at once is a BodyError (400)."""
+    forced_async = args.get("async") == "true"
+    forced_sync = args.get("sync") == "true"
+    if forced_async and forced_sync:
+        raise BodyError("query parameters async=true and sync=true contradict each other; give "
+                        "sync=true to wait for the run's whole job tree or async=true for a 202 "
+                        "at once")
+    return forced_sync or (execution_mode == "synchronous" and not forced_async)
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    """The jobs of a run just enqueued. `run` is the run's one id and the root of its job tree:
+    the entry step's job, or the synthetic `core.split` job of a run that enters several steps
+    at once. `entries` are the jobs of the entry step(s), in dispatch order."""
+
+    run: Job
+    entries: tuple[Job, ...]
+
+
 async def enqueue_run(rt: Runtime, pipeline: Pipeline, request: PipelineRequest,
-                      *, single_entry: bool) -> list[Job]:
-    """Enqueue the entry jobs of one run of `pipeline`; the first is the run's job id.
+                      *, rerun_of: str | None = None) -> StartedRun:
+    """Enqueue one run of `pipeline` (see the module docstring). `rerun_of` (`ductile
+    pipeline rerun`) links the run's root to the root of the run it repeats.
 
     Raises the router's BaggageError (400) / ContextTooLarge (413) before anything is
-    enqueued, ValueError when `single_entry` and the pipeline fans out at its entry, and the
-    queue's StoreError.
+    enqueued, ValueError when the pipeline has no entry step, and the queue's StoreError.
     """
     routing = start(rt.pipelines, pipeline.name, request.payload, request.baggage)
     if not routing.dispatches:
         raise ValueError("pipeline has no entry points")
-    if single_entry and len(routing.dispatches) > 1:
-        raise ValueError("synchronous pipeline trigger requires exactly one entry dispatch; "
-                         "use ?async=true for fan-out entry pipelines")
-    jobs = []
-    for successor in successors(routing.dispatches, None,
-                                lambda p: rt.config.plugin(p).retry.max_attempts,
-                                submitted_by="api"):
-        jobs.append(await rt.queue.enqueue(
-            successor.plugin, successor.command, successor.payload, successor.submitted_by,
-            max_attempts=successor.max_attempts, source_event_id=successor.source_event_id,
-            context=successor.context,
-        ))
-    return jobs
+    entries = successors(routing.dispatches, None,
+                         lambda p: rt.config.plugin(p).retry.max_attempts,
+                         submitted_by=API_SUBMITTER)
+    if routing.run is None:
+        [entry] = entries
+        job = await rt.queue.enqueue(
+            entry.plugin, entry.command, entry.payload, entry.submitted_by,
+            max_attempts=entry.max_attempts, source_event_id=entry.source_event_id,
+            context=entry.context, rerun_of=rerun_of,
+        )
+        return StartedRun(job, (job,))
+    started = await rt.queue.start_run(
+        _split_root(routing.run, entries), entries,
+        result=json.dumps(routing.run.result, separators=(",", ":")),
+        reason=routing.run.reason, rerun_of=rerun_of,
+    )
+    return StartedRun(started.job, started.successors)
+
+
+def _split_root(run: RunRoot, entries: list[Successor]) -> Successor:
+    """The `core.split` job of a fanned-out run: the trigger event as its payload (with the
+    route decision, as every routed job has) and the pipeline-instance root row every entry's
+    row grows from as its context, so the root shows the run's pipeline and root baggage."""
+    shared = entries[0].context.parent if entries[0].context is not None else None
+    return Successor(
+        plugin=SPLIT_PLUGIN, command="handle",
+        payload={**run.event, DECISION_KEY: run.decision},
+        submitted_by=API_SUBMITTER, source_event_id=None, context=shared, max_attempts=1,
+    )
 
 
 def sync_limit(rt: Runtime, pipeline: Pipeline) -> float:
@@ -142,12 +192,15 @@ def flat_tree(tree: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def sync_view(pipeline: Pipeline, tree: Mapping[str, Any], duration_ms: int) -> dict[str, Any]:
     """The 200 answer of a synchronous run: the tree's status (succeeded unless a job failed,
-    timed out or died), the result of the last job at a terminal step (else the root's)."""
+    timed out or died, or else was cancelled), the result of the last job at a terminal step
+    (else the root's)."""
     nodes = [node for node, _ in _walk(tree, None)]
     status = "succeeded"
     for node in nodes:
         if node["status"] in job_statuses().failure:
             status = node["status"]
+        elif node["status"] == "cancelled" and status == "succeeded":
+            status = "cancelled"  # a stop that was asked for; a failure elsewhere still wins
     result = tree.get("result")
     terminal = [n for n in nodes if n["status"] == "succeeded" and n.get("context")
                 and n["context"].get("pipeline") == pipeline.name

@@ -14,10 +14,14 @@ depends on the body's content):
 5. the body is not JSON the gateway can carry (not UTF-8, nested deeper than 64 levels, a
    non-finite number, a lone surrogate) or, for command `handle`, not an object -> 400 naming
    the field (see `payload.py`)
-6. enqueue `plugin/command` with the body as payload, `submitted_by = webhook:<path>` and the
+6. the endpoint's `match:` rules (`rules.py`) do not all hold -> `refuse_status` (202 unless
+   configured) `{"status": "ignored", "reason"}`, and nothing is queued
+7. enqueue `plugin/command` with the body as payload, `submitted_by = webhook:<path>` and the
    `dedupe_header` value as dedupe key -> 202 `{"job_id"}`; a delivery whose key is already
    outstanding (or succeeded within `service.dedupe_ttl`) -> 200 with the existing job id and
    `"deduplicated": true`, so the sender stops retrying; a store failure -> 503 (retry later)
+8. with `respond: result`, the answer waits for the job (new or deduplicated) to end instead
+   (`respond.py`): 200 with its result, 502 with its error, or 202 when the wait runs out
 
 Every response is JSON. A response sent before the whole body was read carries
 `Connection: close`, so the unread rest of the body can never be taken for the next request.
@@ -50,7 +54,9 @@ from ductile.planes.http import (
     no_redirects,
     refuse_unknown_http_versions,
 )
-from ductile.planes.webhook.payload import PayloadError, webhook_payload
+from ductile.planes.webhook.payload import PayloadError, parse_webhook_body
+from ductile.planes.webhook.respond import SYNC_SLOTS, Answer, JobOutcomes, Responder
+from ductile.planes.webhook.rules import evaluate
 from ductile.planes.webhook.verify import verify_request
 
 #: Seconds a sender has to deliver the whole body once its headers arrived (Go: Read 10 s).
@@ -117,14 +123,19 @@ def create_webhook_app(
     *,
     clock: Callable[[], float] = time.time,
     body_timeout: float = BODY_TIMEOUT,
+    outcomes: JobOutcomes | None = None,
+    sync_slots: int = SYNC_SLOTS,
 ) -> WebhookApp:
     """The app for `endpoints`; `secrets` maps each endpoint path to its HMAC key.
 
     `enqueue` is `Queue.enqueue` (or a wrapper that adds `max_attempts`); it receives the body as
     a `RawJSON` payload. `clock` returns Unix seconds, for the stripe/slack tolerance window.
     An endpoint without a secret refuses every delivery (403), it never accepts unsigned ones.
+    `outcomes` lets `respond: result` endpoints wait for their job, at most `sync_slots` at
+    once; without it they answer as `respond: accepted` does.
     On reload, call `app.replace_routes(...)` with the new generation's values.
     """
+    responder = Responder(outcomes, sync_slots) if outcomes is not None else None
     app = WebhookApp("ductile.webhook")
     no_redirects(app)
     refuse_unknown_http_versions(app)
@@ -148,7 +159,7 @@ def create_webhook_app(
                                close=not await _drained(body_timeout))
             response = await _deliver(endpoint, routes.secrets.get(endpoint.path, b""),
                                       routes.enqueue, log, clock=clock,
-                                      body_timeout=body_timeout)
+                                      body_timeout=body_timeout, responder=responder)
         except _Refused as refused:
             response = json_error(refused.status, refused.message, close=refused.close,
                                   allow=["POST"] if refused.status == 405 else None)
@@ -179,8 +190,9 @@ async def _deliver(
     *,
     clock: Callable[[], float],
     body_timeout: float,
+    responder: Responder | None,
 ) -> Response:
-    """Steps 2-6 of the module docstring for a POST to a configured path."""
+    """Steps 2-8 of the module docstring for a POST to a configured path."""
     body = await _read_body(endpoint.max_body_size, body_timeout)
     verdict = verify_request(
         endpoint.scheme, secret, request.headers.get, body,
@@ -191,25 +203,49 @@ async def _deliver(
                  remote_addr=request.remote_addr)
         raise _Refused(403, "forbidden")
     try:
-        payload = webhook_payload(body, endpoint.command)
+        parsed = parse_webhook_body(body, endpoint.command)
     except PayloadError as exc:
         raise _Refused(400, str(exc)) from None
+    rules = evaluate(endpoint.match, request.headers.get, parsed.value)
+    if not rules.ok:
+        log.info("webhook ignored: match rules do not hold", path=endpoint.path,
+                 reason=rules.reason, status=endpoint.refuse_status)
+        return json_response({"status": "ignored", "reason": rules.reason},
+                             endpoint.refuse_status)
+    sync = responder if endpoint.respond == "result" else None
     dedupe_key = None
     if endpoint.dedupe_header is not None:
         dedupe_key = (request.headers.get(endpoint.dedupe_header) or "").strip() or None
     try:
-        job = await enqueue(endpoint.plugin, endpoint.command, payload,
+        job = await enqueue(endpoint.plugin, endpoint.command, parsed.payload,
                             f"webhook:{endpoint.path}", dedupe_key=dedupe_key)
     except DedupeDropped as exc:
         log.info("webhook redelivery deduplicated", path=endpoint.path,
                  job_id=exc.existing_job_id, reason=exc.reason)
+        if sync is not None and exc.existing_job_id is not None:
+            # The sender asked for the result: the existing job's is the one it gets.
+            answer = await sync.answer(exc.existing_job_id, "queued", endpoint.respond_timeout)
+            return _answered(endpoint, answer, log, deduplicated=True)
         return json_response({"job_id": exc.existing_job_id, "deduplicated": True}, 200)
     except StoreError as exc:
         log.error("webhook enqueue failed", path=endpoint.path, error=str(exc))
         raise _Refused(503, "failed to enqueue job; retry later") from None
     log.info("webhook accepted", path=endpoint.path, job_id=job.id, plugin=endpoint.plugin,
              command=endpoint.command)
+    if sync is not None:
+        answer = await sync.answer(job.id, job.status, endpoint.respond_timeout)
+        return _answered(endpoint, answer, log)
     return json_response({"job_id": job.id}, 202)
+
+
+def _answered(endpoint: WebhookEndpoint, answer: Answer, log: Logger, *,
+              deduplicated: bool = False) -> Response:
+    """The `respond: result` answer, logged with why it is what it is."""
+    body = {**answer.body, "deduplicated": True} if deduplicated else answer.body
+    (log.warn if answer.warn else log.info)(
+        "webhook answered", path=endpoint.path, job_id=body["job_id"], status=answer.status,
+        job_status=body["status"], why=answer.why)
+    return json_response(body, answer.status)
 
 
 async def _read_body(limit: int, timeout: float) -> bytes:

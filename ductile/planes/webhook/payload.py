@@ -11,23 +11,41 @@ event's payload, so it must be an object. A body that breaks a rule gets 400 aft
 check, instead of a job that can only fail (or lose its content) at dispatch.
 
 `RawJSON` marks text that the queue must store as it is instead of encoding it again.
+`parse_webhook_body` also returns the decoded value, for the endpoint's trigger rules.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 from ductile.errors import InputError
 from ductile.jsonbody import JsonInputError, json_type, loads
 from ductile.store.queue import RawJSON
 
-__all__ = ["PayloadError", "RawJSON", "webhook_payload"]
+__all__ = ["PayloadError", "RawJSON", "WebhookBody", "parse_webhook_body", "webhook_payload"]
 
 
 class PayloadError(InputError):
     """A signed body refused with 400; the message is the JSON `error`."""
 
 
+@dataclass(frozen=True)
+class WebhookBody:
+    """An accepted body: `value` decoded (what the trigger rules read), `payload` the exact
+    text that is stored."""
+
+    value: dict[str, Any]
+    payload: RawJSON
+
+
 def webhook_payload(body: bytes, command: str) -> RawJSON:
     """The body as RawJSON (its exact text) when `command` can run it, else PayloadError."""
+    return parse_webhook_body(body, command).payload
+
+
+def parse_webhook_body(body: bytes, command: str) -> WebhookBody:
+    """The body decoded and as RawJSON when `command` can run it, else PayloadError."""
     try:
         value = loads(body)
     except JsonInputError as exc:
@@ -37,4 +55,4 @@ def webhook_payload(body: bytes, command: str) -> RawJSON:
                else "(a plugin receives its payload as a JSON object)")
         raise PayloadError(f"invalid JSON body: the body must be a JSON object {why}; got "
                            f"{json_type(value)}")
-    return RawJSON(body.decode("utf-8"))
+    return WebhookBody(value, RawJSON(body.decode("utf-8")))

@@ -8,20 +8,29 @@ finishes its request must cost one connection for a bounded time and nothing els
   the idle limit between requests and the deadline for sending the headers: a slowloris
   client dribbling header bytes is dropped after it.
 - `h11_max_incomplete_size`: headers larger than this are refused (431/400) instead of buffered.
-- `read_timeout`: a connection on which nothing arrives for this long is closed, also mid-body.
-- The body deadline (`body_timeout` of `create_webhook_app`) bounds a body that trickles in
-  just fast enough to beat `read_timeout`: 408 and the connection is closed.
+- The body deadline (`body_timeout` of `create_webhook_app`, 10 s) bounds a body, however it
+  trickles in: 408 and the connection is closed.
+- `read_timeout`: a connection on which nothing arrives for this long is closed, whatever it is
+  doing. hypercorn runs this timer while the app is still answering, too, and a sender waiting
+  for a `respond: result` answer sends nothing; so it must outlast the longest such wait
+  (`MAX_RESPOND_TIMEOUT`), plus a margin. It is only the outer bound: headers and bodies have
+  the 10 s deadlines above, and an unsigned request is answered at once.
 - `graceful_timeout`: how long in-flight deliveries may finish at shutdown (Go: 5 s).
+- With `webhooks.tls`, `ssl_handshake_timeout` is 10 s (hypercorn's default is 60 s): a client
+  that opens a connection and never finishes the handshake is dropped as soon.
 
-Go ductile uses Read 10 s, Write 10 s, Idle 60 s. We keep 10 s for reading but shorten idle to
-10 s as well, because in hypercorn the same timer guards header arrival.
+Go ductile uses Read 10 s, Write 10 s, Idle 60 s. We keep 10 s for reading headers and bodies
+and shorten idle to 10 s as well, because in hypercorn the same timer guards header arrival.
 """
 
 from __future__ import annotations
 
-from hypercorn.config import Config
+from ductile.config.webhooks import MAX_RESPOND_TIMEOUT
+from ductile.planes.tls import ServedTls
+from ductile.planes.tls_hypercorn import PlaneConfig
 
-READ_TIMEOUT = 10
+READ_TIMEOUT = int(MAX_RESPOND_TIMEOUT) + 10
+HANDSHAKE_TIMEOUT = 10
 KEEP_ALIVE_TIMEOUT = 10.0
 MAX_HEADER_BYTES = 16 * 1024
 GRACEFUL_TIMEOUT = 5.0
@@ -34,11 +43,15 @@ def webhook_hypercorn_config(
     keep_alive_timeout: float = KEEP_ALIVE_TIMEOUT,
     max_header_bytes: int = MAX_HEADER_BYTES,
     graceful_timeout: float = GRACEFUL_TIMEOUT,
-) -> Config:
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    tls: ServedTls | None = None,
+) -> PlaneConfig:
     """A hypercorn Config bound to `bind` (`host:port` or `fd://N`), access log off (the app
-    logs one line per request itself, without the body)."""
-    config = Config()
+    logs one line per request itself, without the body); `tls` serves HTTPS."""
+    config = PlaneConfig()
     config.bind = [bind]
+    config.served_tls = tls
+    config.ssl_handshake_timeout = handshake_timeout
     config.read_timeout = read_timeout
     config.keep_alive_timeout = keep_alive_timeout
     config.h11_max_incomplete_size = max_header_bytes

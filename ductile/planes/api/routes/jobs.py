@@ -1,4 +1,5 @@
-"""`GET /job/{id}`, `GET /job/{id}/tree`, `GET /jobs` and `GET /job-logs`: the ledger."""
+"""`GET /job/{id}`, `GET /job/{id}/tree`, `GET /jobs` and `GET /job-logs`: the ledger; and the
+operator's verbs `POST /job/{id}/cancel`, `/retry` and `/rerun` (planes/api/jobverbs.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from quart import Response, request
 
 from ductile.machines import job_statuses
+from ductile.planes.api import jobverbs
 from ductile.planes.api.bodies import BodyError
 from ductile.planes.api.kit import ApiError, respond
 from ductile.planes.api.logquery import parse_log_filter
@@ -47,6 +49,33 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
                                           status=where.status, limit=where.limit)
         return respond({"jobs": [_job_summary(j) for j in jobs], "total": total})
 
+    @app.route("/job/<job_id>/cancel", methods=["POST"])
+    @guarded("jobs:rw")
+    async def cancel_job(rt: Runtime, principal: Principal | None, job_id: str) -> Response:
+        reason = jobverbs.cancel_reason(await _verb_body("cancel"))
+        answer = await jobverbs.cancel(rt, ctx.completions, ctx.cancel_running, job_id, reason)
+        ctx.log.info("job cancelled", job_id=job_id, status=answer.body.get("status"),
+                     reason=reason, token=principal.name if principal else None)
+        return respond(answer.body, answer.status)
+
+    @app.route("/job/<job_id>/retry", methods=["POST"])
+    @guarded("jobs:rw")
+    async def retry_job(rt: Runtime, principal: Principal | None, job_id: str) -> Response:
+        await _verb_body("retry")
+        answer = await jobverbs.retry(rt, job_id)
+        ctx.log.info("job retried", job_id=job_id, new_job_id=answer.body["job_id"],
+                     token=principal.name if principal else None)
+        return respond(answer.body, answer.status)
+
+    @app.route("/job/<job_id>/rerun", methods=["POST"])
+    @guarded("jobs:rw")
+    async def rerun_run(rt: Runtime, principal: Principal | None, job_id: str) -> Response:
+        await _verb_body("rerun")
+        answer = await jobverbs.rerun(rt, job_id)
+        ctx.log.info("pipeline run rerun", job_id=job_id, job_ids=answer.body["job_ids"],
+                     token=principal.name if principal else None)
+        return respond(answer.body, answer.status)
+
     @app.route("/job-logs", methods=["GET"])
     @guarded("jobs:ro", "jobs:rw")
     async def job_logs(rt: Runtime, _p: Principal | None) -> Response:
@@ -58,13 +87,21 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
 
 
 async def job_view(rt: Runtime, job: Job) -> dict[str, Any]:
-    """The body of `GET /job/{id}`: the row, and the terminal attempt's result once ended."""
+    """The body of `GET /job/{id}`: the row, the terminal attempt's result once ended, and the
+    retry and rerun links both ways (`retry_of`/`retried_as`, `rerun_of`/`rerun_as`)."""
     result: str | None = None
     if job.status in job_statuses().terminal:
         entries = await rt.queue.log_entries(job.id)
         if entries:
             result = entries[-1].result
-    return job.to_api(result=result)
+    return {**job.to_api(result=result), **(await rt.queue.links(job)).as_dict()}
+
+
+async def _verb_body(verb: str) -> jobverbs.VerbRequest:
+    try:
+        return jobverbs.parse_verb_body(await request.get_data(as_text=False), verb)
+    except BodyError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def _log_filter(args: Any) -> LogFilter:

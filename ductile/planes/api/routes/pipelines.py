@@ -1,4 +1,8 @@
-"""`POST /pipeline/{name}`: start a pipeline run (asynchronous, or waiting for its tree)."""
+"""`POST /pipeline/{name}`: start a pipeline run (asynchronous, or waiting for its tree).
+
+Every answer names the run by one id, `run_id` (also `job_id`): the root of the run's job
+tree, so `GET /job/{run_id}/tree` and `ductile job inspect` show every branch of it.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from ductile.planes.api.pipelines import (
     sync_limit,
     sync_view,
     wait_for_tree,
+    wants_wait,
 )
 
 if TYPE_CHECKING:
@@ -36,14 +41,13 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
             raise ApiError(404, f"pipeline {name!r} not found; ductile pipeline list shows "
                                 "the configured ones")
         try:
+            sync = wants_wait(pipeline.execution_mode, request.args)
             body = parse_pipeline_request(await request.get_data(as_text=False))
         except BodyError as exc:
             raise ApiError(400, str(exc)) from None
-        sync = (pipeline.execution_mode == "synchronous"
-                and request.args.get("async") != "true")
         started = time.monotonic()
         try:
-            jobs = await enqueue_run(rt, pipeline, body, single_entry=sync)
+            run = await enqueue_run(rt, pipeline, body)
         except ContextTooLarge as exc:
             raise ApiError(413, "pipeline baggage exceeds maximum context size: the run's "
                                 f"baggage would be {exc.actual} bytes as compact JSON, limit "
@@ -56,9 +60,11 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
         except StoreError as exc:
             raise ApiError(503, f"failed to enqueue pipeline {name!r}: {exc}; retry "
                                 "later") from None
-        first = jobs[0]
-        accepted = {"job_id": first.id, "status": first.status, "plugin": "pipeline",
-                    "command": name, "job_ids": [job.id for job in jobs]}
+        # The run's status is its entry jobs' (a fanned-out run's root is done at once).
+        first = run.entries[0] if run.entries else run.run
+        accepted = {"job_id": run.run.id, "run_id": run.run.id, "status": first.status,
+                    "plugin": "pipeline", "command": name,
+                    "job_ids": [job.id for job in run.entries]}
         if not sync:
             return respond(accepted, 202)
         try:
@@ -68,7 +74,7 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
                                                  "poll GET /job/{id}/tree"}, 503)
         try:
             deadline = trio.current_time() + sync_limit(rt, pipeline)
-            tree = await wait_for_tree(rt, ctx.completions, first.id, deadline, ctx.stopping)
+            tree = await wait_for_tree(rt, ctx.completions, run.run.id, deadline, ctx.stopping)
         finally:
             rt.sync_slots.release()
         if tree is None:
@@ -76,5 +82,6 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
             why = ("the gateway is stopping; the run continues after the next start"
                    if ctx.stopping() else "pipeline still running after its timeout")
             return respond({**accepted, "status": latest.status, "timeout_exceeded": True,
-                            "message": f"{why}; poll GET /job/{first.id}/tree"}, 202)
-        return respond(sync_view(pipeline, tree, int((time.monotonic() - started) * 1000)))
+                            "message": f"{why}; poll GET /job/{run.run.id}/tree"}, 202)
+        view = sync_view(pipeline, tree, int((time.monotonic() - started) * 1000))
+        return respond({**view, "run_id": run.run.id})

@@ -1,5 +1,6 @@
 """`GET /plugins`, `GET /plugin/{name}`, `POST /plugin/{plugin}/{command}` (the Go route) and
-`POST /plugins/{name}/run` (with an optional synchronous wait)."""
+`POST /plugins/{name}/run`. Both run routes take the same body (`payload`, `command`, `sync`,
+`dedupe_key`; anything else is a 400) and answer it the same way, waiting when `sync` is true."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ductile.errors import DedupeDropped, StoreError
 from ductile.machines import job_statuses
 from ductile.planes.api.bodies import (
     BodyError,
+    RunRequest,
     event_payload,
     parse_enqueue_request,
     parse_run_request,
@@ -65,11 +67,14 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
             raise ApiError(400, "command not supported by plugin")
         _require_command_scope(principal, found.command(command))
         try:
-            body = parse_enqueue_request(await request.get_data(as_text=False))
+            run = parse_enqueue_request(await request.get_data(as_text=False))
         except BodyError as exc:
             raise ApiError(400, str(exc)) from None
-        job, duplicate = await _enqueue(rt, plugin, command, body.payload, body.dedupe_key)
-        return respond(_accepted(job, duplicate), 200 if duplicate else 202)
+        if run.command is not None and run.command != command:
+            raise ApiError(400, f"field command {run.command!r} disagrees with the route's "
+                                f"command {command!r}; leave it out, or use "
+                                f"POST /plugins/{plugin}/run to choose the command in the body")
+        return await _answer(ctx, rt, plugin, command, run)
 
     @app.route("/plugins/<name>/run", methods=["POST"])
     @guarded("plugin:ro", "plugin:rw")
@@ -87,10 +92,17 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
             raise ApiError(400, f"command {command!r} not supported by plugin {name!r} "
                                 f"(declared: {declared})")
         _require_command_scope(principal, found.command(command))
-        job, duplicate = await _enqueue(rt, name, command, run.payload, run.dedupe_key)
-        if not run.sync:
-            return respond(_accepted(job, duplicate), 200 if duplicate else 202)
-        return await _run_sync(ctx, rt, job, duplicate)
+        return await _answer(ctx, rt, name, command, run)
+
+
+async def _answer(ctx: ApiContext, rt: Runtime, plugin: str, command: str,
+                  run: RunRequest) -> Response:
+    """Enqueue (or find the deduplicated job) and answer: at once, or after the wait `sync`
+    asks for. Both run routes end here, so one body gets one answer whichever route it took."""
+    job, duplicate = await _enqueue(rt, plugin, command, run.payload, run.dedupe_key)
+    if not run.sync:
+        return respond(_accepted(job, duplicate), 200 if duplicate else 202)
+    return await _run_sync(ctx, rt, job, duplicate)
 
 
 async def _run_sync(ctx: ApiContext, rt: Runtime, job: Job, duplicate: bool) -> Response:

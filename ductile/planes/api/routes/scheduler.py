@@ -1,4 +1,6 @@
-"""`GET /scheduler/jobs` and `POST /scheduler/pause|resume`."""
+"""`GET /scheduler/jobs`, `POST /scheduler/pause|resume` and `POST /scheduler/run` (fire one
+schedule now). The control routes need `system:rw`: they are the operator's hold on the
+scheduler, as `ductile system scheduler` is."""
 
 from __future__ import annotations
 
@@ -65,3 +67,53 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
         ctx.wake_scheduler()
         key = "paused" if action == "pause" else "resumed"
         return respond({key: [e.as_dict() for e in entries]})
+
+    @app.route("/scheduler/run", methods=["POST"])
+    @guarded("system:rw")
+    async def scheduler_run(rt: Runtime, _p: Principal | None) -> Response:
+        """Fire one schedule now (`{"target": "plugin/schedule_id"}`): its command and payload,
+        its if_running policy, submitted by scheduler:manual; its next regular fire stays."""
+        from ductile.errors import SchedulerError, UnknownSchedule
+        from ductile.schedule.control import known_targets
+
+        try:
+            plugin, schedule_id = parse_run_target(await request.get_data(cache=True))
+        except BodyError as exc:
+            known = ", ".join(f"{p}/{i}" for p, i, _ in known_targets(rt.config)) or "none"
+            raise ApiError(400, f"{exc} (known schedules: {known})") from None
+        target = f"{plugin}/{schedule_id}"
+        try:
+            fired = await ctx.fire_schedule(plugin, schedule_id)
+        except UnknownSchedule as exc:
+            raise ApiError(404, str(exc)) from None
+        except SchedulerError as exc:
+            raise ApiError(503, str(exc)) from None
+        except StoreError as exc:
+            raise ApiError(503, f"cannot fire the schedule: {exc}; nothing was queued, retry "
+                                "later") from None
+        if fired.skipped is not None:
+            what = ("cannot run" if fired.skipped == "invalid"
+                    else f"was not fired ({fired.skipped})")
+            raise ApiError(409, f"schedule {target} {what}: {fired.detail}",
+                           **fired.as_dict())
+        return respond(fired.as_dict(), 202)
+
+
+def parse_run_target(data: bytes) -> tuple[str, str]:
+    """`POST /scheduler/run`: `{"target": "plugin/schedule_id"}` -> (plugin, schedule id).
+
+    Raises BodyError naming the field: a manual fire runs exactly one schedule, so the target
+    is required and must have both parts (pause and resume also take a plugin, or nothing)."""
+    body = parse_json_object(data) or {}
+    usage = 'send {"target": "plugin/schedule_id"}'
+    unknown = sorted(set(body) - {"target"})
+    if unknown:
+        raise BodyError(f"unknown field(s) in body: {', '.join(unknown)[:200]}; {usage}")
+    target = body.get("target")
+    if not isinstance(target, str) or not target.strip():
+        raise BodyError(f"field target is required and must be a string; {usage}")
+    plugin, _, schedule_id = target.strip().partition("/")
+    if not plugin or not schedule_id or "/" in schedule_id:
+        raise BodyError(f"field target must name one schedule as plugin/schedule_id, got "
+                        f"{target[:200]!r}")
+    return plugin, schedule_id

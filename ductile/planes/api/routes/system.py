@@ -9,10 +9,11 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import trio
-from quart import Response
+from quart import Response, request
 
 from ductile import __version__
 from ductile.errors import StoreError
+from ductile.planes.api.auth import AuthError, authenticate
 from ductile.planes.api.kit import ApiError, respond
 
 if TYPE_CHECKING:
@@ -42,13 +43,24 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
     @app.route("/healthz", methods=["GET"])
     @guarded()
     async def healthz(rt: Runtime, _p: Principal | None) -> Response:
+        """Without a token: status, posture and version only (a probe needs no more, and the
+        paths, generation and counts describe the host to whoever asks). With any valid token:
+        the details. A token that is sent but not valid is a 401, never a quieter answer."""
         from ductile.schedule.views import open_circuit_count
 
+        header = request.headers.get("Authorization")
+        if header is not None:
+            try:
+                authenticate(header, rt.api_tokens)
+            except AuthError as exc:
+                return respond({"error": exc.message}, exc.status)
         try:
             depth = await rt.queue.queue_depth()
             circuits_open = await ctx.read(open_circuit_count)
         except StoreError:
             raise ApiError(503, "failed to compute queue depth") from None
+        if header is None:
+            return respond({"status": "ok", "posture": rt.posture, "version": __version__})
         return respond({
             "status": "ok",
             "uptime_seconds": ctx.uptime(),
