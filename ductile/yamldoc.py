@@ -9,6 +9,8 @@ Go ductile read all of them with yaml.v3, so all of them get yaml.v3's scalar ru
 - No base-60 numbers: `at: 12:30` is the string "12:30", not 750.
 - Unquoted dates stay strings instead of `datetime`, which could not travel to a plugin as JSON.
 
+A key written twice in one mapping is refused, naming both lines, as yaml.v3 refuses it.
+
 It also refuses documents that aliases make recursive (`&a [*a]`) or explosively large
 ("billion laughs"): every later walk over the document would otherwise hang or overflow.
 
@@ -26,6 +28,7 @@ import yaml
 from ductile.errors import YamlProblem
 
 MAX_EXPANDED_NODES = 1_000_000
+MERGE_TAG = "tag:yaml.org,2002:merge"
 # What yaml.v3 decodes into a Go bool besides true/false (the YAML 1.1 words).
 YAML11_TRUE = frozenset({"y", "Y", "yes", "Yes", "YES", "on", "On", "ON"})
 YAML11_FALSE = frozenset({"n", "N", "no", "No", "NO", "off", "Off", "OFF"})
@@ -64,6 +67,25 @@ class GoYamlLoader(yaml.SafeLoader):
         node = super().compose_document()
         _expanded_size(node, {}, set())
         return node
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        # A key written twice in one mapping is refused, as yaml.v3 refuses it: PyYAML would
+        # keep the last value silently, so `enabled: true` ... `enabled: false` would check as
+        # valid and mean something the reader of the first line does not expect. Keys brought
+        # in by a `<<` merge may still be overridden, as YAML intends.
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, str], yaml.Node] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == MERGE_TAG:
+                    continue
+                key = (key_node.tag, key_node.value)
+                first = seen.setdefault(key, key_node)
+                if first is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        None, None,
+                        f'mapping key "{key_node.value}" already defined at line '
+                        f"{first.start_mark.line + 1}", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 class _AliasError(yaml.composer.ComposerError):

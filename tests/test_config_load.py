@@ -411,15 +411,38 @@ def test_recursive_and_exploding_aliases_refused(tmp_path: Path) -> None:
     assert "aliases expand this document beyond 1000000 values" in str(error_of(tmp_path))
 
 
+def test_a_key_written_twice_in_one_mapping_is_refused_naming_both_lines(
+        tmp_path: Path) -> None:
+    write(tmp_path, "config.yaml", """\
+        plugin_roots: [p]
+        plugins:
+          echo:
+            enabled: true
+            enabled: false
+        """)
+    assert str(error_of(tmp_path)) == (
+        'config.yaml:5:5: YAML error: mapping key "enabled" already defined at line 4')
+    # The same name under two different mappings is no repetition.
+    write(tmp_path, "config.yaml", """\
+        plugin_roots: [p]
+        plugins:
+          a: {enabled: true, config: {region: eu}}
+          b: {enabled: true, config: {region: us}}
+        """)
+    assert load_config(str(tmp_path), environ={}).plugins["b"].config == {"region": "us"}
+
+
 def test_ordinary_aliases_and_merge_keys_work(tmp_path: Path) -> None:
     write(tmp_path, "config.yaml", """\
         plugin_roots: [p]
         plugins:
           a: &base {enabled: true, config: {region: eu}}
           b: {<<: *base, uses: a}
+          c: {<<: *base, enabled: false}
         """)
     plugins = load_config(str(tmp_path), environ={}).plugins
     assert plugins["b"].enabled and plugins["b"].config == {"region": "eu"}
+    assert not plugins["c"].enabled  # a merged key may be overridden
 
 
 # ------------------------------------------------------------------ strict types

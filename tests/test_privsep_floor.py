@@ -319,3 +319,19 @@ def test_a_script_must_also_be_readable_to_run() -> None:
         assert why is not None and "cannot read it" in why
         os.chmod(script, 0o755)
         assert access_problem(script, 4242, (4242,), "exec") is None
+
+
+@needs_root
+def test_a_tls_key_an_account_could_read_refuses_and_is_never_changed() -> None:
+    with open_dir() as root, os_user() as u:
+        workdir = os.path.join(root, "state")
+        key = _file(os.path.join(root, "server.key"), 0o640)
+        os.chown(key, 0, u.gid)  # the account's group may read it, as an ssl-cert group would
+        report = reconcile_floor([], {"default": _account(u, workdir)}, walled_paths=[key])
+        assert any(f'accounts.default (uid {u.uid}) could read "{key}"' in p
+                   for p in report.problems), report.problems
+        assert _mode(key) == 0o640 and os.stat(key).st_gid == u.gid  # verified, not changed
+        os.chown(key, 0, 0)
+        report = reconcile_floor([], {"default": _account(u, workdir)}, walled_paths=[key])
+        assert report.held, report.problems
+        assert not any(key in line for line in report.changed)

@@ -30,7 +30,9 @@ def webhook_config(tmp_path: Path, *, secret_ref: str = "gh-secret",
     cfg = tmp_path / "cfg"
     cfg.mkdir(parents=True)
     make_vault(cfg, {"api-token": TOKEN, "read-token": "r" * 32, "gh-secret": SECRET})
-    write_config(cfg, port=port, extra={"webhooks": {
+    write_config(cfg, port=port, plugins={"echo": {"enabled": True, "config": {"message": "hi"},
+                                                   "retry": {"max_attempts": 7}}},
+                 extra={"webhooks": {
         "listen": f"127.0.0.1:{hook_port}",
         "endpoints": [{"path": "/hooks/github", "plugin": plugin, "secret_ref": secret_ref,
                        "signature_header": "X-Hub-Signature-256",
@@ -63,6 +65,8 @@ def test_signed_delivery_runs_and_a_replay_does_not(tmp_path: Path) -> None:
                 break
             time.sleep(0.05)
         assert job["status"] == "succeeded", job
+        # The job retries on its plugin's policy, as a job started through the API does.
+        assert job["max_attempts"] == 7, job
         assert len(gw.get("/jobs").json()["jobs"]) == 1
         inspect = run_cli("job", "inspect", job_id, "--config", str(cfg), "--json")
         ledger = json.loads(inspect.stdout)

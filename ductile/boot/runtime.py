@@ -355,8 +355,11 @@ async def _enforce_floor(cfg: Config, facts: BootFacts, vault: VaultOwner | None
         account = privsep.plugin_accounts.get(name)
         if cfg.plugin(name).enabled and account in privsep.accounts:
             entrypoints[name] = (account, plugin.entrypoint)
+    # TLS keys are the operator's (renewed by their tooling): verified, never changed.
+    tls_keys = [tls.key_file for tls in (cfg.api.tls, cfg.webhooks.tls) if tls is not None]
     facts.floor = report = await trio.to_thread.run_sync(
-        lambda: reconcile_floor(secret_paths, privsep.accounts, entrypoints=entrypoints))
+        lambda: reconcile_floor(secret_paths, privsep.accounts, entrypoints=entrypoints,
+                                walled_paths=tls_keys))
     for change in report.changed:
         log.info("privsep filesystem floor", change=change)
 

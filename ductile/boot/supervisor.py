@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -37,6 +37,9 @@ from ductile.boot.runtime import Process, Runtime, build_generation
 from ductile.planes.api.context import ApiContext, InFlight
 from ductile.errors import BootRefused
 from ductile.logs import Logger
+
+if TYPE_CHECKING:
+    from ductile.store.jobs import Job
 
 EXIT_OK = 0
 EXIT_COMPONENT_FAILED = 1
@@ -124,7 +127,7 @@ class Supervisor:
                 self._app.config["MAX_CONTENT_LENGTH"] = new.config.api.max_body_size
             if self._webhook_app is not None:
                 self._webhook_app.replace_routes(new.config.webhooks.endpoints,
-                                                 new.webhook_secrets, new.queue.enqueue)
+                                                 new.webhook_secrets, _webhook_enqueue(new))
             self.lifecycle.trigger("swap")
             await self._sync_planes()
             self.proc.wake_dispatcher()
@@ -296,11 +299,11 @@ class Supervisor:
                 outcomes = JobOutcomes(self.proc.completions, lambda: self.current.queue,
                                        lambda: self.stopping)
                 self._webhook_app = create_webhook_app(
-                    rt.config.webhooks.endpoints, rt.webhook_secrets, rt.queue.enqueue,
+                    rt.config.webhooks.endpoints, rt.webhook_secrets, _webhook_enqueue(rt),
                     self.proc.log.child("webhook"), outcomes=outcomes)
             else:
                 self._webhook_app.replace_routes(rt.config.webhooks.endpoints,
-                                                 rt.webhook_secrets, rt.queue.enqueue)
+                                                 rt.webhook_secrets, _webhook_enqueue(rt))
             return self._webhook_app, self.proc.webhook_listener
         from ductile.planes.api.management import create_management_app
 
@@ -425,3 +428,16 @@ def run_gateway(explicit_config: str | None, environ: Mapping[str, str] | None =
     proc = Process(explicit_config=explicit_config,
                    environ=dict(os.environ if environ is None else environ), log=Logger())
     return trio.run(Supervisor(proc).run)
+
+
+def _webhook_enqueue(rt: Runtime) -> Callable[..., Awaitable[Job]]:
+    """The generation's enqueue with each plugin's own `retry.max_attempts`, as the API's run
+    routes use: a webhook's job retries on the policy its plugin is configured with."""
+
+    async def enqueue(plugin: str, command: str, payload: Any, submitted_by: str,
+                      **options: Any) -> Job:
+        attempts = rt.config.plugin(plugin).retry.max_attempts
+        return await rt.queue.enqueue(plugin, command, payload, submitted_by,
+                                      max_attempts=attempts, **options)
+
+    return enqueue

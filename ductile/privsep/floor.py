@@ -62,14 +62,20 @@ def reconcile_floor(
     *,
     entrypoints: Mapping[str, tuple[str, str]] = _NO_ENTRYPOINTS,
     gateway_uid: int | None = None,
+    walled_paths: Sequence[str] = (),
 ) -> FloorReport:
     """Bring the secrets surface and the accounts' directories to the floor, then verify that
     no account can read a secret and each can execute its plugins' entrypoints
-    (`entrypoints`: plugin name -> (account name, entrypoint path))."""
+    (`entrypoints`: plugin name -> (account name, entrypoint path)).
+
+    `walled_paths` are secrets the gateway does not own (a TLS private key that certbot renews,
+    perhaps group-readable by a `ssl-cert` group): they are never chmod-ed or chown-ed here, only
+    verified to be out of every account's reach."""
     gateway = os.geteuid() if gateway_uid is None else gateway_uid
     changed: list[str] = []
     problems: list[str] = []
     present = [p for p in secret_paths if _secure_secret(p, gateway, changed, problems)]
+    present += [p for p in walled_paths if os.path.lexists(p)]
     for name in sorted(accounts):
         account = accounts[name]
         if account.mode == "confined":
