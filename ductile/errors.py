@@ -9,15 +9,18 @@ job it is about so the message can tell an operator what to fix.
     │   ├── JsonInputError          a body is not JSON the gateway can carry (ductile/jsonbody)
     │   │   └── JsonSyntaxError     not one JSON document at all
     │   ├── BodyError               an API body or query parameter (planes/api/bodies)
+    │   ├── EventFilterError        a GET /events query parameter or Last-Event-ID (events/filters)
     │   ├── AuthError               no valid token (401) or a missing scope (403)
     │   ├── ApiError                any other refusal of an API route, with its status
     │   ├── VaultBodyError          a /vault/* body (never echoes a value)
     │   ├── PayloadError            a signed webhook body the gateway cannot carry
+    │   ├── UnsupportedContentType  a webhook body neither JSON nor a form (415)
     │   └── SignatureFormatError    a webhook signature header not in its scheme's format
     ├── ValueProblem (also ValueError)  one value in a file or a request is malformed
     │   ├── DurationError           not a duration (`30s`, `1h30m`, `7d`)
     │   ├── SizeError               not a byte size (`512KB`, `2MB`)
     │   ├── ScheduleError           a schedule entry is invalid or can never fire
+    │   ├── GoTimeError             a Go state row's time is not RFC3339 (ductile/migrate)
     │   ├── PayloadEnvError         a payload value cannot be a DUCTILE_PAYLOAD_* variable
     │   └── YamlProblem             a YAML document does not load (carries line/column)
     ├── ConfigError                 config cannot be found, parsed or validated (file/key/line)
@@ -45,10 +48,13 @@ job it is about so the message can tell an operator what to fix.
     │   │   └── SchemaOutdated      a reader met an older schema version (the gateway migrates)
     │   └── MigrationFailed         a schema migration step failed; the file was left unchanged
     ├── LockError                   the PID lock is held by another instance
+    ├── MigrationRefused            `ductile migrate from-go` refused an input (wrong age
+    │                               identity, damaged or unknown state database); nothing written
     ├── BackupError                 a backup archive cannot be written or read (exists, I/O)
     │   └── RestoreRefused          an archive is refused before anything is written: an unsafe
     │                               member (absolute, `..`, link), a file the seal or the
     │                               manifest does not vouch for, or files already in place
+    ├── GatewayUnreachable          `system watch` got no API answer at all (refused, TLS, timeout)
     ├── RelaySendError              a relay envelope was not accepted; `retryable` says if a
     │                               later attempt may be (relay/sender)
     ├── BootRefused                 a boot gate refused; carries the gate name (exit 78)
@@ -325,6 +331,17 @@ class MigrationFailed(StoreError):
 
 class LockError(DuctileError):
     """The PID lock could not be taken: another instance may be running."""
+
+
+class MigrationRefused(DuctileError):
+    """`ductile migrate from-go` refused its input before writing anything: the age identity
+    does not open the vault, the state database is damaged or of an unknown schema version, a
+    target already exists. `path` names the file."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
 
 
 class BackupError(DuctileError):

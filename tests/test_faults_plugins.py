@@ -294,7 +294,7 @@ def test_after_every_fault_the_gateway_stops_cleanly_and_the_database_is_sound(
     assert integrity(db_path(faults.gw.config_dir)) == "ok"
     listed = json.loads(run_cli("job", "list", "--config", str(faults.gw.config_dir), "--json",
                                 "--limit", "200").stdout)
-    statuses = {j["id"]: j["status"] for j in listed["jobs"]}
+    statuses = {j["job_id"]: j["status"] for j in listed["jobs"]}
     assert set(faults.job_ids) <= set(statuses)
     assert set(statuses.values()) <= TERMINAL, statuses
     # No plugin process of this module outlived its job (zombies aside).

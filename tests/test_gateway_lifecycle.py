@@ -201,7 +201,7 @@ def test_a_version_1_database_is_migrated_at_boot_and_its_queued_job_runs(
     assert stat.S_IMODE(os.stat(backup).st_mode) == 0o600
     listed = run_cli("job", "list", "--config", str(cfg), "--json")
     assert listed.returncode == 0, listed.stderr
-    assert sorted(j["id"] for j in json.loads(listed.stdout)["jobs"]) == ["job-int", "job-object"]
+    assert sorted(j["job_id"] for j in json.loads(listed.stdout)["jobs"]) == ["job-int", "job-object"]
 
 
 def _wait_finished(gw: Gateway, job_id: str) -> dict:
@@ -285,7 +285,7 @@ def test_sigterm_lets_a_running_plugin_finish_then_exits_0(tmp_path: Path) -> No
     gw.signal(signal.SIGTERM)
     assert gw.wait_exit(30) == 0
     listed = run_cli("job", "list", "--config", str(cfg), "--json")
-    jobs = {j["id"]: j for j in json.loads(listed.stdout)["jobs"]}
+    jobs = {j["job_id"]: j for j in json.loads(listed.stdout)["jobs"]}
     assert jobs[job_id]["status"] == "succeeded"
     assert any(r.get("msg") == "ductile stopped" for r in gw.log_records())
 

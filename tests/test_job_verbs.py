@@ -150,7 +150,7 @@ def test_cancel_a_queued_job_then_the_running_one_stops_its_process_group(
     logged = gw.get("/job-logs", params={"status": "cancelled"}).json()["logs"]
     assert waiting in [entry["job_id"] for entry in logged]
     out = run_cli("job", "list", "--status", "cancelled", "--config", str(cfg), "--json")
-    assert waiting in [j["id"] for j in json.loads(out.stdout)["jobs"]]
+    assert waiting in [j["job_id"] for j in json.loads(out.stdout)["jobs"]]
 
     resp = gw.post(f"/job/{running}/cancel", {"reason": "stuck"})
     assert resp.status_code == 200, resp.text
@@ -401,4 +401,10 @@ async def test_a_stop_terms_the_group_then_kills_what_ignores_term(tmp_path: Pat
                                     grace=0.3, stop=stop)
     assert result.stopped and not result.timed_out
     assert result.exit_code is None and result.signal == signal.SIGKILL
-    assert alive(int(pid) for pid in pids.read_text().split()) == []
+    # The group's SIGKILL is sent; the kernel finishes each member's exit on its own time, so
+    # a busy machine may still show the background `sleep` for a moment.
+    group = [int(pid) for pid in pids.read_text().split()]
+    deadline = trio.current_time() + 10
+    while alive(group) and trio.current_time() < deadline:
+        await trio.sleep(0.02)
+    assert alive(group) == []

@@ -97,7 +97,7 @@ async def test_api_tokens_and_wrong_tokens_are_refused(tmp_path: Path) -> None:
                                  headers={"Authorization": "Basic " + admin})
     assert response.status_code == 401
     assert "k" not in owner.model.secrets
-    assert [e.outcome for e in audit.events] == ["refused"] * 3
+    assert [e.outcome for e in audit.events] == ["denied"] * 3
 
 
 async def test_no_vault_is_503_and_bad_bodies_are_400(tmp_path: Path) -> None:
@@ -178,7 +178,7 @@ async def test_audit_writer_appends_rows_to_the_real_database(tmp_path: Path) ->
     finally:
         await db.close()
     assert [(r.actor, r.op, r.target, r.outcome) for r in rows] == [
-        ("anonymous", "set", "", "refused"), ("core-admin-token", "set", "k", "ok")]
+        ("anonymous", "set", "", "denied"), ("core-admin-token", "set", "k", "ok")]
     assert_no_leak([repr(dump)], [SECRET_VALUE, admin])
 
 

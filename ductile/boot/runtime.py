@@ -48,11 +48,13 @@ from ductile.config.schema import Config
 from ductile.dispatch.completions import Completions
 from ductile.dispatch.live import LiveStderr
 from ductile.errors import ConfigError, LockError, StoreError
+from ductile.events.hub import Hub
 from ductile.logs import Logger
 from ductile.runtime import Runtime
 
 if TYPE_CHECKING:
     from ductile.dispatch.dispatcher import Dispatcher
+    from ductile.events.metrics import Metrics
     from ductile.privsep.attest import Attestor
     from ductile.privsep.posture import Privsep
     from ductile.relay.sender import Clients
@@ -88,6 +90,14 @@ class Process:
     generations: int = 0
     # Pooled connections to relay receivers, shared by every generation.
     relay_clients: Clients = field(default_factory=lambda: _relay_clients())
+    # The event hub (GET /events) and the metrics it feeds (GET /metrics): one per process,
+    # so ids continue and counters keep counting across reloads. Metrics are built by the
+    # supervisor (they import prometheus_client, which no CLI verb should pay for).
+    events: Hub = field(init=False)
+    metrics: Metrics | None = None
+
+    def __post_init__(self) -> None:
+        self.events = Hub(log=self.log.child("events"))
 
     def wake_dispatcher(self) -> None:
         if self.dispatcher is not None:
@@ -162,6 +172,10 @@ async def build_generation(
 
     if proc.db is None:
         await _open_database(proc, cfg, facts, log)
+        if proc.db is not None:
+            from ductile.events.journal import load
+
+            await load(proc.events, proc.db)  # ids continue after the stored events
     buried: list[Job] = []
     if proc.db is not None and reason == "startup":
         buried = await _recover_orphans(proc, facts, log)
@@ -175,6 +189,7 @@ async def build_generation(
     machine.advance("open_state")
 
     from ductile.config.snapshot import snapshot_fields
+    from ductile.events.queue import EventedQueue
     from ductile.store.queue import Queue
     from ductile.store.snapshots import Snapshots
     from ductile.store.state import StateStore
@@ -241,12 +256,12 @@ async def build_generation(
         plugins=facts.plugins,
         snapshot_id=snapshot_id,
         posture=posture,
-        queue=Queue(
+        queue=EventedQueue(Queue(
             proc.db,
             snapshot_id=lambda: snapshot_id,
             dedupe_ttl=cfg.service.dedupe_ttl,
             on_enqueue=proc.wake_dispatcher,
-        ),
+        ), proc.events.publish),
         state=StateStore(proc.db),
         loaded_at=datetime.now(timezone.utc),
         started_monotonic=time.monotonic(),
@@ -448,6 +463,10 @@ async def _recover_orphans(proc: Process, facts: BootFacts, log: Logger) -> list
     for job in recovered:
         log.warn("recovered orphaned job", job_id=job.id, plugin=job.plugin, status=job.status,
                  attempt=job.attempt)
+        proc.events.publish("job.dead" if job.status == "dead" else "job.enqueued",
+                            job_id=job.id, plugin=job.plugin, command=job.command,
+                            status=job.status, attempt=job.attempt, recovery=True,
+                            submitted_by=job.submitted_by, error=job.last_error)
     return [job for job in recovered if job.status == "dead"]
 
 
@@ -461,13 +480,15 @@ async def _fire_recovery_hooks(
     a boot refusal: the dead job itself is already recorded."""
     from ductile.dispatch.routing import hook_successors
     from ductile.errors import RouterError
+    from ductile.events.queue import EventedQueue
     from ductile.store.queue import Queue, burial_reason
 
     if pipelines is None or not pipelines.by_hook:
         return
     assert proc.db is not None
-    queue = Queue(proc.db, snapshot_id=lambda: snapshot_id, dedupe_ttl=cfg.service.dedupe_ttl,
-                  on_enqueue=proc.wake_dispatcher)
+    queue = EventedQueue(Queue(proc.db, snapshot_id=lambda: snapshot_id,
+                               dedupe_ttl=cfg.service.dedupe_ttl,
+                               on_enqueue=proc.wake_dispatcher), proc.events.publish)
     for job in buried:
         try:
             fired, notes = hook_successors(

@@ -116,6 +116,9 @@ class Supervisor:
                     self.lifecycle.trigger("keep")
                 self.log.error("config reload failed", gate=refused.gate, reason=refused.reason,
                                trigger=reason, kept_generation=self.current.generation)
+                self.proc.events.publish("reload.kept", gate=refused.gate,
+                                         reason=refused.reason, trigger=reason,
+                                         generation=self.current.generation)
                 notify.notify("READY=1", self.proc.environ)
                 return ReloadResult(False, refused.reason, gate=refused.gate)
             if self._stop.is_set():
@@ -136,6 +139,12 @@ class Supervisor:
             self.log.info("config reloaded successfully", generation=new.generation,
                           snapshot_id=new.snapshot_id, trigger=reason, posture=new.posture,
                           previous_posture=previous_posture)
+            self.proc.events.publish("reload.swapped", generation=new.generation,
+                                     snapshot_id=new.snapshot_id, trigger=reason,
+                                     posture=new.posture)
+            if new.posture != previous_posture:
+                self.proc.events.publish("posture.changed", previous_posture=previous_posture,
+                                         posture=new.posture, generation=new.generation)
             notify.notify("READY=1", self.proc.environ)
             return ReloadResult(True, "configuration reloaded",
                                 reloaded_at=datetime.now(timezone.utc),
@@ -145,7 +154,13 @@ class Supervisor:
         """Boot, serve until a stop signal, drain, and return the process exit code."""
         from ductile.dispatch.dispatcher import Dispatcher
         from ductile.dispatch.retention import run_retention
+        from ductile.events.journal import run_journal
+        from ductile.events.metrics import Metrics
         from ductile.schedule.scheduler import Scheduler
+
+        if self.proc.metrics is None:
+            self.proc.metrics = Metrics()
+            self.proc.events.add_tap(self.proc.metrics.observe)
 
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             try:
@@ -168,6 +183,9 @@ class Supervisor:
                     assert self.proc.db is not None
                     outer.start_soon(run_retention, lambda: self.current, self.proc.db,
                                      self.proc.log)
+                    # Cancelled last (the outer nursery), so the events of the drain are
+                    # written before the database closes.
+                    outer.start_soon(run_journal, self.proc.events, self.proc.db, self.proc.log)
                     for component in self.components:
                         outer.start_soon(component)
                     async with trio.open_nursery() as planes:
@@ -179,7 +197,8 @@ class Supervisor:
                         assert self.proc.db is not None
                         self.scheduler = Scheduler(lambda: self.current, self.proc.db,
                                                    self.proc.log,
-                                                   cancel_running=dispatcher.cancel_running)
+                                                   cancel_running=dispatcher.cancel_running,
+                                                   publish=self.proc.events.publish)
                         await planes.start(self.scheduler.run)
                         notify.notify(
                             f"READY=1\nSTATUS=serving generation {self.current.generation}\n"
@@ -273,6 +292,7 @@ class Supervisor:
         # Sync waiters re-check their job: a queued one answers at once (it stays queued for
         # the next start); a running one waits for the drain.
         self.proc.completions.notify_all()
+        self.proc.events.close()  # GET /events streams end; their clients resume later
         busy = self.http_inflight.count > 0
         for config in self._hyper_configs.values():
             # hypercorn reads this when the trigger fires: drain in-flight requests within the
@@ -341,6 +361,8 @@ class Supervisor:
             wake_scheduler=wake_scheduler, fire_schedule=self._fire_schedule,
             inflight=self.http_inflight, live=self.proc.live,
             cancel_running=cancel_running,
+            events=self.proc.events, metrics=lambda: self.proc.metrics,
+            running=lambda: self.proc.dispatcher.active if self.proc.dispatcher else 0,
         )
 
     async def _fire_schedule(self, plugin: str, schedule_id: str) -> Any:

@@ -57,7 +57,18 @@ def check_config(config_path: str | None) -> dict[str, Any]:
     report["valid"] = not errors
     report["posture"] = facts.posture
     report["plugins"] = sorted(facts.plugins)
+    if facts.config is not None:
+        report["tokens"] = token_scopes(facts.config.api.tokens)
     return report
+
+
+def token_scopes(tokens: Any) -> list[dict[str, Any]]:
+    """Each API token's granted scopes as written, and its effective scopes in the newest
+    names (what the API checks): an old config's `jobs:ro` shows as the four `jobs:*:ro`."""
+    from ductile.config.scopes import effective
+
+    return [{"name": t.name or t.secret_ref, "scopes": list(t.scopes),
+             "effective": sorted(effective(t.scopes))} for t in tokens]
 
 
 def _add_doctor_findings(doctor: Any, errors: list[dict[str, str]],
@@ -91,6 +102,9 @@ def human_report(report: dict[str, Any]) -> list[str]:
     lines = [head]
     lines += [f"  ERROR [{e['category']}] {_where(e)}{e['message']}" for e in errors]
     lines += [f"  WARN  [{w['category']}] {_where(w)}{w['message']}" for w in warnings]
+    for token in report.get("tokens", ()):
+        lines.append(f"Token {token['name']}: effective scopes "
+                     f"{', '.join(token['effective']) or '(none)'}")
     if report.get("path"):
         lines.append(f"Checked: {report['path']} ({report.get('source')})")
     return lines

@@ -58,7 +58,7 @@ def list_jobs(config_path: str | None, plugin: str | None, status: str | None, l
     finally:
         conn.close()
     if as_json:
-        emit_json({"jobs": [j.as_dict() for j in jobs], "total": total})
+        emit_json({"jobs": [_list_view(j) for j in jobs], "total": total})
         return
     click.echo(f"{'JOB ID':<36}  {'STATUS':<10} {'PLUGIN:COMMAND':<24} {'ATTEMPT':<7} CREATED")
     for j in jobs:
@@ -67,15 +67,32 @@ def list_jobs(config_path: str | None, plugin: str | None, status: str | None, l
     click.echo(f"({len(jobs)} of {total})")
 
 
+def _list_view(job: Any) -> dict[str, Any]:
+    """One `job list --json` entry: `GET /jobs`'s names (`job_id`, ...), the payload as the
+    JSON it is, and the rest of the row under the names `GET /job/{id}` uses."""
+    view = {"job_id": job.id, "plugin": job.plugin, "command": job.command,
+            "status": job.status, "created_at": job.created_at, "attempt": job.attempt}
+    for key, value in job.to_api().items():
+        if key not in view and value is not None:
+            view[key] = value
+    view["payload"] = _payload_view(job)
+    for key in ("dedupe_key", "parent_job_id", "event_context_id", "next_retry_at"):
+        if getattr(job, key) is not None:
+            view[key] = getattr(job, key)
+    return view
+
+
 @job.command("logs")
 @config_option
 @click.option("--plugin", default=None, help="Only this plugin.")
 @click.option("--command", "command_name", default=None, help="Only this command.")
 @click.option("--status", default=None, help="Terminal status (succeeded, failed, ...).")
 @click.option("--submitted-by", default=None, help="api, the service name, webhook:..., ...")
-@click.option("--since", default=None,
+@click.option("--from", "from_", default=None,
               help="Completed at or after: RFC 3339 time, or a duration ago (1h, 7d).")
-@click.option("--until", default=None, help="Completed at or before (same forms as --since).")
+@click.option("--to", "to", default=None, help="Completed at or before (same forms as --from).")
+@click.option("--since", default=None, help="The older name of --from.")
+@click.option("--until", default=None, help="The older name of --to.")
 @click.option("--query", default=None, help="Text to find in the error, stderr or result.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 200))
 @click.option("--include-result", is_flag=True, help="Show each attempt's result.")
@@ -85,10 +102,11 @@ def list_jobs(config_path: str | None, plugin: str | None, status: str | None, l
 @click.option("--api-url", default=None, help="With --follow: gateway URL "
                                               "(default http://<api.listen>).")
 @click.option("--api-key", "--token", "api_key_opt", default=None,
-              help="With --follow: API token with jobs:ro (else $DUCTILE_API_KEY).")
+              help="With --follow: API token with jobs:logs:ro (else $DUCTILE_API_KEY).")
 @json_option
 def logs(config_path: str | None, plugin: str | None, command_name: str | None,
-         status: str | None, submitted_by: str | None, since: str | None, until: str | None,
+         status: str | None, submitted_by: str | None, from_: str | None, to: str | None,
+         since: str | None, until: str | None,
          query: str | None, limit: int, include_result: bool, follow_id: str | None,
          api_url: str | None, api_key_opt: str | None, as_json: bool) -> None:
     """Search terminal attempts in the job log, newest first; or, with --follow JOB_ID, print
@@ -96,7 +114,7 @@ def logs(config_path: str | None, plugin: str | None, command_name: str | None,
     if follow_id is not None:
         from ductile.cli.follow import follow_job
 
-        if any((plugin, command_name, status, submitted_by, since, until, query,
+        if any((plugin, command_name, status, submitted_by, from_, to, since, until, query,
                 include_result)):
             raise click.UsageError("--follow shows one job; it takes no search filters")
         follow_job(follow_id, config_path=config_path, api_url=api_url,
@@ -108,9 +126,14 @@ def logs(config_path: str | None, plugin: str | None, command_name: str | None,
     from ductile.planes.api.logquery import parse_log_filter
     from ductile.store.joblog import log_view, search_logs
 
+    for new, old, name in ((from_, since, "from"), (to, until, "to")):
+        if new and old:
+            other = "since" if name == "from" else "until"
+            raise click.UsageError(f"--{name} and --{other} are one option; give one of them")
+    # Each bound goes in under the name it was given, so an error names the flag used.
     args = {"plugin": plugin, "command": command_name, "status": status,
-            "submitted_by": submitted_by, "since": since, "until": until, "query": query,
-            "limit": str(limit)}
+            "submitted_by": submitted_by, "from": from_, "since": since, "to": to,
+            "until": until, "query": query, "limit": str(limit)}
     try:
         where = parse_log_filter({k: v for k, v in args.items() if v})
     except BodyError as exc:
@@ -208,11 +231,15 @@ def inspect(job_id: str, config_path: str | None, as_json: bool) -> None:
     from ductile.store.ledger import read_job_ledger
     from ductile.store.tree import fetch_job_tree, root_of
 
+    from ductile.errors import StoreError
+
     conn = _connect(config_path)
     try:
         ledger = read_job_ledger(conn, job_id)
         root = root_of(conn, job_id) if ledger is not None else None
         tree = fetch_job_tree(conn, root) if root is not None else None
+    except StoreError as exc:  # a damaged row (a context's baggage that is not JSON, ...)
+        fail(f"Inspect failed: {exc}")
     finally:
         conn.close()
     if ledger is None:
@@ -293,6 +320,9 @@ def _print_lineage_node(node: dict[str, Any], focus: str, depth: int) -> None:
 
 
 def _report(ledger: dict[str, Any]) -> dict[str, Any]:
+    """The `job inspect --json` report: the Go gateway's lineage report (job_id ... steps,
+    with its field names and types), plus what this gateway records beyond it (timings, exit
+    codes, payload, result, stderr, retry/rerun links; `lineage` is added by the caller)."""
     job = ledger["job"]
     logs = ledger.get("logs") or []
     final = logs[-1] if logs else None
@@ -302,13 +332,22 @@ def _report(ledger: dict[str, Any]) -> dict[str, Any]:
             result = json.loads(final.result)
         except (ValueError, RecursionError):
             result = final.result
-    snapshot = ledger.get("snapshot")
+    attempts = ledger.get("attempts") or []
+    transitions = ledger.get("transitions") or []
+    steps = ledger.get("steps") or []
     return {
         "job_id": job.id,
         "plugin": job.plugin,
         "command": job.command,
         "status": job.status,
         "attempt": job.attempt,
+        "context_id": job.event_context_id or "",
+        "hops": len(steps),
+        "steps": [_step_view(step) for step in steps],
+        "transitions": [_transition_view(t) for t in transitions],
+        "attempts": [{**a.as_dict(), "at": a.created_at} for a in attempts],
+        "consistency": _consistency(job, attempts, transitions),
+        "config": _config_report(job, ledger.get("snapshot"), ledger.get("started_snapshot")),
         "max_attempts": job.max_attempts,
         "submitted_by": job.submitted_by,
         "created_at": job.created_at,
@@ -318,24 +357,120 @@ def _report(ledger: dict[str, Any]) -> dict[str, Any]:
         "last_error": job.last_error,
         "payload": _payload_view(job),
         "links": ledger["links"].as_dict() if ledger.get("links") is not None else {},
-        "attempts": [a.as_dict() for a in ledger.get("attempts") or []],
-        "transitions": [t.as_dict() for t in ledger.get("transitions") or []],
         "result": result,
         "stderr": final.stderr if final is not None else None,
-        "config": {
-            "enqueued_snapshot_id": job.enqueued_config_snapshot_id,
-            "started_snapshot_id": job.started_config_snapshot_id,
-            "crossed_reload_boundary": bool(
-                job.started_config_snapshot_id
-                and job.enqueued_config_snapshot_id != job.started_config_snapshot_id
-            ),
-            "snapshot": None if snapshot is None else {
-                key: snapshot.get(key)
-                for key in ("id", "config_hash", "source_hash", "source", "source_path",
-                            "reason", "loaded_at", "ductile_version")
-            },
-        },
     }
+
+
+def _step_view(step: Any) -> dict[str, Any]:
+    """One hop of the context lineage. `baggage` is the accumulated context as the original
+    shows it (the `ductile` control block included); `ductile` repeats that block alone."""
+    from ductile.store.tree import split_baggage
+
+    context = step.context
+    view: dict[str, Any] = {
+        "hop": step.hop,
+        "pipeline": context.pipeline_name or "<root>",
+        "step_id": context.step_id or "<entry>",
+        "context_id": context.id,
+    }
+    if context.parent_id:
+        view["parent_id"] = context.parent_id
+    if step.job is not None:
+        view.update(job_id=step.job.id, plugin=step.job.plugin, command=step.job.command,
+                    status=step.job.status)
+    view["baggage"] = context.accumulated
+    view["ductile"] = split_baggage(context.accumulated)[1]
+    return view
+
+
+def _transition_view(t: Any) -> dict[str, Any]:
+    """`{from?, to, at, reason?}` as the original, with our column names kept beside them."""
+    view: dict[str, Any] = {}
+    if t.from_status:
+        view["from"] = t.from_status
+    view.update(to=t.to_status, at=t.created_at)
+    if t.reason:
+        view["reason"] = t.reason
+    view.update(id=t.id, from_status=t.from_status, to_status=t.to_status,
+                created_at=t.created_at)
+    return view
+
+
+def _consistency(job: Any, attempts: list[Any], transitions: list[Any]) -> dict[str, Any]:
+    """The cached row against the append-only facts. A job's `attempt` moves on when a retry is
+    scheduled and its attempt row is written when that attempt is claimed, so a queued job
+    may be one attempt ahead of its facts; a job with no transition at all predates them."""
+    latest = transitions[-1].to_status if transitions else None
+    recorded = max((a.attempt for a in attempts), default=0)
+    attempt_match = recorded == job.attempt or (job.status == "queued"
+                                                and recorded == job.attempt - 1)
+    view: dict[str, Any] = {}
+    if latest:
+        view["latest_transition_status"] = latest
+    view.update(cached_status_matches=latest == job.status, attempt_facts_match=attempt_match,
+                legacy_missing_data=not transitions)
+    return view
+
+
+#: The fields of a config snapshot the inspect report shows (never the config itself).
+_SNAPSHOT_SUMMARY = ("id", "config_hash", "source_hash", "source_path", "source", "reason",
+                     "loaded_at", "ductile_version", "binary_path", "snapshot_format",
+                     "semantics")
+
+
+def _config_report(job: Any, enqueued: dict[str, Any] | None,
+                   started: dict[str, Any] | None) -> dict[str, Any]:
+    """`config` as the original: the snapshots live at enqueue and at the last claim, whether
+    the job crossed a reload, missing snapshot rows, and the secrets those configs used (by
+    reference and fingerprint, never a value). Our earlier keys stay beside them."""
+    enqueued_id, started_id = job.enqueued_config_snapshot_id, job.started_config_snapshot_id
+    report: dict[str, Any] = {}
+    missing = [ref for ref, row in ((enqueued_id, enqueued), (started_id, started))
+               if ref and row is None]
+    if enqueued is not None:
+        report["enqueued"] = _summary(enqueued)
+    if started is not None:
+        report["started"] = _summary(started)
+    report["crossed_reload_boundary"] = bool(enqueued_id and started_id
+                                             and enqueued_id != started_id)
+    report["legacy_missing_data"] = not enqueued_id or not started_id
+    if missing:
+        report["missing_snapshot_refs"] = list(dict.fromkeys(missing))
+    uses = _secret_uses(enqueued)
+    if started is not None and (enqueued is None or enqueued.get("id") != started.get("id")):
+        seen = {(u["purpose"], u["ref"]) for u in uses}
+        uses += [u for u in _secret_uses(started) if (u["purpose"], u["ref"]) not in seen]
+    if uses:
+        report["secret_uses"] = uses
+    report.update(enqueued_snapshot_id=enqueued_id, started_snapshot_id=started_id,
+                  snapshot=None if enqueued is None else {
+                      key: enqueued.get(key)
+                      for key in ("id", "config_hash", "source_hash", "source", "source_path",
+                                  "reason", "loaded_at", "ductile_version")})
+    return report
+
+
+def _summary(snapshot: dict[str, Any]) -> dict[str, Any]:
+    return {key: snapshot.get(key) for key in _SNAPSHOT_SUMMARY
+            if snapshot.get(key) is not None or key in ("id", "config_hash", "reason",
+                                                        "loaded_at", "snapshot_format")}
+
+
+def _secret_uses(snapshot: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """`{purpose, ref, source, present, fingerprint?}` for each secret a snapshot recorded."""
+    entries = snapshot.get("secret_fingerprints") if snapshot is not None else None
+    uses = []
+    for entry in entries if isinstance(entries, list) else ():
+        if not isinstance(entry, dict):
+            continue
+        use = {"purpose": entry.get("purpose", ""),
+               "ref": entry.get("ref", entry.get("secret_ref", "")),
+               "source": entry.get("source", ""), "present": bool(entry.get("present"))}
+        if entry.get("fingerprint"):
+            use["fingerprint"] = entry["fingerprint"]
+        uses.append(use)
+    return uses
 
 
 def _print_report(r: dict[str, Any]) -> None:

@@ -96,7 +96,7 @@ def get(config_path: str | None, name: str) -> None:
     try:
         value = owner.readable_value(name)
     except VaultError as exc:
-        _audit(cfg, _event("read", name, "refused", exc.message))
+        _audit(cfg, _event("read", name, "denied", exc.message))
         fail(exc.message)
     _audit(cfg, _event("read", name, "ok"))
     click.echo(value)

@@ -19,6 +19,9 @@ case). This module builds the document from three things the loader keeps:
 Pipelines are collected from every file (they are not merged), so `pipelines` lists all of
 them in file order, as the router compiles them.
 
+`redacted_view` is the same document for `GET /config/view`, with secret-like values replaced
+(the API answers anyone holding `system:ro`, who need not see what a plugin's config holds).
+
 Known limit: a `${VAR}` used as a map key (`${NAME}: ...`) is shown with its value; the loader
 keeps no record of it. Secrets are never in the config (they are `secret_ref` names of vault
 entries), so this only concerns values taken from the environment.
@@ -263,3 +266,64 @@ def _plain(value: Any) -> Any:
 def _map(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, dict) else {}
 
+
+# --------------------------------------------------------------------------- redaction
+
+#: A key whose lower-case form contains one of these holds a secret (the Go original's list).
+SECRET_WORDS = ("secret", "key", "token", "password", "api_key", "credential", "auth",
+                "passwd")
+REDACTED = "[REDACTED]"
+#: Keys of this gateway's own config that contain a secret word but hold a name, a path or a
+#: public value (outside plugin `config`, which is the plugin's and redacted by the rule
+#: alone). A map or list under any key is walked, never dropped whole, except in plugin config.
+_STRUCTURAL = frozenset({"secret_ref", "secrets", "key_file", "vault_file", "dedupe_key",
+                         "dedupe_header", "signature_header", "public_key", "auth", "tokens",
+                         "key_id", "tls"})
+#: What an API token entry may show: which vault secret holds it and what it may do.
+_TOKEN_FIELDS = ("name", "secret_ref", "scopes", "description")
+
+
+def redacted_view(cfg: Config) -> dict[str, Any]:
+    """`config_view` for `GET /config/view`: in plugin `config`, at any depth, the value of
+    every key named like a secret is `[REDACTED]` (as the Go original does); elsewhere every
+    text value under such a key is too, unless the key is one of ours that names a secret or a
+    file (`secret_ref`, `key_file`, ...); API token entries keep only name, secret_ref, scopes
+    and description. Secrets themselves are never in the config (they live in the vault), and
+    `${VAR}` values are shown as the reference; this is the second fence."""
+    doc = config_view(cfg)
+    plugins = doc.get("plugins")
+    if isinstance(plugins, dict):
+        for stanza in plugins.values():
+            if isinstance(stanza, dict) and "config" in stanza:
+                stanza["config"] = redact_plugin_config(stanza["config"])
+    auth = _map(doc.get("api")).get("auth")
+    if isinstance(auth, dict) and isinstance(auth.get("tokens"), list):
+        auth["tokens"] = [{k: v for k, v in entry.items() if k in _TOKEN_FIELDS}
+                          if isinstance(entry, dict) else REDACTED for entry in auth["tokens"]]
+    return {key: _redact_structural(key, value) for key, value in doc.items()}
+
+
+def secret_like(key: Any) -> bool:
+    return isinstance(key, str) and any(word in key.lower() for word in SECRET_WORDS)
+
+
+def redact_plugin_config(value: Any) -> Any:
+    """Plugin config with the value of every secret-like key replaced, at any depth."""
+    if isinstance(value, dict):
+        return {key: REDACTED if secret_like(key) else redact_plugin_config(item)
+                for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact_plugin_config(item) for item in value]
+    return value
+
+
+def _redact_structural(key: Any, value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _redact_structural(k, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_structural(key, item) for item in value]
+    # Text only: outside plugin config a number or a boolean under such a key is a setting
+    # (`admission.require_api_auth: true`), never a credential.
+    if isinstance(value, str) and value and secret_like(key) and key not in _STRUCTURAL:
+        return REDACTED
+    return value

@@ -46,6 +46,7 @@ from ductile.errors import (
     StoreUnavailable,
     UnknownSchedule,
 )
+from ductile.events.hub import Publish, no_publish
 from ductile.logs import Logger
 from ductile.schedule import plan as planner
 from ductile.schedule.expr import Schedule, ScheduleError, fire_key
@@ -122,8 +123,10 @@ class Scheduler:
         cancel_running: CancelRunning | None = None,
         seed: bytes = b"",
         grace: float = planner.LATE_GRACE,
+        publish: Publish = no_publish,
     ) -> None:
         self._current = current
+        self._publish = publish  # the event hub (scheduler.* events)
         self._db = db
         self._log = log.child("scheduler")
         self._clock = clock
@@ -210,11 +213,14 @@ class Scheduler:
             breakers={t: b for t, b in breakers.items() if b is not None},
             outstanding=outstanding,
         )
-        state.breakers.update(await self._fold_outcomes(rt, finished))
+        for target, breaker in (await self._fold_outcomes(rt, finished)).items():
+            self._breaker_changed(state.breakers.get(target), breaker)
+            state.breakers[target] = breaker
         next_due: datetime | None = None
         # One instant for the whole pass: schedules first seen together share their anchor and
         # keep firing in the same pass, instead of a cascade of passes microseconds apart.
         now = self._clock()
+        self._publish("scheduler.tick", at=format_time(now), schedules=len(parsed))
         for item in parsed:
             due = await self._process(rt, item, entries.get((item.plugin, item.schedule_id)),
                                       state, now)
@@ -303,6 +309,7 @@ class Scheduler:
             breaker = await self._db.write(lambda conn: brk.cool_down_if_due(
                 conn, self._machine, item.plugin, schedule.command,
                 reset_after=conf.circuit_breaker.reset_after, now=now))
+            self._breaker_changed(state.breakers.get(target), breaker)
             state.breakers[target] = breaker
             if breaker.state == brk.OPEN:
                 return "circuit_open"
@@ -391,6 +398,9 @@ class Scheduler:
                   "slot": format_time(slot)}
         if fired.manual:
             fields["trigger"] = "manual"
+        self._publish("scheduler.scheduled" if fired.skipped is None else "scheduler.skipped",
+                      job_id=fired.job_id, reason=fired.skipped,
+                      submitted_by=MANUAL_SUBMITTER if fired.manual else None, **fields)
         if fired.skipped is None:
             self._log.info("scheduled job enqueued", job_id=fired.job_id, **fields)
         else:
@@ -460,6 +470,13 @@ class Scheduler:
         return replace(base, job_id=job.id, cancelled=cancelled)
 
     # -- breakers ------------------------------------------------------------------------
+
+    def _breaker_changed(self, before: brk.Breaker | None, after: brk.Breaker) -> None:
+        previous = before.state if before is not None else brk.CLOSED
+        if previous != after.state:
+            self._publish("scheduler.circuit_state_changed", plugin=after.plugin,
+                          command=after.command, previous_state=previous, state=after.state,
+                          failure_count=after.failure_count)
 
     async def _fold_outcomes(self, rt: Runtime,
                              targets: list[tuple[str, str]]) -> dict[tuple[str, str], brk.Breaker]:

@@ -1,9 +1,10 @@
 """The vault audit trail (`vault_audit`): append one row per vault operation, list them.
 
 Rows carry names and outcomes only (who, which operation, which secret or principal, `ok`,
-`refused` or `error`, and a short reason). A secret value is never passed in: `AuditEvent`
-has no field for one, and `detail` is an error message of the vault family, whose messages
-never contain values.
+`denied` or `error`, and a short reason). The outcome words are the Go original's; rows written
+before this gateway used them say `refused` for a denial, and are read back as `denied`.
+A secret value is never passed in: `AuditEvent` has no field for one, and `detail` is an error
+message of the vault family, whose messages never contain values.
 
 Three writers share `insert_event`: the daemon's `AuditWriter` (through `Database.write`, so
 it joins the one writer thread), `append_offline` for CLI verbs that run while the daemon is
@@ -26,14 +27,16 @@ if TYPE_CHECKING:
     from ductile.logs import Logger
     from ductile.store.db import Database
 
-OUTCOMES = ("ok", "refused", "error")
+OUTCOMES = ("ok", "denied", "error")
+#: Outcome words of rows written by earlier versions, and the word each is read back as.
+LEGACY_OUTCOMES = {"refused": "denied"}
 MAX_DETAIL = 500
 
 
 @dataclass(frozen=True)
 class AuditEvent:
     """One vault operation: `actor` (`core-admin-token`, `cli`), `op` (`set`, `roll`, ...),
-    `target` (the secret or principal name), `outcome` (ok | refused | error)."""
+    `target` (the secret or principal name), `outcome` (ok | denied | error)."""
 
     actor: str
     op: str
@@ -165,4 +168,7 @@ def list_events(conn: sqlite3.Connection, *, principal: str | None = None,
         params += [principal, principal]
     sql += " ORDER BY id DESC LIMIT ?"
     params.append(limit)
-    return [AuditRow(*tuple(row)) for row in conn.execute(sql, params)]
+    rows = [AuditRow(*tuple(row)) for row in conn.execute(sql, params)]
+    return [row if row.outcome not in LEGACY_OUTCOMES
+            else AuditRow(**{**row.as_dict(), "outcome": LEGACY_OUTCOMES[row.outcome]})
+            for row in rows]

@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     from ductile.store.context import ContextSpec
     from ductile.store.facts import FactPlan
     from ductile.store.joblog import LogFilter
-    from ductile.store.jobs import Attempt, Job, JobLinks, LogEntry
+    from ductile.store.jobs import Attempt, Job, JobLinks, LogEntry, Transition
     from ductile.store.queue import Claim, Finished, Successor
     from ductile.store.tree import PipelineRun
 
@@ -164,6 +164,10 @@ class JobQueue(Protocol):
 
     async def get(self, job_id: str) -> Job | None:
         """The job, or None."""
+        ...
+
+    async def transitions(self, job_id: str) -> list[Transition]:
+        """The job's status history, oldest first (the web ledger's job page)."""
         ...
 
     async def attempts(self, job_id: str) -> list[Attempt]:

@@ -6,6 +6,7 @@ plain dataclass so the API and the CLI validate their own inputs and share one q
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
@@ -59,7 +60,8 @@ def search_logs(conn: sqlite3.Connection, where: LogFilter) -> tuple[list[LogEnt
 
 
 def log_view(entry: LogEntry, *, include_result: bool) -> dict[str, Any]:
-    """The JSON shape of one row for `GET /job-logs` and `ductile job logs --json`."""
+    """The JSON shape of one row for `GET /job-logs` and `ductile job logs --json`: the Go
+    gateway's field names and types (`result` an object, not a string), plus `exit_code`."""
     view: dict[str, Any] = {
         "job_id": entry.job_id, "log_id": entry.id, "plugin": entry.plugin,
         "command": entry.command, "status": entry.status, "attempt": entry.attempt,
@@ -71,5 +73,14 @@ def log_view(entry: LogEntry, *, include_result: bool) -> dict[str, Any]:
     if entry.stderr:
         view["stderr"] = entry.stderr
     if include_result and entry.result is not None:
-        view["result"] = entry.result
+        # JSON as JSON (the Go gateway embeds the result raw), anything else as its text.
+        view["result"] = _decoded(entry.result)
     return view
+
+
+def _decoded(text: str) -> Any:
+    """`text` decoded when it is JSON text; else the text itself (a plugin's raw output)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return text

@@ -12,8 +12,10 @@ parallelism skip list, the wake-up time, the health depth), not meant for other 
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from typing import Any
 
+from ductile.store.context import EventContext, fetch_lineage
 from ductile.store.jobs import Attempt, Job, JobLinks, LogEntry, Transition
 from ductile.store.snapshots import fetch_snapshot
 
@@ -91,11 +93,37 @@ def fetch_links(conn: sqlite3.Connection, job: Job) -> JobLinks:
                     rerun_of=job.rerun_of, rerun_as=tuple(str(row[0]) for row in rerun))
 
 
+@dataclass(frozen=True)
+class LineageStep:
+    """One hop of a job's context lineage, root first: the event_context row and the first
+    job (by creation) that ran with it, when one is still in the ledger."""
+
+    hop: int
+    context: EventContext
+    job: Job | None
+
+
+def fetch_steps(conn: sqlite3.Connection, context_id: str | None) -> list[LineageStep]:
+    """The context lineage from its root down to `context_id`, each hop numbered from 1 (as the
+    Go gateway's inspect report numbers them) with its first job; empty without a context."""
+    if not context_id:
+        return []
+    steps = []
+    for hop, context in enumerate(fetch_lineage(conn, context_id), start=1):
+        row = conn.execute(
+            f"SELECT {_JOB_COLUMNS} FROM job_queue WHERE event_context_id = ? "
+            "ORDER BY created_at, rowid LIMIT 1", (context.id,),
+        ).fetchone()
+        steps.append(LineageStep(hop, context, Job.from_row(row) if row is not None else None))
+    return steps
+
+
 def read_job_ledger(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
     """Everything recorded about one job, for `ductile job inspect`; None when unknown.
 
     Keys: job, attempts, transitions, logs, snapshot (the config snapshot live at enqueue, as
-    a dict, or None), started_snapshot (the one live at the last claim) and links (JobLinks).
+    a dict, or None), started_snapshot (the one live at the last claim), links (JobLinks) and
+    steps (the job's context lineage, root first, as LineageStep).
     """
     job = fetch_job(conn, job_id)
     if job is None:
@@ -108,6 +136,7 @@ def read_job_ledger(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | N
         "snapshot": fetch_snapshot(conn, job.enqueued_config_snapshot_id),
         "started_snapshot": fetch_snapshot(conn, job.started_config_snapshot_id),
         "links": fetch_links(conn, job),
+        "steps": fetch_steps(conn, job.event_context_id),
     }
 
 

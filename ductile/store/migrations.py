@@ -146,6 +146,22 @@ def _again_links(conn: sqlite3.Connection) -> None:
                  "WHERE rerun_of IS NOT NULL")
 
 
+# -- version 5: the event log ---------------------------------------------------------------------
+
+
+def _events(conn: sqlite3.Connection) -> None:
+    """The recent events of the event hub (events/hub.py), so a subscriber reconnecting with
+    Last-Event-ID resumes without a gap, also after a restart. Each batch
+    written prunes it to the newest events (store/events.py)."""
+    conn.execute("""
+        CREATE TABLE events (
+            id               INTEGER PRIMARY KEY,
+            type             TEXT NOT NULL,
+            at               TEXT NOT NULL,
+            data             TEXT NOT NULL
+        )""")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "JSON columns become TEXT, so stored JSON text round-trips byte for byte",
               _json_columns_to_text),
@@ -153,6 +169,7 @@ MIGRATIONS: tuple[Migration, ...] = (
               _relay_seen),
     Migration(4, "job_queue.retry_of and rerun_of: a retried job or rerun pipeline run is "
                  "linked to the one it started again", _again_links),
+    Migration(5, "events: the recent events of GET /events, kept for resuming", _events),
 )
 
 #: The schema version this release creates and migrates to.

@@ -254,3 +254,12 @@ CREATE TABLE IF NOT EXISTS relay_seen (
     PRIMARY KEY (peer, signature)
 );
 CREATE INDEX IF NOT EXISTS relay_seen_expires_idx ON relay_seen (expires_at);
+
+-- The recent events of the event hub (GET /events), kept so a subscriber resumes with
+-- Last-Event-ID without a gap, also after a restart; bounded (store/events.py).
+CREATE TABLE IF NOT EXISTS events (
+    id               INTEGER PRIMARY KEY,
+    type             TEXT NOT NULL,
+    at               TEXT NOT NULL,
+    data             TEXT NOT NULL
+);

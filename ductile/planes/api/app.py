@@ -6,8 +6,10 @@ swaps configuration under a running server without dropping a connection. Every 
 JSON, errors included (`{"error": "..."}`), also for 404, 405 and 413.
 
 The routes live in `routes/`, one module per resource: system (`/`, `/healthz`,
-`/system/reload`), plugins, jobs, pipelines, scheduler, and vault (`/vault/*`, authenticated
-by the vault admin token only, never an API token).
+`/system/reload`), plugins, jobs, pipelines, scheduler, discovery (`/openapi.json`,
+`/skills`), and vault (`/vault/*`, authenticated by the vault admin token only, never an API
+token). Each route is declared with its schema (`kit.py` says how), and `GET /openapi.json` is
+built from those declarations.
 """
 
 from __future__ import annotations
@@ -18,9 +20,14 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from ductile.planes.api.cors import cors_headers, is_preflight
 from ductile.planes.api.kit import guard
-from ductile.planes.api.routes import jobs, live, pipelines, plugins, relay, scheduler, system
+from ductile.planes.api.routes import (discovery, jobs, live, pipelines, plugins, relay,
+                                      scheduler, system)
+from ductile.planes.api.routes import introspect
+from ductile.planes.api.routes import events, metrics
 from ductile.planes.api.routes.vault import register_vault_routes
+from ductile.planes.ui import register as register_ui
 from ductile.planes.http import (
     PlaneApp,
     http_exception_response,
@@ -35,7 +42,9 @@ if TYPE_CHECKING:
 
 
 def create_app(ctx: ApiContext) -> QuartTrio:
-    app = PlaneApp("ductile")
+    # No static folder: quart would mount GET /static/<path> (a route nobody declared, serving
+    # whatever a `static` directory beside the package held); the UI serves its own files.
+    app = PlaneApp("ductile", static_folder=None)
     no_redirects(app)
     app.config["MAX_CONTENT_LENGTH"] = ctx.current().config.api.max_body_size
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
@@ -51,6 +60,27 @@ def create_app(ctx: ApiContext) -> QuartTrio:
     @app.teardown_request
     async def count_done(_exc: BaseException | None) -> None:
         ctx.inflight.count -= 1
+
+    # CORS (api.allowed_origins), read per request so a reload changes it: a preflight from a
+    # listed origin is answered here with 204; every answer to a listed origin, errors
+    # included, carries the CORS headers; anything else passes through without them.
+    @app.before_request
+    async def cors_preflight() -> Response | None:
+        if not is_preflight(request.method,
+                            request.headers.get("Access-Control-Request-Method")):
+            return None
+        headers = cors_headers(request.headers.get("Origin"),
+                               ctx.current().config.api.allowed_origins, preflight=True)
+        return Response(b"", 204, headers=headers) if headers else None
+
+    @app.after_request
+    async def cors_response(response: Response) -> Response:
+        preflight = is_preflight(request.method,
+                                 request.headers.get("Access-Control-Request-Method"))
+        response.headers.update(cors_headers(request.headers.get("Origin"),
+                                             ctx.current().config.api.allowed_origins,
+                                             preflight=preflight))
+        return response
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
@@ -68,9 +98,13 @@ def create_app(ctx: ApiContext) -> QuartTrio:
     async def unexpected(exc: Exception) -> Response:
         return internal_error(log, exc)
 
-    guarded = guard(ctx)
-    for routes in (system, plugins, jobs, live, pipelines, scheduler, relay):
+    guarded = guard(ctx, app)
+    for routes in (system, plugins, jobs, live, pipelines, scheduler, relay, discovery,
+                   introspect):
         routes.register(app, ctx, guarded)
+    events.register(app, ctx, guarded)  # GET /events (docs/events.md)
+    metrics.register(app, ctx, guarded)  # GET /metrics (docs/operator.md)
+    register_ui(app, ctx, guarded)  # the web ledger at /ui (docs/ui.md)
     register_vault_routes(app, lambda: ctx.current().vault_owner, ctx.audit)
     return app
 

@@ -3,10 +3,11 @@
 `Authorization: Bearer <token>`; the scheme name is case-insensitive (`bearer`, `BEARER`).
 
 Tokens are compared in constant time against every configured token (no early exit on the first
-mismatch, so timing does not reveal which token prefix matched). Scopes follow the Go gateway:
-`plugin:rw` implies `plugin:ro`, `jobs:rw` implies `jobs:ro`, `*` passes every check, and
-`system:rw`/`system:ro` are matched literally (routes needing `system:ro` also accept `system:rw`).
-The vocabulary itself lives in `ductile/config/scopes.py`, where the doctor reads it too.
+mismatch, so timing does not reveal which token prefix matched). Scopes follow the newest Go
+gateway (`plugin:catalog:ro`, `jobs:status:ro`, ...; `*` passes every check): a token's granted
+names, older ones included, are expanded once into its effective scopes when it authenticates.
+The vocabulary and the old-name mapping live in `ductile/config/scopes.py`, where the doctor
+and `config check` read them too.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ductile.config.schema import ApiToken
-from ductile.config.scopes import IMPLIED, WILDCARD, normalise
+from ductile.config.scopes import IMPLIED, effective, normalise, satisfies
 from ductile.errors import InputError
 
 __all__ = ["IMPLIED", "AuthError", "Principal", "authenticate", "bearer_credentials",
@@ -32,7 +33,7 @@ class Principal:
     scopes: frozenset[str]
 
     def allows(self, any_of: Iterable[str]) -> bool:
-        return WILDCARD in self.scopes or any(scope in self.scopes for scope in any_of)
+        return satisfies(self.scopes, any_of)
 
 
 class AuthError(InputError):
@@ -73,7 +74,7 @@ def authenticate(header: str | None, tokens: Sequence[ApiToken]) -> Principal:
             match = token
     if match is None:
         raise AuthError(401, "invalid token")
-    return Principal(name=match.name, scopes=normalise(match.scopes))
+    return Principal(name=match.name, scopes=effective(match.scopes))
 
 
 def require(principal: Principal, any_of: Sequence[str]) -> None:

@@ -20,6 +20,8 @@ from ductile.logs import Logger
 if TYPE_CHECKING:
     from ductile.dispatch.completions import Completions
     from ductile.dispatch.live import LiveStderr
+    from ductile.events.hub import Hub
+    from ductile.events.metrics import Metrics
     from ductile.runtime import Runtime
 
 T = TypeVar("T")
@@ -63,3 +65,8 @@ class ApiContext:
     # not running here. The plane reaches the dispatcher through this one call, never itself.
     cancel_running: Callable[[str, str], Awaitable[bool]]
     live: LiveStderr  # running plugins' stderr lines (GET /job/{id}/logs/stream)
+    # The process's event hub (GET /events) and metrics (GET /metrics; None until the
+    # supervisor builds them), and how many jobs run now.
+    events: Hub | None = None
+    metrics: Callable[[], Metrics | None] = lambda: None
+    running: Callable[[], int] = lambda: 0

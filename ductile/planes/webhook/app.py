@@ -11,9 +11,11 @@ depends on the body's content):
    listener)
 4. the signature (`verify.py`) fails for any reason -> 403 `{"error":"forbidden"}`, always the
    same body; the reason is logged, never returned
-5. the body is not JSON the gateway can carry (not UTF-8, nested deeper than 64 levels, a
-   non-finite number, a lone surrogate) or, for command `handle`, not an object -> 400 naming
-   the field (see `payload.py`)
+5. a `Content-Type` other than JSON (absent, `application/json`, `application/*+json`) or a
+   form (`application/x-www-form-urlencoded`) -> 415; a JSON body the gateway cannot carry (not
+   UTF-8, nested deeper than 64 levels, a non-finite number, a lone surrogate) or, for command
+   `handle`, not an object, or a form that is not UTF-8 -> 400 naming the field (see
+   `payload.py`, which also says how a form becomes the payload)
 6. the endpoint's `match:` rules (`rules.py`) do not all hold -> `refuse_status` (202 unless
    configured) `{"status": "ignored", "reason"}`, and nothing is queued
 7. enqueue `plugin/command` with the body as payload, `submitted_by = webhook:<path>` and the
@@ -54,7 +56,11 @@ from ductile.planes.http import (
     no_redirects,
     refuse_unknown_http_versions,
 )
-from ductile.planes.webhook.payload import PayloadError, parse_webhook_body
+from ductile.planes.webhook.payload import (
+    PayloadError,
+    UnsupportedContentType,
+    parse_webhook_body,
+)
 from ductile.planes.webhook.respond import SYNC_SLOTS, Answer, JobOutcomes, Responder
 from ductile.planes.webhook.rules import evaluate
 from ductile.planes.webhook.verify import verify_request
@@ -203,7 +209,9 @@ async def _deliver(
                  remote_addr=request.remote_addr)
         raise _Refused(403, "forbidden")
     try:
-        parsed = parse_webhook_body(body, endpoint.command)
+        parsed = parse_webhook_body(body, endpoint.command, request.headers.get("Content-Type"))
+    except UnsupportedContentType as exc:
+        raise _Refused(415, str(exc)) from None
     except PayloadError as exc:
         raise _Refused(400, str(exc)) from None
     rules = evaluate(endpoint.match, request.headers.get, parsed.value)

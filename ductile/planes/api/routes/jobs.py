@@ -12,7 +12,10 @@ from ductile.planes.api import jobverbs
 from ductile.planes.api.bodies import BodyError
 from ductile.planes.api.kit import ApiError, respond
 from ductile.planes.api.logquery import parse_log_filter
+from ductile.planes.api.openapi import Body, Operation, ok, refused
 from ductile.planes.api.pipelines import flat_tree
+from ductile.planes.api.schemas import (CANCEL, JOB, JOB_LIST, JOB_QUERY, LOG_QUERY, LOGS,
+                                        NO_FIELDS, RUN_STARTED, TREE)
 from ductile.store.joblog import LogFilter, log_view
 
 if TYPE_CHECKING:
@@ -25,31 +28,41 @@ if TYPE_CHECKING:
 
 
 def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
-    @app.route("/job/<job_id>", methods=["GET"])
-    @guarded("jobs:ro", "jobs:rw")
+    @guarded.route(Operation("GET", "/job/{job_id}", "one job, its result once ended, its links",
+                             answers=(ok(200, "the job", JOB), refused(404, "job not found"))))
+    @guarded("jobs:status:ro")
     async def get_job(rt: Runtime, _p: Principal | None, job_id: str) -> Response:
         job = await rt.queue.get(job_id)
         if job is None:
             raise ApiError(404, "job not found")
         return respond(await job_view(rt, job))
 
-    @app.route("/job/<job_id>/tree", methods=["GET"])
-    @guarded("jobs:ro", "jobs:rw")
+    @guarded.route(Operation("GET", "/job/{job_id}/tree",
+                             "the job and every job routed from it, parents first",
+                             answers=(ok(200, "a flat list", TREE),
+                                      refused(404, "job not found"))))
+    @guarded("jobs:tree:ro")
     async def get_job_tree(rt: Runtime, _p: Principal | None, job_id: str) -> Response:
         tree = await rt.queue.tree(job_id)
         if tree is None:
             raise ApiError(404, "job not found")
         return respond(flat_tree(tree))
 
-    @app.route("/jobs", methods=["GET"])
-    @guarded("jobs:ro", "jobs:rw")
+    @guarded.route(Operation("GET", "/jobs", "the ledger, newest first", query=JOB_QUERY,
+                             answers=(ok(200, "the jobs and how many match", JOB_LIST),
+                                      refused(400, "a query parameter is not valid"))))
+    @guarded("jobs:status:ro")
     async def list_jobs(rt: Runtime, _p: Principal | None) -> Response:
         where = _log_filter(request.args)
         jobs, total = await rt.queue.list(plugin=where.plugin, command=where.command,
                                           status=where.status, limit=where.limit)
         return respond({"jobs": [_job_summary(j) for j in jobs], "total": total})
 
-    @app.route("/job/<job_id>/cancel", methods=["POST"])
+    @guarded.route(Operation(
+        "POST", "/job/{job_id}/cancel", "stop a queued or running job", body=Body(CANCEL),
+        answers=(ok(200, "the job, cancelled (or already ended)", JOB),
+                 ok(202, "the stop is under way", JOB), refused(404, "job not found"),
+                 refused(409, "the job cannot be cancelled now"))))
     @guarded("jobs:rw")
     async def cancel_job(rt: Runtime, principal: Principal | None, job_id: str) -> Response:
         reason = jobverbs.cancel_reason(await _verb_body("cancel"))
@@ -58,7 +71,11 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
                      reason=reason, token=principal.name if principal else None)
         return respond(answer.body, answer.status)
 
-    @app.route("/job/<job_id>/retry", methods=["POST"])
+    @guarded.route(Operation(
+        "POST", "/job/{job_id}/retry", "enqueue a failed, timed-out, dead or cancelled job again",
+        body=Body(NO_FIELDS),
+        answers=(ok(202, "the new job", JOB), refused(404, "job not found"),
+                 refused(409, "the job is not in a state that can be retried"))))
     @guarded("jobs:rw")
     async def retry_job(rt: Runtime, principal: Principal | None, job_id: str) -> Response:
         await _verb_body("retry")
@@ -67,7 +84,11 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
                      token=principal.name if principal else None)
         return respond(answer.body, answer.status)
 
-    @app.route("/job/<job_id>/rerun", methods=["POST"])
+    @guarded.route(Operation(
+        "POST", "/job/{job_id}/rerun", "start a finished pipeline run again",
+        body=Body(NO_FIELDS),
+        answers=(ok(202, "the new run", RUN_STARTED), refused(404, "job not found"),
+                 refused(409, "not a finished run root"))))
     @guarded("jobs:rw")
     async def rerun_run(rt: Runtime, principal: Principal | None, job_id: str) -> Response:
         await _verb_body("rerun")
@@ -76,8 +97,11 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
                      token=principal.name if principal else None)
         return respond(answer.body, answer.status)
 
-    @app.route("/job-logs", methods=["GET"])
-    @guarded("jobs:ro", "jobs:rw")
+    @guarded.route(Operation("GET", "/job-logs", "terminal attempts, newest first",
+                             query=LOG_QUERY,
+                             answers=(ok(200, "the attempts and how many match", LOGS),
+                                      refused(400, "a query parameter is not valid"))))
+    @guarded("jobs:logs:ro")
     async def job_logs(rt: Runtime, _p: Principal | None) -> Response:
         where = _log_filter(request.args)
         include = request.args.get("include_result", "").lower() == "true"

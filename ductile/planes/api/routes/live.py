@@ -34,6 +34,8 @@ from quart import Response
 from ductile.errors import StoreError
 from ductile.machines import job_statuses
 from ductile.planes.api.kit import ApiError
+from ductile.planes.api.openapi import Operation, ok, refused
+from ductile.planes.api.schemas import EVENT_STREAM_TEXT
 from ductile.planes.http import EVENT_STREAM
 from ductile.plugin.lines import LineSplitter
 
@@ -54,8 +56,12 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
-    @app.route("/job/<job_id>/logs/stream", methods=["GET"])
-    @guarded("jobs:ro", "jobs:rw")
+    @guarded.route(Operation(
+        "GET", "/job/{job_id}/logs/stream", "the job's stderr live, as Server-Sent Events",
+        answers=(ok(200, "events attempt, line, dropped, end, error", EVENT_STREAM_TEXT,
+                    media_type=EVENT_STREAM),
+                 refused(404, "job not found"))))
+    @guarded("jobs:logs:ro")
     async def stream_job_logs(rt: Runtime, _p: Principal | None, job_id: str) -> Response:
         if await rt.queue.get(job_id) is None:
             raise ApiError(404, "job not found")

@@ -15,6 +15,8 @@ from quart import Response, request
 from ductile.errors import BaggageError, ContextTooLarge, StoreError
 from ductile.planes.api.bodies import BodyError
 from ductile.planes.api.kit import ApiError, respond
+from ductile.planes.api.openapi import Body, Operation, Param, ok, refused
+from ductile.planes.api.schemas import PIPELINE_RUN, RUN_DONE, RUN_STARTED
 from ductile.planes.api.pipelines import (
     enqueue_run,
     parse_pipeline_request,
@@ -33,7 +35,18 @@ if TYPE_CHECKING:
 
 
 def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
-    @app.route("/pipeline/<name>", methods=["POST"])
+    @guarded.route(Operation(
+        "POST", "/pipeline/{name}", "start a pipeline run (or wait for its whole tree)",
+        query=(Param("sync", description="true: wait for the run's tree (only the exact "
+                                         "value true counts)"),
+               Param("async", description="true: answer 202 at once (only the exact value "
+                                          "true counts); both true: 400")),
+        body=Body(PIPELINE_RUN),
+        answers=(ok(200, "the run's tree once it settled", RUN_DONE),
+                 ok(202, "started (or still running at its timeout)", RUN_STARTED),
+                 refused(404, "pipeline not found"),
+                 refused(413, "the run's baggage is over the context size limit"),
+                 refused(503, "the queue could not be written, or no sync slot is free"))))
     @guarded("plugin:rw")
     async def run_pipeline(rt: Runtime, _p: Principal | None, name: str) -> Response:
         pipeline = rt.pipelines.pipelines.get(name)

@@ -20,7 +20,9 @@ from ductile.planes.api.bodies import (
     parse_run_request,
 )
 from ductile.planes.api.kit import ApiError, respond
+from ductile.planes.api.openapi import Body, Operation, ok, refused
 from ductile.planes.api.routes.jobs import job_view
+from ductile.planes.api.schemas import JOB, PLUGIN_DETAIL, PLUGIN_LIST, RUN
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
@@ -31,8 +33,18 @@ if TYPE_CHECKING:
     from ductile.store.jobs import Job
 
 
+#: What both run routes answer.
+RUN_ANSWERS = (
+    ok(200, "with sync: the job once it ended; or the job a dedupe key found", JOB),
+    ok(202, "queued (with sync: still running after api.max_sync_timeout)", JOB),
+    refused(409, "the dedupe key names a job that is gone"),
+    refused(503, "the queue could not be written, or no sync slot is free; retry later"),
+)
+
+
 def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
-    @app.route("/plugins", methods=["GET"])
+    @guarded.route(Operation("GET", "/plugins", "the loaded plugins and their commands",
+                             answers=(ok(200, "sorted by name", PLUGIN_LIST),)))
     @guarded("auth")
     async def plugins(rt: Runtime, _p: Principal | None) -> Response:
         return respond({"plugins": [
@@ -42,8 +54,11 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
             for p in sorted(rt.plugins.values(), key=lambda p: p.name)
         ]})
 
-    @app.route("/plugin/<plugin>", methods=["GET"])
-    @guarded("plugin:ro", "plugin:rw")
+    @guarded.route(Operation("GET", "/plugin/{plugin}", "one plugin's manifest",
+                             answers=(ok(200, "the manifest's commands and schemas",
+                                         PLUGIN_DETAIL),
+                                      refused(404, "plugin not found"))))
+    @guarded("plugin:catalog:ro")
     async def plugin_detail(rt: Runtime, _p: Principal | None, plugin: str) -> Response:
         found = rt.plugins.get(plugin)
         if found is None:
@@ -56,8 +71,12 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
                          for c in found.manifest.commands],
         })
 
-    @app.route("/plugin/<plugin>/<command>", methods=["POST"])
-    @guarded("plugin:ro", "plugin:rw")
+    @guarded.route(Operation(
+        "POST", "/plugin/{plugin}/{command}", "enqueue one command (the Go route)",
+        description="A command whose manifest type is not read also needs plugin:rw. "
+                    "Unknown plugin or command: 400 (not 404), as in the Go gateway.",
+        body=Body(RUN), answers=RUN_ANSWERS))
+    @guarded("plugin:invoke:ro")
     async def enqueue_direct(rt: Runtime, principal: Principal, plugin: str,
                              command: str) -> Response:
         found = rt.plugins.get(plugin)
@@ -76,8 +95,11 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
                                 f"POST /plugins/{plugin}/run to choose the command in the body")
         return await _answer(ctx, rt, plugin, command, run)
 
-    @app.route("/plugins/<name>/run", methods=["POST"])
-    @guarded("plugin:ro", "plugin:rw")
+    @guarded.route(Operation(
+        "POST", "/plugins/{name}/run", "enqueue a command (default handle, else poll)",
+        description="A command whose manifest type is not read also needs plugin:rw.",
+        body=Body(RUN), answers=(*RUN_ANSWERS, refused(404, "plugin not found"))))
+    @guarded("plugin:invoke:ro")
     async def run_plugin(rt: Runtime, principal: Principal, name: str) -> Response:
         found = rt.plugins.get(name)
         if found is None:

@@ -23,7 +23,10 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from ductile.dispatch.routing import successors
 from ductile.errors import BaggageError, DedupeDropped, SourceEventConflict, StoreError
 from ductile.planes.api.kit import respond
-from ductile.relay.envelope import Envelope, Refused, check_request
+from ductile.planes.api.openapi import STRING, Body, Operation, Param, obj, ok, refused
+from ductile.planes.api.schemas import RELAY_ACCEPTED
+from ductile.relay.envelope import (HEADER_KEY_ID, HEADER_PEER, HEADER_SIGNATURE,
+                                    HEADER_TIMESTAMP, Envelope, Refused, check_request)
 from ductile.router.engine import ingest
 from ductile.store.relay import RelaySeen
 
@@ -46,7 +49,23 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
     seen = RelaySeen(ctx.write)
     log = ctx.log.child("relay")
 
-    @app.route(f"{listen_path}/<peer>", methods=["POST"])
+    @guarded.route(Operation(
+        "POST", f"{listen_path}/{{peer}}", "the relay receiver: one signed event from a peer",
+        auth="signature", tag="relay",
+        description="No token: the X-Ductile-* headers sign the body (docs/relay.md). The path "
+                    "is remote_ingress.listen_path plus the peer's name.",
+        headers=tuple(Param(name, required=name != HEADER_KEY_ID) for name in
+                      (HEADER_PEER, HEADER_TIMESTAMP, HEADER_SIGNATURE, HEADER_KEY_ID)),
+        body=Body(obj(("event",), event=obj(("type",), type=STRING)), required=True),
+        answers=(ok(202, "accepted: the event's jobs are queued", RELAY_ACCEPTED),
+                 refused(400, "the envelope or its baggage is not valid"),
+                 refused(403, "unknown peer, bad signature, or outside the clock skew"),
+                 refused(404, "relay ingress is not configured"),
+                 refused(408, "the body did not arrive in time"),
+                 refused(409, "the envelope was replayed"),
+                 refused(413, "the body is over remote_ingress.max_body_size"),
+                 refused(422, "the event type is not accepted from this peer"),
+                 refused(503, "the event could not be recorded; retry later"))))
     async def relay_ingest(peer: str) -> Response:
         rt = ctx.current()
         policy = rt.relay.policy

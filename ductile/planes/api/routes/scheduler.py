@@ -11,6 +11,8 @@ from quart import Response, request
 from ductile.errors import StoreError
 from ductile.planes.api.bodies import BodyError, parse_json_object
 from ductile.planes.api.kit import ApiError, respond
+from ductile.planes.api.openapi import Body, Operation, Param, ok, refused
+from ductile.planes.api.schemas import SCHEDULE_CHANGED, SCHEDULE_RUN, SCHEDULE_TARGET, SCHEDULES
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
@@ -21,8 +23,11 @@ if TYPE_CHECKING:
 
 
 def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
-    @app.route("/scheduler/jobs", methods=["GET"])
-    @guarded("jobs:ro")
+    @guarded.route(Operation("GET", "/scheduler/jobs",
+                             "every schedule with its next run, paused flag and breaker",
+                             answers=(ok(200, "the schedules", SCHEDULES),
+                                      refused(503, "schedule state could not be read"))))
+    @guarded("jobs:status:ro")
     async def scheduler_jobs(rt: Runtime, _p: Principal | None) -> Response:
         """Every schedule of an enabled plugin with its next run, paused flag and breaker."""
         from ductile.schedule.views import scheduler_jobs as listing
@@ -36,7 +41,13 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
             raise ApiError(503, f"cannot read schedule state: {exc}") from None
         return respond(body)
 
-    @app.route("/scheduler/<any(pause, resume):action>", methods=["POST"])
+    @guarded.route(Operation(
+        "POST", "/scheduler/{action}", "pause or resume schedules (absent target: all)",
+        path_params=(Param("action", {"type": "string", "enum": ["pause", "resume"]}),),
+        body=Body(SCHEDULE_TARGET),
+        answers=(ok(200, "the schedules changed", SCHEDULE_CHANGED),
+                 refused(404, "no such schedule; the message lists the known ones"),
+                 refused(503, "schedule state could not be written"))))
     @guarded("system:rw")
     async def scheduler_control(rt: Runtime, _p: Principal | None, action: str) -> Response:
         """Pause or resume schedules (`{"target": "plugin[/id]"}`, absent: all), persisted, and
@@ -68,7 +79,11 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
         key = "paused" if action == "pause" else "resumed"
         return respond({key: [e.as_dict() for e in entries]})
 
-    @app.route("/scheduler/run", methods=["POST"])
+    @guarded.route(Operation(
+        "POST", "/scheduler/run", "fire one schedule now", body=Body(SCHEDULE_RUN, required=True),
+        answers=(ok(202, "fired", {"type": "object"}), refused(404, "no such schedule"),
+                 refused(409, "the schedule was not fired (its policy or state said no)"),
+                 refused(503, "the scheduler or the queue could not take it"))))
     @guarded("system:rw")
     async def scheduler_run(rt: Runtime, _p: Principal | None) -> Response:
         """Fire one schedule now (`{"target": "plugin/schedule_id"}`): its command and payload,

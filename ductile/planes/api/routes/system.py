@@ -15,6 +15,8 @@ from ductile import __version__
 from ductile.errors import StoreError
 from ductile.planes.api.auth import AuthError, authenticate
 from ductile.planes.api.kit import ApiError, respond
+from ductile.planes.api.openapi import Operation, ok, refused
+from ductile.planes.api.schemas import HEALTH, INDEX, RELOAD_REFUSED, RELOADED, REPORT
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
@@ -26,7 +28,8 @@ if TYPE_CHECKING:
 
 
 def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
-    @app.route("/", methods=["GET"])
+    @guarded.route(Operation("GET", "/", "the gateway's name, version and where to look next",
+                             auth="none", answers=(ok(200, "the index", INDEX),)))
     @guarded()
     async def index(rt: Runtime, _p: Principal | None) -> Response:
         return respond({
@@ -34,13 +37,19 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
             "description": "Lightweight, open-source integration engine for the agentic era.",
             "version": __version__,
             "uptime_seconds": ctx.uptime(),
-            "discovery": {"health": "/healthz", "plugins": "/plugins", "jobs": "/jobs",
+            "discovery": {"health": "/healthz", "skills": "/skills", "plugins": "/plugins",
+                          "openapi": "/openapi.json",
+                          "ai_plugin": "/.well-known/ai-plugin.json", "jobs": "/jobs",
                           "run": "/plugins/{name}/run", "enqueue": "/plugin/{plugin}/{command}",
                           "pipeline": "/pipeline/{name}", "tree": "/job/{id}/tree",
                           "scheduler": "/scheduler/jobs"},
         })
 
-    @app.route("/healthz", methods=["GET"])
+    @guarded.route(Operation(
+        "GET", "/healthz", "liveness; with any valid token, the details", auth="optional-token",
+        answers=(ok(200, "up: status, posture and version (and the details with a token)",
+                    HEALTH),
+                 refused(503, "the queue depth could not be read"))))
     @guarded()
     async def healthz(rt: Runtime, _p: Principal | None) -> Response:
         """Without a token: status, posture and version only (a probe needs no more, and the
@@ -77,7 +86,11 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
             "snapshot_id": rt.snapshot_id,
         })
 
-    @app.route("/system/reload", methods=["POST"])
+    @guarded.route(Operation(
+        "POST", "/system/reload", "reload the config (as SIGHUP); the old one serves on refusal",
+        answers=(ok(200, "the new generation serves", RELOADED),
+                 ok(409, "a gate refused the new config; the old one keeps serving",
+                    RELOAD_REFUSED))))
     @guarded("system:rw")
     async def reload(rt: Runtime, _p: Principal | None) -> Response:
         # Shielded: a client that disconnects must not abandon a half-built generation.
@@ -90,8 +103,9 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
                         if result.reloaded_at else None,
                         "snapshot_id": result.snapshot_id})
 
-    @app.route("/system/doctor", methods=["GET"])
-    @guarded("system:ro", "system:rw")
+    @guarded.route(Operation("GET", "/system/doctor", "the doctor's review of the serving config",
+                             answers=(ok(200, "one check per finding", REPORT),)))
+    @guarded("system:ro")
     async def doctor(rt: Runtime, _p: Principal | None) -> Response:
         from ductile.config.doctor import diagnose
 
@@ -100,8 +114,10 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
                           shadowed=rt.shadowed_plugins)
         return respond(doctor_report(result, datetime.now(timezone.utc)))
 
-    @app.route("/system/selfcheck", methods=["GET"])
-    @guarded("system:ro", "system:rw")
+    @guarded.route(Operation("GET", "/system/selfcheck",
+                             "config, seal, vault, database, plugins, disk and listener",
+                             answers=(ok(200, "one check per subject", REPORT),)))
+    @guarded("system:ro")
     async def selfcheck(rt: Runtime, _p: Principal | None) -> Response:
         report = await selfcheck_report(ctx, rt)
         report["captured_at"] = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")

@@ -9,7 +9,7 @@ They are mounted on the public app in the gateway posture and on the management 
 - No vault owner: 503 `vault not available`. Missing bearer: 401. Wrong token: 401
   `invalid vault admin token`. Bad JSON: 400 `invalid JSON body`. A refused operation: 400 with
   the vault's message. Success: 200 with names and a status, never a value.
-- Every answer after the vault check is audited (`ok` or `refused`), values never included.
+- Every answer after the vault check is audited (`ok` or `denied`), values never included.
 
 Body parsing is pure (`parse_vault_body`, JSON read by `ductile.jsonbody`) and fuzzed in
 property-tests/test_vault_fileformat.py.
@@ -27,6 +27,9 @@ from quart import Response, request
 from ductile.errors import (InputError, VaultError, VaultFileError, VaultModifiedExternally,
                             VaultPolicyError)
 from ductile.planes.api.auth import bearer_credentials
+from ductile.planes.api.kit import declare
+from ductile.planes.api.openapi import STRING, Body, Operation, array, obj, ok, refused
+from ductile.planes.api.schemas import VAULT_DONE
 from ductile.planes.http import json_response
 from ductile.jsonbody import JsonInputError, JsonSyntaxError, loads
 from ductile.store.audit import Audit, AuditEvent
@@ -117,9 +120,27 @@ def parse_vault_body(route: str, data: bytes) -> VaultRequest:
 
 def register_vault_routes(app: QuartTrio, get_owner: GetOwner, audit: Audit) -> None:
     """Add the seven `POST /vault/*` routes to `app`."""
-    for route, (op, _fields) in ROUTES.items():
-        app.add_url_rule(route, endpoint="vault:" + op, methods=["POST"],
-                         view_func=_handler(route, op, get_owner, audit))
+    for route, (op, fields) in ROUTES.items():
+        declare(app, _operation(route, op, fields), _handler(route, op, get_owner, audit))
+
+
+def _operation(route: str, op: str, fields: frozenset[str]) -> Operation:
+    """The declaration of one vault route: its body's fields, name required."""
+    properties: dict[str, Any] = {name: {"type": "string"} for name in sorted(fields)}
+    properties["name"] = {"type": "string", "minLength": 1}
+    if "authorized_principals" in fields:
+        properties["authorized_principals"] = array(STRING)
+    if "pattern" in fields:
+        properties["pattern"] = {"type": "string", "enum": ["manual", "auto"]}
+    if "kind" in fields:
+        properties["kind"] = {"type": "string", "enum": ["plugin", "consumer", "gateway"]}
+    return Operation(
+        "POST", route, f"vault: {op} (names and a status, never a value)", auth="vault-admin",
+        tag="vault", body=Body(obj(("name",), closed=True, **properties), required=True),
+        answers=(ok(200, "done", VAULT_DONE),
+                 refused(400, "the body, or the operation, was refused; the message says why"),
+                 refused(409, "the vault file changed under the gateway"),
+                 refused(503, "no vault is loaded, or its file could not be written")))
 
 
 def _handler(route: str, op: str, get_owner: GetOwner,
@@ -130,23 +151,23 @@ def _handler(route: str, op: str, get_owner: GetOwner,
             return _respond({"error": "vault not available"}, 503)
         token = _bearer(request.headers.get("Authorization"))
         if token is None:
-            await audit(AuditEvent("anonymous", op, "", "refused", "missing bearer token"))
+            await audit(AuditEvent("anonymous", op, "", "denied", "missing bearer token"))
             return _respond({"error": "missing or invalid Authorization header (send "
                                       "Authorization: Bearer <vault admin token>)"}, 401)
         if not owner.authenticate_admin(token):
-            await audit(AuditEvent("anonymous", op, "", "refused", "invalid vault admin token"))
+            await audit(AuditEvent("anonymous", op, "", "denied", "invalid vault admin token"))
             return _respond({"error": "invalid vault admin token"}, 401)
         try:
             body = parse_vault_body(route, await request.get_data(as_text=False))
         except VaultBodyError as exc:
-            await audit(AuditEvent(ADMIN_ACTOR, op, "", "refused", str(exc)))
+            await audit(AuditEvent(ADMIN_ACTOR, op, "", "denied", str(exc)))
             return _respond({"error": str(exc)}, 400)
         try:
             answer = await trio.to_thread.run_sync(_perform, owner, route, body)
         except VaultError as exc:
             status = _status_for(exc)
             await audit(AuditEvent(ADMIN_ACTOR, op, body.name,
-                                   "refused" if status < 500 else "error", exc.message))
+                                   "denied" if status < 500 else "error", exc.message))
             return _respond({"error": exc.message}, status)
         await audit(AuditEvent(ADMIN_ACTOR, op, body.name, "ok", answer.get("status", "")
                                or _rolled_detail(answer)))

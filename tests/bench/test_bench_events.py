@@ -1,0 +1,74 @@
+"""The event hub's cost on the job path: the dispatcher's jobs/s with no GET /events subscriber
+and with 10 reading every event (goal: within 10%)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+from support.bench import BenchGateway, report
+
+JOBS = 400
+WORKERS = 2
+SUBSCRIBERS = 10
+
+
+def _rate(tmp_path: Path, subscribers: int) -> tuple[float, int]:
+    """(jobs/s from first enqueue to last completed_at, events the subscribers read)."""
+    with BenchGateway.fresh(tmp_path / f"cfg{subscribers}",
+                            service={"max_workers": WORKERS}) as gw:
+        counts = [0] * subscribers
+        opened = threading.Barrier(subscribers + 1)
+
+        def subscribe(i: int) -> None:
+            with httpx.stream("GET", gw.url + "/events", headers=gw.headers,
+                              timeout=httpx.Timeout(10.0, read=60.0)) as resp:
+                assert resp.status_code == 200
+                opened.wait()
+                # Until the gateway stops, which ends every stream.
+                for chunk in resp.iter_text():
+                    counts[i] += chunk.count("\nevent: ")
+
+        readers = [threading.Thread(target=subscribe, args=(i,), daemon=True)
+                   for i in range(subscribers)]
+        for reader in readers:
+            reader.start()
+        if subscribers:
+            opened.wait(30)
+        start = time.time()
+        with httpx.Client(base_url=gw.url, headers=gw.headers, timeout=30) as client:
+            for _ in range(JOBS):
+                assert client.post("/plugin/echo/poll", json={"payload": {}}).status_code == 202
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                done = client.get("/jobs", params={"status": "succeeded", "limit": 1}).json()
+                if done["total"] >= JOBS:
+                    break
+                time.sleep(0.25)
+        db = sqlite3.connect(f"file:{gw.config_dir / 'data' / 'state.db'}?mode=ro", uri=True)
+        try:
+            last = db.execute("SELECT max(completed_at), count(*) FROM job_queue "
+                              "WHERE status = 'succeeded'").fetchone()
+        finally:
+            db.close()
+    for reader in readers:
+        reader.join(30)
+    assert last[1] == JOBS, last
+    finished = datetime.fromisoformat(str(last[0]).replace("Z", "+00:00")).timestamp()
+    return JOBS / (finished - start), sum(counts)
+
+
+def test_throughput_with_subscribers(tmp_path: Path) -> None:
+    alone, _ = _rate(tmp_path, 0)
+    watched, read = _rate(tmp_path, SUBSCRIBERS)
+    report("events_jobs_no_subscriber", alone, "jobs/s", "n/a",
+           f"{JOBS} echo jobs, max_workers {WORKERS}")
+    report("events_jobs_10_subscribers", watched, "jobs/s", "n/a",
+           f"{SUBSCRIBERS} GET /events clients read {read} events in all")
+    report("events_throughput_ratio", 100 * watched / alone, "%", ">= 90%")
+    assert read >= SUBSCRIBERS * JOBS * 3  # every subscriber saw every job's three events
