@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from ductile.cli.common import config_option, fail
+from ductile.cli.common import config_option, fail, gateway_target
 
 #: Seconds to wait for an answer (the original's client timeout).
 TIMEOUT = 30.0
@@ -85,9 +85,6 @@ def api(path: str, method: str | None, fields: tuple[str, ...], json_body: str |
     """
     import httpx
 
-    from ductile.cli.common import api_base, api_key, api_verify, load
-    from ductile.errors import TlsMaterialError
-
     check_path(path)
     pairs = parse_fields(fields)
     if pairs and json_body is not None:
@@ -102,29 +99,22 @@ def api(path: str, method: str | None, fields: tuple[str, ...], json_body: str |
     elif pairs:
         body = {key: field_value(value) for key, value in pairs}
 
-    # With an address and a token from the command line or environment, no config is needed.
-    needs_config = not (api_url and (api_key_opt or os.environ.get("DUCTILE_API_KEY")))
-    cfg = load(config_path, validate=False) if needs_config else None
-    token = api_key(cfg, api_key_opt)
-    if not token:
-        fail("API key required: configure api.tokens with a vault secret_ref, or set "
-             "--api-key or DUCTILE_API_KEY")
+    target = gateway_target(config_path, api_url, api_key_opt,
+                            missing="API key required: configure api.tokens with a vault "
+                                    "secret_ref, or set --api-key or DUCTILE_API_KEY")
+    token = target.token
     if not (token.isascii() and token.isprintable()):
         fail("the API token holds characters an HTTP header cannot carry; check "
              "--api-key, DUCTILE_API_KEY or the vault secret")
-    url = api_base(cfg, api_url) + path
-    try:
-        verify = api_verify(cfg, api_url)
-    except TlsMaterialError as exc:
-        fail(f"cannot trust the gateway's certificate: {exc}")
-    headers = {"Authorization": f"Bearer {token}"}
+    url = target.base + path
+    headers = dict(target.headers)
     content = None
     if json_body is not None or (pairs and params is None):
         content = json.dumps(body).encode()
         headers["Content-Type"] = "application/json"
     try:
         resp = httpx.request(verb, url, params=params, content=content, headers=headers,
-                             verify=verify, timeout=TIMEOUT)
+                             verify=target.verify, timeout=TIMEOUT)
     except httpx.HTTPError as exc:
         fail(f"cannot reach the gateway at {url}: {exc}; is it running (ductile system "
              "status)?")

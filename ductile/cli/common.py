@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -148,6 +149,47 @@ def json_object_option(text: str | None, flag: str) -> dict[str, Any] | None:
     return value
 
 
+@dataclass(frozen=True)
+class GatewayTarget:
+    """Where the running gateway answers and how to talk to it: the base URL, the token and
+    how to trust its certificate. `cfg` is the loaded config (None when --api-url and a key
+    from the command line or the environment made it unnecessary)."""
+
+    base: str
+    token: str
+    verify: bool | ssl.SSLContext
+    cfg: Config | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+MISSING_KEY = ("API key required: use --api-key (or --token), $DUCTILE_API_KEY, or --config "
+               "with a readable vault or api-token file")
+
+
+def gateway_target(config_path: str | None, api_url: str | None, api_key_opt: str | None,
+                   *, missing: str = MISSING_KEY) -> GatewayTarget:
+    """The running gateway as every verb that talks to it finds it: --api-url, else the
+    configured listener (https when `api.tls` is set); the key from --api-key,
+    $DUCTILE_API_KEY, the vault or the api-token file. Fails, saying what to do, when there is
+    no key or the configured certificate cannot be read."""
+    from ductile.errors import TlsMaterialError
+
+    # With an address and a key from the command line or environment, no config is needed.
+    needs_config = not (api_url and (api_key_opt or os.environ.get("DUCTILE_API_KEY")))
+    cfg = load(config_path, validate=False) if needs_config else None
+    token = api_key(cfg, api_key_opt)
+    if not token:
+        fail(missing)
+    try:
+        verify = api_verify(cfg, api_url)
+    except TlsMaterialError as exc:
+        fail(f"cannot trust the gateway's certificate: {exc}")
+    return GatewayTarget(api_base(cfg, api_url), token, verify, cfg)
+
+
 def post_to_gateway(path: str, body: Any, *, api_url: str | None, api_key_opt: str | None,
                     config_path: str | None, wait: bool,
                     params: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
@@ -155,23 +197,13 @@ def post_to_gateway(path: str, body: Any, *, api_url: str | None, api_key_opt: s
     to check. `wait` lifts the client timeout (the server caps a sync wait itself)."""
     import httpx
 
-    from ductile.errors import TlsMaterialError
-
-    cfg = None if (api_url and api_key_opt) else load(config_path, validate=False)
-    token = api_key(cfg, api_key_opt)
-    if not token:
-        fail("API key required. Use --api-key or DUCTILE_API_KEY env var.")
-    url = f"{api_base(cfg, api_url)}{path}"
+    target = gateway_target(config_path, api_url, api_key_opt)
+    url = f"{target.base}{path}"
     try:
-        verify = api_verify(cfg, api_url)
-    except TlsMaterialError as exc:
-        fail(f"cannot trust the gateway's certificate: {exc}")
-    try:
-        resp = httpx.post(url, json=body, params=params, verify=verify,
-                          headers={"Authorization": f"Bearer {token}"},
-                          timeout=None if wait else 15.0)
+        resp = httpx.post(url, json=body, params=params, verify=target.verify,
+                          headers=target.headers, timeout=None if wait else 15.0)
     except httpx.HTTPError as exc:
-        hint = (_certificate_hint(exc, cfg, api_url)
+        hint = (_certificate_hint(exc, target.cfg, api_url)
                 or "is it running (ductile system status)?")
         fail(f"cannot reach the gateway at {url}: {exc}; {hint}")
     try:

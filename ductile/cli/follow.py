@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import click
 
-from ductile.cli.common import api_base, api_key, api_verify, fail, load
+from ductile.cli.common import fail, gateway_target
 
 #: A line longer than this (characters) is cut there; the gateway never sends one.
 MAX_LINE = 1024 * 1024
@@ -123,23 +123,14 @@ def follow_job(job_id: str, *, config_path: str | None, api_url: str | None,
     """Follow JOB_ID on the running gateway until it ends; exit 0 if it succeeded, else 1."""
     import httpx
 
-    from ductile.errors import TlsMaterialError
-
-    cfg = None if (api_url and api_key_opt) else load(config_path, validate=False)
-    token = api_key(cfg, api_key_opt)
-    if not token:
-        fail("API key required. Use --api-key or DUCTILE_API_KEY env var.")
-    url = f"{api_base(cfg, api_url)}/job/{quote(job_id, safe='')}/logs/stream"
-    try:
-        verify = api_verify(cfg, api_url)
-    except TlsMaterialError as exc:
-        fail(f"cannot trust the gateway's certificate: {exc}")
+    target = gateway_target(config_path, api_url, api_key_opt)
+    url = f"{target.base}/job/{quote(job_id, safe='')}/logs/stream"
     printer = _Printer(as_json)
     connected = False
     try:
-        with httpx.stream("GET", url, headers={"Authorization": f"Bearer {token}",
-                                               "Accept": "text/event-stream"},
-                          timeout=httpx.Timeout(15.0, read=READ_TIMEOUT), verify=verify) as resp:
+        with httpx.stream("GET", url, headers={**target.headers, "Accept": "text/event-stream"},
+                          timeout=httpx.Timeout(15.0, read=READ_TIMEOUT),
+                          verify=target.verify) as resp:
             if resp.status_code != 200:
                 fail(_refusal(resp, job_id))
             connected = True

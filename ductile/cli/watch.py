@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from ductile.errors import DuctileError
-from ductile.cli.common import api_base, api_key, api_verify, fail, load
+from ductile.cli.common import GatewayTarget, fail, gateway_target
 from ductile.cli.watch_state import (
     ViewState,
     apply,
@@ -41,8 +41,6 @@ from ductile.cli.watch_state import (
 )
 
 if TYPE_CHECKING:
-    import ssl
-
     import httpx
 
 #: Seconds between two snapshots of the JSON API.
@@ -62,17 +60,8 @@ LIST_LIMIT = 200
 _BACK_OFF = -1.0
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where the gateway is and how to talk to it."""
-
-    base: str
-    token: str
-    verify: bool | ssl.SSLContext
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
+#: The running gateway: its base URL, token and certificate trust (cli/common.py).
+Target = GatewayTarget
 
 
 class GatewayUnreachable(DuctileError):
@@ -82,18 +71,9 @@ class GatewayUnreachable(DuctileError):
 def resolve_target(config_path: str | None, api_url: str | None,
                    token_opt: str | None) -> Target:
     """The gateway from --api-url/--token, else from the config as the other verbs find it."""
-    from ductile.errors import TlsMaterialError
-
-    cfg = None if (api_url and token_opt) else load(config_path, validate=False)
-    token = api_key(cfg, token_opt)
-    if not token:
-        fail("API token required (jobs:ro): use --token, $DUCTILE_API_KEY, or --config with a "
-             "readable vault or api-token file.")
-    try:
-        verify = api_verify(cfg, api_url)
-    except TlsMaterialError as exc:
-        fail(f"cannot trust the gateway's certificate: {exc}")
-    return Target(api_base(cfg, api_url), token, verify)
+    return gateway_target(config_path, api_url, token_opt,
+                          missing="API token required (jobs:ro): use --token, $DUCTILE_API_KEY, "
+                                  "or --config with a readable vault or api-token file.")
 
 
 def fetch_snapshot(client: httpx.Client, target: Target) -> dict[str, Any]:
