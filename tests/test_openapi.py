@@ -45,7 +45,7 @@ def _app(listen_path: str = "/ingest/peer") -> Any:
     config = SimpleNamespace(api=SimpleNamespace(max_body_size=1 << 20, allowed_origins=()))
     runtime = SimpleNamespace(config=config, relay=SimpleNamespace(listen_path=listen_path))
     ctx = SimpleNamespace(current=lambda: runtime, log=Logger(stream=None),
-                          write=None, audit=None)
+                          write=None, audit=None, events=None)
     return create_app(ctx)  # type: ignore[arg-type]
 
 

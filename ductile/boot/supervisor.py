@@ -320,7 +320,8 @@ class Supervisor:
                                        lambda: self.stopping)
                 self._webhook_app = create_webhook_app(
                     rt.config.webhooks.endpoints, rt.webhook_secrets, _webhook_enqueue(rt),
-                    self.proc.log.child("webhook"), outcomes=outcomes)
+                    self.proc.log.child("webhook"), outcomes=outcomes,
+                    publish=self.proc.events.publish)
             else:
                 self._webhook_app.replace_routes(rt.config.webhooks.endpoints,
                                                  rt.webhook_secrets, _webhook_enqueue(rt))

@@ -1,11 +1,11 @@
 """The gateway's Prometheus metrics (`GET /metrics`), fed by the event hub.
 
-`Metrics.observe` is a synchronous hub tap (events/hub.py): each job, scheduler, reload and
-relay event moves a counter or a histogram as it is published, so a scrape never scans the
-ledger. What is a state rather than a history (queue depth, running jobs, subscribers) is read
-when the scrape asks for it. One `CollectorRegistry` per process, never the library's global
-one. `prometheus_client` is imported here only, when the gateway builds its metrics, so no CLI
-verb pays for it.
+`Metrics.observe` is a synchronous hub tap (events/hub.py): each job, scheduler, reload,
+webhook and relay event moves a counter or a histogram as it is published, so a scrape never
+scans the ledger. What is a state rather than a history (queue depth, running jobs,
+subscribers) is read when the scrape asks for it. One `CollectorRegistry` per process, never
+the library's global one. `prometheus_client` is imported here only, when the gateway builds
+its metrics, so no CLI verb pays for it.
 """
 
 from __future__ import annotations
@@ -62,11 +62,13 @@ class Metrics:
             "ductile_scheduler_fires", "Scheduler fires, enqueued or skipped (with reason).",
             ["plugin", "outcome"], registry=registry)
         self.webhooks = Counter(
-            "ductile_webhook_deliveries", "Webhook deliveries accepted as jobs, by endpoint.",
+            "ductile_webhook_deliveries",
+            "Webhook deliveries to a configured endpoint (its path), by outcome.",
             ["endpoint", "outcome"], registry=registry)
         self.relay = Counter(
             "ductile_relay_deliveries",
-            "Relay envelopes sent (by the core.relay job's outcome) and received.",
+            "Relay envelopes sent (by the core.relay job's outcome) and received (by the "
+            "receiver's answer).",
             ["direction", "outcome"], registry=registry)
         self.reloads = Counter(
             "ductile_reloads", "Configuration reloads: swapped, or kept (refused).",
@@ -101,11 +103,14 @@ class Metrics:
         elif kind in ("job.enqueued", "router.enqueued"):
             source = _source(str(data.get("submitted_by") or ""), kind)
             self.enqueued.labels(plugin, source).inc()
-            submitted = str(data.get("submitted_by") or "")
-            if submitted.startswith("webhook:"):
-                self.webhooks.labels(submitted[len("webhook:"):], "enqueued").inc()
-            elif submitted.startswith("relay:"):
-                self.relay.labels("received", "enqueued").inc()
+        elif kind == "webhook.delivery":
+            # One event per delivery, whatever became of it (a delivery is not a job: it may
+            # queue none, or find its job already queued).
+            self.webhooks.labels(str(data.get("path") or ""),
+                                 str(data.get("outcome") or "unknown")).inc()
+        elif kind == "relay.delivery":
+            # Not by peer: the receiver publishes refusals of names anyone can put in a URL.
+            self.relay.labels("received", str(data.get("outcome") or "unknown")).inc()
         elif kind == "job.started":
             wait = data.get("wait_ms")
             if isinstance(wait, int):

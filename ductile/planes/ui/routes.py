@@ -29,6 +29,8 @@ from ductile.planes.api.openapi import (
     ok,
     refused,
 )
+from ductile.planes.api.resultscope import ATTEMPT_FIELDS, RULE, strip_result_class, \
+    transition_view
 from ductile.planes.ui.bootview import boot_view
 
 if TYPE_CHECKING:
@@ -157,11 +159,14 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
     @guarded.route(Operation(
         "GET", "/ui/api/job/{job_id}/ledger",
         "one job's attempts, status transitions and config snapshot ids (for /ui/job)",
+        description=f"As GET /job/{{job_id}}: {RULE}; here that is each attempt's error, and "
+                    "each transition's reason keeps only its code.",
         tag="ui", answers=(ok(200, "the ledger", LEDGER), refused(404, "job not found"))))
     @guarded("jobs:status:ro")
-    async def ui_job_ledger(rt: Runtime, _p: Principal | None, job_id: str) -> Response:
+    async def ui_job_ledger(rt: Runtime, principal: Principal | None, job_id: str) -> Response:
         """What `ductile job inspect` shows beyond `GET /job/{id}`. Each attempt's stderr is
-        left out: it is `GET /job-logs`' to show, under its own scope."""
+        left out: it is `GET /job-logs`' to show, under its own scope. An attempt's error and
+        the error text in a transition's reason are result-class (resultscope.py)."""
         try:
             job = await rt.queue.get(job_id)
             if job is None:
@@ -174,11 +179,13 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
             "job_id": job.id,
             "enqueued_config_snapshot_id": job.enqueued_config_snapshot_id,
             "started_config_snapshot_id": job.started_config_snapshot_id,
-            "attempts": [{k: v for k, v in a.as_dict().items()
-                          if k not in ("stderr_tail", "pid", "id", "job_id")}
-                         for a in attempts],
-            "transitions": [{k: v for k, v in t.as_dict().items() if k not in ("id", "job_id")}
-                            for t in transitions],
+            "attempts": [strip_result_class(
+                {k: v for k, v in a.as_dict().items()
+                 if k not in ("stderr_tail", "pid", "id", "job_id")}, principal, ATTEMPT_FIELDS)
+                for a in attempts],
+            "transitions": [transition_view(
+                {k: v for k, v in t.as_dict().items() if k not in ("id", "job_id")}, principal)
+                for t in transitions],
         })
 
     @guarded.route(Operation(

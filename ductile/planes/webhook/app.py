@@ -28,6 +28,13 @@ depends on the body's content):
 Every response is JSON. A response sent before the whole body was read carries
 `Connection: close`, so the unread rest of the body can never be taken for the next request.
 
+Every POST to a configured path (a delivery) is published as one `webhook.delivery` event, once
+its answer is known: `{path, outcome, status, job_id}` with `outcome` one of `enqueued`,
+`deduplicated`, `ignored` (step 6), `forbidden` (step 4), `rejected` (steps 2, 3 and 5) or
+`unavailable` (a 503). Never the body or a header value: the event stream and the metrics are
+read by people who may not see what senders send. A 404 or 405 is not a delivery and is not
+published (an unknown path would let anyone mint metric labels).
+
 Everything is handled in one `before_request` hook rather than through werkzeug's router: the
 configured paths are matched exactly (werkzeug would redirect `/a//b` or treat `<x>` as a
 variable), and there is nothing else on this listener.
@@ -46,6 +53,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ductile.config.webhooks import WebhookEndpoint
 from ductile.errors import DedupeDropped, StoreError
+from ductile.events.hub import Publish, no_publish
 from ductile.logs import Logger
 from ductile.planes.http import (
     PlaneApp,
@@ -72,6 +80,8 @@ _DRAIN_LIMIT = 64 * 1024
 
 #: `Queue.enqueue`-compatible: (plugin, command, payload, submitted_by, *, dedupe_key) -> job.
 Enqueue = Callable[..., Awaitable[Any]]
+#: The event type of one delivery's outcome (docs/events.md).
+DELIVERY_EVENT = "webhook.delivery"
 
 
 class _Refused(Exception):
@@ -82,6 +92,24 @@ class _Refused(Exception):
         self.status = status
         self.message = message
         self.close = close
+
+
+@dataclass(frozen=True)
+class _Delivered:
+    """A delivery's answer and what became of it, for its `webhook.delivery` event."""
+
+    response: Response
+    outcome: str  # enqueued, deduplicated or ignored (refusals are derived from their status)
+    job_id: str | None = None
+
+
+def _refusal_outcome(status: int) -> str:
+    """The `outcome` of a delivery refused with `status` before anything was queued."""
+    if status == 403:
+        return "forbidden"
+    if status >= 500:
+        return "unavailable"  # the sender retries: nothing was stored for it
+    return "rejected"  # 400, 408, 413, 415: the body itself is the problem
 
 
 @dataclass(frozen=True)
@@ -131,6 +159,7 @@ def create_webhook_app(
     body_timeout: float = BODY_TIMEOUT,
     outcomes: JobOutcomes | None = None,
     sync_slots: int = SYNC_SLOTS,
+    publish: Publish = no_publish,
 ) -> WebhookApp:
     """The app for `endpoints`; `secrets` maps each endpoint path to its HMAC key.
 
@@ -138,7 +167,9 @@ def create_webhook_app(
     a `RawJSON` payload. `clock` returns Unix seconds, for the stripe/slack tolerance window.
     An endpoint without a secret refuses every delivery (403), it never accepts unsigned ones.
     `outcomes` lets `respond: result` endpoints wait for their job, at most `sync_slots` at
-    once; without it they answer as `respond: accepted` does.
+    once; without it they answer as `respond: accepted` does. `publish` is the event hub's:
+    each delivery's outcome goes to it as one `webhook.delivery` event (the hub outlives
+    reloads, so it is given once).
     On reload, call `app.replace_routes(...)` with the new generation's values.
     """
     responder = Responder(outcomes, sync_slots) if outcomes is not None else None
@@ -155,20 +186,24 @@ def create_webhook_app(
         started = time.monotonic()
         routes = app.routes
         endpoint = routes.by_path.get(request.path)
-        try:
-            if endpoint is None:
-                raise _Refused(404, "endpoint not found",
-                               close=not await _drained(body_timeout))
-            if request.method != "POST":
-                raise _Refused(405, f"method {request.method} not allowed on {endpoint.path}; "
-                                    "webhooks are delivered with POST",
-                               close=not await _drained(body_timeout))
-            response = await _deliver(endpoint, routes.secrets.get(endpoint.path, b""),
-                                      routes.enqueue, log, clock=clock,
-                                      body_timeout=body_timeout, responder=responder)
-        except _Refused as refused:
-            response = json_error(refused.status, refused.message, close=refused.close,
-                                  allow=["POST"] if refused.status == 405 else None)
+        if endpoint is None or request.method != "POST":
+            response = await _not_a_delivery(endpoint, body_timeout)
+        else:
+            try:
+                delivered = await _deliver(endpoint, routes.secrets.get(endpoint.path, b""),
+                                           routes.enqueue, log, clock=clock,
+                                           body_timeout=body_timeout, responder=responder)
+            except _Refused as refused:
+                delivered = _Delivered(json_error(refused.status, refused.message,
+                                                  close=refused.close),
+                                       _refusal_outcome(refused.status))
+            except Exception:
+                # Answered 503 by `unexpected` below: counted here, then left to it.
+                publish(DELIVERY_EVENT, path=endpoint.path, outcome="unavailable", status=503)
+                raise
+            response = delivered.response
+            publish(DELIVERY_EVENT, path=endpoint.path, outcome=delivered.outcome,
+                    status=response.status_code, job_id=delivered.job_id)
         log.info("webhook request", method=request.method, path=request.path,
                  status=response.status_code, remote_addr=request.remote_addr,
                  duration_ms=round((time.monotonic() - started) * 1000, 3))
@@ -188,6 +223,15 @@ def create_webhook_app(
     return app
 
 
+async def _not_a_delivery(endpoint: WebhookEndpoint | None, body_timeout: float) -> Response:
+    """Step 1 of the module docstring: 404 for a path not configured, 405 for another method."""
+    close = not await _drained(body_timeout)
+    if endpoint is None:
+        return json_error(404, "endpoint not found", close=close)
+    return json_error(405, f"method {request.method} not allowed on {endpoint.path}; "
+                           "webhooks are delivered with POST", close=close, allow=["POST"])
+
+
 async def _deliver(
     endpoint: WebhookEndpoint,
     secret: bytes,
@@ -197,8 +241,9 @@ async def _deliver(
     clock: Callable[[], float],
     body_timeout: float,
     responder: Responder | None,
-) -> Response:
-    """Steps 2-8 of the module docstring for a POST to a configured path."""
+) -> _Delivered:
+    """Steps 2-8 of the module docstring for a POST to a configured path (a refusal is
+    raised as `_Refused`)."""
     body = await _read_body(endpoint.max_body_size, body_timeout)
     verdict = verify_request(
         endpoint.scheme, secret, request.headers.get, body,
@@ -218,8 +263,8 @@ async def _deliver(
     if not rules.ok:
         log.info("webhook ignored: match rules do not hold", path=endpoint.path,
                  reason=rules.reason, status=endpoint.refuse_status)
-        return json_response({"status": "ignored", "reason": rules.reason},
-                             endpoint.refuse_status)
+        return _Delivered(json_response({"status": "ignored", "reason": rules.reason},
+                                        endpoint.refuse_status), "ignored")
     sync = responder if endpoint.respond == "result" else None
     dedupe_key = None
     if endpoint.dedupe_header is not None:
@@ -233,8 +278,10 @@ async def _deliver(
         if sync is not None and exc.existing_job_id is not None:
             # The sender asked for the result: the existing job's is the one it gets.
             answer = await sync.answer(exc.existing_job_id, "queued", endpoint.respond_timeout)
-            return _answered(endpoint, answer, log, deduplicated=True)
-        return json_response({"job_id": exc.existing_job_id, "deduplicated": True}, 200)
+            return _Delivered(_answered(endpoint, answer, log, deduplicated=True),
+                              "deduplicated", exc.existing_job_id)
+        return _Delivered(json_response({"job_id": exc.existing_job_id, "deduplicated": True},
+                                        200), "deduplicated", exc.existing_job_id)
     except StoreError as exc:
         log.error("webhook enqueue failed", path=endpoint.path, error=str(exc))
         raise _Refused(503, "failed to enqueue job; retry later") from None
@@ -242,8 +289,8 @@ async def _deliver(
              command=endpoint.command)
     if sync is not None:
         answer = await sync.answer(job.id, job.status, endpoint.respond_timeout)
-        return _answered(endpoint, answer, log)
-    return json_response({"job_id": job.id}, 202)
+        return _Delivered(_answered(endpoint, answer, log), "enqueued", job.id)
+    return _Delivered(json_response({"job_id": job.id}, 202), "enqueued", job.id)
 
 
 def _answered(endpoint: WebhookEndpoint, answer: Answer, log: Logger, *,

@@ -12,6 +12,10 @@ stream ends and it reconnects with its last id. At stop every stream ends the sa
 The token may come as `?token=` on this route only (a browser's EventSource cannot send a
 header); it needs the scope `events:ro` (or `*`). The hub is the process's, so a reload changes
 nothing for a stream in progress.
+
+An event's `error`, `final_error`, `message`, `text`, `result`, `last_error` and `stderr` carry
+a plugin's words: a subscriber whose token lacks `jobs:result:ro` gets each event without them
+(planes/api/resultscope.py), as `GET /job/{id}` leaves them out for it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from ductile.events.journal import backlog
 from ductile.planes.api.auth import AuthError, authenticate, require
 from ductile.planes.api.kit import GUARD_SCOPES, Handler, respond
 from ductile.planes.api.openapi import Operation, Param, ok, refused
+from ductile.planes.api.resultscope import RESULT_SCOPE, event_frame
 from ductile.planes.api.routes.live import HEARTBEAT, KEEP_ALIVE
 from ductile.planes.api.schemas import EVENT_STREAM_TEXT
 from ductile.planes.http import EVENT_STREAM
@@ -52,7 +57,10 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
     @guarded.route(Operation(
         "GET", "/events", "the gateway's events live, as Server-Sent Events",
         description="Frames `id:`, `event:`, `data:` (single-line JSON with at least `at`); "
-                    "resume with Last-Event-ID. See docs/events.md.",
+                    "resume with Last-Event-ID. See docs/events.md. The fields error, "
+                    "final_error, message, text, result, last_error and stderr are left out "
+                    f"of each event unless the token also holds {RESULT_SCOPE} (jobs:ro, "
+                    "jobs:rw and * include it).",
         query=(
             Param("plugin", description=f"only events of this plugin; {_REPEATABLE}"),
             Param("job", description=f"only events of this job id; {_REPEATABLE}"),
@@ -69,7 +77,7 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
                  refused(400, "a filter or event id the stream cannot use"),
                  refused(503, "the event hub is not running"))))
     @_token_in_query(ctx, *SCOPES)
-    async def stream_events(rt: Runtime, _p: Principal | None) -> Response:
+    async def stream_events(rt: Runtime, principal: Principal | None) -> Response:
         try:
             flt = parse_filter(request.args.items(multi=True))
             last = parse_last_event_id(request.headers.get("Last-Event-ID"),
@@ -81,7 +89,7 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
             return respond({"error": "the event hub is not running; retry in a moment"}, 503)
         # Subscribe before the backlog is read, so nothing published in between is missed.
         sub = hub.subscribe(flt)
-        response = Response(_Stream(ctx, hub, sub, flt, last).frames(), status=200,
+        response = Response(_Stream(ctx, hub, sub, flt, last, principal).frames(), status=200,
                             content_type=f"{EVENT_STREAM}; charset=utf-8")
         response.headers["Cache-Control"] = "no-cache"
         response.headers["X-Accel-Buffering"] = "no"  # a buffering proxy would hold events
@@ -119,8 +127,9 @@ class _Stream:
     streaming response), so it touches only what it was given."""
 
     def __init__(self, ctx: ApiContext, hub: Hub, sub: Subscription, flt: EventFilter,
-                 last: int) -> None:
+                 last: int, principal: Principal | None) -> None:
         self.ctx, self.hub, self.sub, self.flt = ctx, hub, sub, flt
+        self.principal = principal  # whose token decides which fields each frame shows
         # The id of the last event this client has. An id beyond the newest event (a database
         # restored from an older backup) would hide every event up to it: start live instead.
         self.sent = min(last, hub.last_id)
@@ -184,7 +193,7 @@ class _Stream:
                 continue
             self.sent = event.id
             if self.flt.matches(event.type, event.fields()):
-                frames.append(event.frame())
+                frames.append(event_frame(event, self.principal))
         return "".join(frames)
 
 

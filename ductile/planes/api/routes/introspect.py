@@ -102,6 +102,9 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
 
     @guarded.route(Operation(
         "GET", "/stopwatch/{plugin}", "how long one plugin's attempts ran, per command",
+        description="Durations only: no result-class field (result, last_error, stderr), so "
+                    "it needs no jobs:result:ro; this gateway keeps no sub-spans, the part "
+                    "the Go gateway hides without that scope.",
         query=(WINDOW,), answers=(ok(200, "the durations", STOPWATCH),
                                   refused(400, "the window is not 5m, 1h or 24h"),
                                   refused(404, "no such plugin and no attempts"),

@@ -14,6 +14,8 @@ from ductile.planes.api.kit import ApiError, respond
 from ductile.planes.api.logquery import parse_log_filter
 from ductile.planes.api.openapi import Body, Operation, ok, refused
 from ductile.planes.api.pipelines import flat_tree
+from ductile.planes.api.resultscope import RESULT_SCOPE, RULE, TREE_FIELDS, may_see_results, \
+    strip_result_class
 from ductile.planes.api.schemas import (CANCEL, JOB, JOB_LIST, JOB_QUERY, LOG_QUERY, LOGS,
                                         NO_FIELDS, RUN_STARTED, TREE)
 from ductile.store.joblog import LogFilter, log_view
@@ -29,26 +31,32 @@ if TYPE_CHECKING:
 
 def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
     @guarded.route(Operation("GET", "/job/{job_id}", "one job, its result once ended, its links",
+                             description=f"{RULE}.",
                              answers=(ok(200, "the job", JOB), refused(404, "job not found"))))
     @guarded("jobs:status:ro")
-    async def get_job(rt: Runtime, _p: Principal | None, job_id: str) -> Response:
+    async def get_job(rt: Runtime, principal: Principal | None, job_id: str) -> Response:
         job = await rt.queue.get(job_id)
         if job is None:
             raise ApiError(404, "job not found")
-        return respond(await job_view(rt, job))
+        return respond(strip_result_class(await job_view(rt, job), principal))
 
     @guarded.route(Operation("GET", "/job/{job_id}/tree",
                              "the job and every job routed from it, parents first",
+                             description=f"{RULE}; so is each node's baggage (values the "
+                                         "run claimed from its steps' output).",
                              answers=(ok(200, "a flat list", TREE),
                                       refused(404, "job not found"))))
     @guarded("jobs:tree:ro")
-    async def get_job_tree(rt: Runtime, _p: Principal | None, job_id: str) -> Response:
+    async def get_job_tree(rt: Runtime, principal: Principal | None, job_id: str) -> Response:
         tree = await rt.queue.tree(job_id)
         if tree is None:
             raise ApiError(404, "job not found")
-        return respond(flat_tree(tree))
+        return respond([strip_result_class(node, principal, TREE_FIELDS)
+                        for node in flat_tree(tree)])
 
     @guarded.route(Operation("GET", "/jobs", "the ledger, newest first", query=JOB_QUERY,
+                             description="Shows no result-class field (result, last_error, "
+                                         f"stderr), so it needs no {RESULT_SCOPE}.",
                              answers=(ok(200, "the jobs and how many match", JOB_LIST),
                                       refused(400, "a query parameter is not valid"))))
     @guarded("jobs:status:ro")
@@ -99,14 +107,22 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
 
     @guarded.route(Operation("GET", "/job-logs", "terminal attempts, newest first",
                              query=LOG_QUERY,
+                             description=f"{RULE}; `query` searches those fields, so it "
+                                         f"needs {RESULT_SCOPE} too (403 without it).",
                              answers=(ok(200, "the attempts and how many match", LOGS),
                                       refused(400, "a query parameter is not valid"))))
     @guarded("jobs:logs:ro")
-    async def job_logs(rt: Runtime, _p: Principal | None) -> Response:
+    async def job_logs(rt: Runtime, principal: Principal | None) -> Response:
         where = _log_filter(request.args)
+        if where.query and not may_see_results(principal):
+            # A text search over hidden fields would tell, match by match, what they say.
+            raise ApiError(403, f"insufficient scope: query searches last_error, stderr and "
+                                f"result, which need {RESULT_SCOPE} (or jobs:ro, jobs:rw, *); "
+                                "drop query or use a token that holds it")
         include = request.args.get("include_result", "").lower() == "true"
         entries, total = await rt.queue.search_logs(where)
-        return respond({"logs": [log_view(e, include_result=include) for e in entries],
+        return respond({"logs": [strip_result_class(log_view(e, include_result=include),
+                                                    principal) for e in entries],
                         "total": total})
 
 

@@ -13,6 +13,11 @@ The stream, in order:
 - `event: error` (`{"error": ...}`) when the stream cannot go on (the job left the ledger, the
   database failed, the gateway is stopping); the stream closes after it.
 
+A plugin's stderr is a job's output: the route needs `jobs:result:ro` besides `jobs:logs:ro`
+(`jobs:ro`, `jobs:rw` and `*` hold both), and refuses a token without it with 403 before
+anything is streamed (planes/api/resultscope.py). Streaming only the `end` event would show a
+follower nothing it cannot read from `GET /job/{id}`, so the refusal is the clearer answer.
+
 A comment line (`: keep-alive`) goes out after 15 s without anything else, so proxies and
 clients can tell a quiet job from a dead connection. When the client goes away, the connection's
 task is cancelled (see `planes/http.py`), which ends this stream where it waits; nothing the
@@ -35,6 +40,7 @@ from ductile.errors import StoreError
 from ductile.machines import job_statuses
 from ductile.planes.api.kit import ApiError
 from ductile.planes.api.openapi import Operation, ok, refused
+from ductile.planes.api.resultscope import RESULT_SCOPE, may_see_results
 from ductile.planes.api.schemas import EVENT_STREAM_TEXT
 from ductile.planes.http import EVENT_STREAM
 from ductile.plugin.lines import LineSplitter
@@ -58,11 +64,18 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
     @guarded.route(Operation(
         "GET", "/job/{job_id}/logs/stream", "the job's stderr live, as Server-Sent Events",
+        description=f"stderr is result-class: besides jobs:logs:ro the token must hold "
+                    f"{RESULT_SCOPE} (jobs:ro, jobs:rw and * include it); without it, 403.",
         answers=(ok(200, "events attempt, line, dropped, end, error", EVENT_STREAM_TEXT,
                     media_type=EVENT_STREAM),
                  refused(404, "job not found"))))
     @guarded("jobs:logs:ro")
-    async def stream_job_logs(rt: Runtime, _p: Principal | None, job_id: str) -> Response:
+    async def stream_job_logs(rt: Runtime, principal: Principal | None,
+                              job_id: str) -> Response:
+        if not may_see_results(principal):
+            raise ApiError(403, f"insufficient scope: streaming a job's stderr needs "
+                                f"{RESULT_SCOPE} as well as jobs:logs:ro (jobs:ro, jobs:rw and "
+                                "* hold both); use GET /job/{id} for its status")
         if await rt.queue.get(job_id) is None:
             raise ApiError(404, "job not found")
         response = Response(_Follow(ctx, job_id).frames(), status=200,

@@ -7,6 +7,12 @@ before the 202 goes out: from then on the receiver owns the event. A replay of t
 bytes within the clock-skew window is refused with 409 (`store/relay.py`); a re-send of the
 same origin event (signed anew) is deduplicated by its derived dedupe key and answers with the
 job it already has.
+
+Every request is published as one `relay.delivery` event once its answer is known:
+`{peer, outcome, status, job_id}` with `outcome` `accepted` (202), `replayed` (409),
+`forbidden` (403: unknown peer, bad signature, clock skew), `unavailable` (5xx: the peer
+retries) or `rejected` (any other refusal: the envelope itself is wrong). Never the body or a
+header value.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from ductile.dispatch.routing import successors
 from ductile.errors import BaggageError, DedupeDropped, SourceEventConflict, StoreError
+from ductile.events.hub import no_publish
 from ductile.planes.api.kit import respond
 from ductile.planes.api.openapi import STRING, Body, Operation, Param, obj, ok, refused
 from ductile.planes.api.schemas import RELAY_ACCEPTED
@@ -38,6 +45,10 @@ if TYPE_CHECKING:
 
 #: Seconds a peer has to deliver the whole body once its headers arrived.
 BODY_TIMEOUT = 10.0
+#: The event type of one received envelope's outcome (docs/events.md).
+DELIVERY_EVENT = "relay.delivery"
+#: Characters of the path's peer name kept in an event (any name can be sent; as the log).
+PEER_SHOWN = 64
 
 
 def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
@@ -48,6 +59,7 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
         return
     seen = RelaySeen(ctx.write)
     log = ctx.log.child("relay")
+    publish = ctx.events.publish if ctx.events is not None else no_publish
 
     @guarded.route(Operation(
         "POST", f"{listen_path}/{{peer}}", "the relay receiver: one signed event from a peer",
@@ -67,20 +79,47 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
                  refused(422, "the event type is not accepted from this peer"),
                  refused(503, "the event could not be recorded; retry later"))))
     async def relay_ingest(peer: str) -> Response:
-        rt = ctx.current()
-        policy = rt.relay.policy
-        if policy is None:
-            return respond({"error": "relay ingress is not configured"}, 404)
-        body = await _read(policy.max_body_size)
-        if isinstance(body, Refused):
-            return _refusal(body, close=True)
-        verdict = check_request(peer, rt.relay.peers.get(peer), request.headers, request.method,
-                                request.path, body, datetime.now(timezone.utc), policy)
-        if isinstance(verdict, Refused):
-            log.info("relay envelope refused", peer=peer[:64], status=verdict.status,
-                     error=verdict.error)
-            return _refusal(verdict)
-        return await _accept(rt, seen, peer, verdict, log)
+        try:
+            response, job_id = await _receive(ctx.current(), seen, peer, log)
+        except Exception:
+            # Answered 500 by the app's error handler: counted here, then left to it.
+            publish(DELIVERY_EVENT, peer=peer[:PEER_SHOWN], outcome="unavailable", status=500)
+            raise
+        publish(DELIVERY_EVENT, peer=peer[:PEER_SHOWN],
+                outcome=_outcome(response.status_code), status=response.status_code,
+                job_id=job_id)
+        return response
+
+
+async def _receive(rt: Runtime, seen: RelaySeen, peer: str,
+                   log: Any) -> tuple[Response, str | None]:
+    """The answer to one envelope, and the first job it queued (if it did)."""
+    policy = rt.relay.policy
+    if policy is None:
+        return respond({"error": "relay ingress is not configured"}, 404), None
+    body = await _read(policy.max_body_size)
+    if isinstance(body, Refused):
+        return _refusal(body, close=True), None
+    verdict = check_request(peer, rt.relay.peers.get(peer), request.headers, request.method,
+                            request.path, body, datetime.now(timezone.utc), policy)
+    if isinstance(verdict, Refused):
+        log.info("relay envelope refused", peer=peer[:PEER_SHOWN], status=verdict.status,
+                 error=verdict.error)
+        return _refusal(verdict), None
+    return await _accept(rt, seen, peer, verdict, log)
+
+
+def _outcome(status: int) -> str:
+    """The `outcome` of a `relay.delivery` event, by the status it was answered with."""
+    if status == 202:
+        return "accepted"
+    if status == 409:
+        return "replayed"
+    if status == 403:
+        return "forbidden"
+    if status >= 500:
+        return "unavailable"
+    return "rejected"  # 400, 404, 408, 413, 422: resending the same envelope cannot help
 
 
 async def _read(limit: int) -> bytes | Refused:
@@ -114,7 +153,7 @@ def _refusal(refused: Refused, *, close: bool = False) -> Response:
 
 
 async def _accept(rt: Runtime, seen: RelaySeen, peer: str, envelope: Envelope,
-                  log: Any) -> Response:
+                  log: Any) -> tuple[Response, str | None]:
     policy = rt.relay.policy
     assert policy is not None
     event_id = str(uuid.uuid4())
@@ -123,21 +162,22 @@ async def _accept(rt: Runtime, seen: RelaySeen, peer: str, envelope: Envelope,
                                       window=policy.allowed_clock_skew)
     except StoreError as exc:
         log.error("relay envelope not recorded", peer=peer, error=str(exc))
-        return respond({"error": "failed to accept relay request"}, 503)
+        return respond({"error": "failed to accept relay request"}, 503), None
     if earlier is not None:
         log.warn("relay envelope replayed", peer=peer, receiver_event_id=earlier)
-        return respond({"error": "relay envelope replayed", "receiver_event_id": earlier}, 409)
+        return respond({"error": "relay envelope replayed", "receiver_event_id": earlier},
+                       409), None
     event = _local_event(peer, envelope, event_id)
     try:
         job_id = await _enqueue(rt, peer, envelope, event)
     except BaggageError as exc:
         await seen.forget(peer, envelope.signature)
-        return respond({"error": f"relay baggage refused: {exc}"}, 400)
+        return respond({"error": f"relay baggage refused: {exc}"}, 400), None
     except StoreError as exc:
         await seen.forget(peer, envelope.signature)
         log.error("relay event not enqueued", peer=peer, event_type=envelope.event_type,
                   error=str(exc))
-        return respond({"error": "failed to enqueue relay event"}, 503)
+        return respond({"error": "failed to enqueue relay event"}, 503), None
     log.info("relay event accepted", peer=peer, event_type=envelope.event_type,
              receiver_event_id=event_id, job_id=job_id,
              origin_instance=envelope.origin_instance, origin_job_id=envelope.origin_job_id,
@@ -146,7 +186,7 @@ async def _accept(rt: Runtime, seen: RelaySeen, peer: str, envelope: Envelope,
                               "event_type": envelope.event_type, "receiver_event_id": event_id}
     if job_id:
         answer["job_id"] = job_id
-    return respond(answer, 202)
+    return respond(answer, 202), job_id or None
 
 
 def _local_event(peer: str, envelope: Envelope, event_id: str) -> dict[str, Any]:
