@@ -86,6 +86,10 @@ class Subscription:
             self.ready = trio.Event()
         if self.ended is not None:
             return []
+        return self.drain()
+
+    def drain(self) -> list[Event]:
+        """What is buffered now, without waiting ([] when nothing is)."""
         batch = list(self.pending)
         self.pending.clear()
         return batch

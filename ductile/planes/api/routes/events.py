@@ -41,6 +41,10 @@ from ductile.planes.api.routes.live import HEARTBEAT, KEEP_ALIVE
 from ductile.planes.api.schemas import EVENT_STREAM_TEXT
 from ductile.planes.http import EVENT_STREAM
 
+#: Seconds between two writes of one stream while events keep coming (the most an event
+#: waits; an event on an idle stream is written at once).
+COALESCE = 0.05
+
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
 
@@ -133,6 +137,7 @@ class _Stream:
         # The id of the last event this client has. An id beyond the newest event (a database
         # restored from an older backup) would hide every event up to it: start live instead.
         self.sent = min(last, hub.last_id)
+        self.last_write = float("-inf")  # trio time of the last events written
 
     async def frames(self) -> AsyncIterator[str]:
         """The body; a fault ends this stream with a comment, never the gateway."""
@@ -162,6 +167,13 @@ class _Stream:
             if idle.cancelled_caught:
                 yield KEEP_ALIVE
                 continue
+            # At most one write per COALESCE under load, none delayed when the stream was idle:
+            # a chunk per event per subscriber cost the gateway about 30 microseconds each,
+            # a seventh of the dispatcher's rate with ten subscribers.
+            wait = self.last_write + COALESCE - trio.current_time()
+            if wait > 0 and self.sub.ended is None:
+                await trio.sleep(wait)
+                batch += self.sub.drain()
             if self.sub.ended is not None:
                 yield (": the gateway is stopping; reconnect with Last-Event-ID\n\n"
                        if self.sub.ended == "stopping" else
@@ -169,6 +181,7 @@ class _Stream:
                 return
             out = self._take(batch)
             if out:
+                self.last_write = trio.current_time()
                 yield out
 
     async def _backlog(self) -> str:
