@@ -159,3 +159,21 @@ def test_a_plugin_edited_after_boot_gets_no_secrets(tmp_path: Path) -> None:
         assert "changed since boot" in shown.stdout
     finally:
         gw.stop()
+
+
+def test_root_without_the_uid_drop_capability_boots_hygiene_only(tmp_path: Path) -> None:
+    """Root launched without CAP_SETUID/CAP_SETGID (systemd's bounding set, setpriv, capsh)
+    cannot change uid: with no accounts it is a hygiene-only gateway, as the refusal above
+    tells the operator ("launch without CAP_SETUID")."""
+    import shutil
+
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    port = free_port()
+    write_config(tmp_path, port=port, service={"unconfined": False})
+    gw = Gateway(tmp_path, port, prefix=[setpriv, "--bounding-set=-setuid,-setgid"]).start()
+    try:
+        assert gw.wait_healthy()["privsep"]["posture"] == "hygiene-only"
+    finally:
+        assert gw.stop() == 0

@@ -153,7 +153,10 @@ def test_an_unsupported_host_cannot_enforce() -> None:
 
 
 @pytest.mark.parametrize(("euid", "status", "can", "how"), [
-    (0, "", True, "root"),
+    (0, "", True, "root"),  # no status to read: root is taken to hold them
+    (0, "CapEff:\t000001ffffffffff\n", True, "root"),
+    # root launched without CAP_SETUID/CAP_SETGID (capsh --drop, a bounding set) cannot switch
+    (0, "CapEff:\t000001fffeffff3f\n", False, "none"),
     (1000, "CapEff:\t00000000000000c0\n", True, "CAP_SETUID+CAP_SETGID"),
     (1000, "CapEff:\t0000000000000080\n", False, "none"),  # SETUID without SETGID
     (1000, "CapEff:\tnot-hex\n", False, "none"),

@@ -57,19 +57,23 @@ def read_capability(status_path: str = "/proc/self/status") -> Capability:
 
 
 def capability_from(euid: int, status: str, unsupported: str | None = None) -> Capability:
-    """Root, or both CAP_SETUID and CAP_SETGID in the effective set (`CapEff:` of
-    /proc/self/status, as the Go original reads it)."""
-    if euid == 0:
-        return Capability(True, "root", euid, unsupported)
-    effective = 0
+    """Both CAP_SETUID and CAP_SETGID in the effective set (`CapEff:` of /proc/self/status,
+    as the Go original reads it), root included: root launched without them (systemd's
+    `CapabilityBoundingSet=~CAP_SETUID CAP_SETGID`, `capsh --drop=...`) cannot change uid, so it
+    is no more privileged for this gate than any other user. Root whose status cannot be read
+    is taken to hold them (the cautious answer: the gate then asks for accounts)."""
+    effective: int | None = None
     for line in status.splitlines():
         if line.startswith("CapEff:"):
             try:
                 effective = int(line.split()[1], 16)
             except (ValueError, IndexError):
-                effective = 0
+                effective = None
     wanted = (1 << _CAP_SETUID) | (1 << _CAP_SETGID)
-    if effective & wanted == wanted:
+    holds = effective is not None and effective & wanted == wanted
+    if euid == 0 and (holds or effective is None):
+        return Capability(True, "root", euid, unsupported)
+    if holds:
         return Capability(True, "CAP_SETUID+CAP_SETGID", euid, unsupported)
     return Capability(False, "none", euid)
 

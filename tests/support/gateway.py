@@ -95,6 +95,8 @@ class Gateway:
     proc: subprocess.Popen[bytes] | None = None
     stdout_path: Path | None = None
     stderr_path: Path | None = None
+    # Run before the gateway's command (e.g. setpriv, to start it without a capability).
+    prefix: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -107,7 +109,7 @@ class Gateway:
         env.update(self.env)
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ductile", "system", "start", "--config",
+                [*self.prefix, sys.executable, "-m", "ductile", "system", "start", "--config",
                  str(self.config_dir)],
                 stdout=out, stderr=err, env=env,
             )
