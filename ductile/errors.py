@@ -43,11 +43,15 @@ job it is about so the message can tell an operator what to fix.
     │   ├── SourceEventConflict     a routed event was already enqueued for that target
     │   ├── JobNotFound             an operator verb (cancel, retry, rerun) named no job
     │   ├── JobStateConflict        an operator verb does not apply to the job's status
+    │   ├── NodeFenced              a peer declared this gateway's node life dead (PostgreSQL):
+    │   │                           its claims and outcomes are refused; it must stop
     │   ├── SchemaMismatch          an existing database lacks tables/columns we need
     │   │   ├── SchemaTooNew        its schema version is newer than this release knows
     │   │   └── SchemaOutdated      a reader met an older schema version (the gateway migrates)
     │   └── MigrationFailed         a schema migration step failed; the file was left unchanged
     ├── LockError                   the PID lock is held by another instance
+    ├── Overloaded                  ingress backpressure: outstanding jobs are at a bound
+    │                               (`service.max_outstanding_jobs` or a plugin's); retry later
     ├── MigrationRefused            `ductile migrate from-go` refused an input (wrong age
     │                               identity, damaged or unknown state database); nothing written
     ├── BackupError                 a backup archive cannot be written or read (exists, I/O)
@@ -274,6 +278,23 @@ class JobStateConflict(StoreError):
         self.status = status
 
 
+class NodeFenced(StoreError):
+    """This gateway's node life (`node_id`, `incarnation`) is no longer the live one in the
+    shared PostgreSQL store: a peer declared it dead and recovered its jobs, or the node was
+    started again elsewhere. Every claim and outcome it writes is refused from then on; the
+    gateway must stop its plugins and exit (store/pg/cluster.py, fencing)."""
+
+    def __init__(self, node_id: str, incarnation: int, doing: str) -> None:
+        super().__init__(
+            f"node {node_id} (incarnation {incarnation}) is fenced: {doing} refused because "
+            "this node life is no longer alive in the cluster (a peer declared it dead after "
+            "missed heartbeats and recovered its jobs, or it was started again); stop this "
+            "gateway and start it anew"
+        )
+        self.node_id = node_id
+        self.incarnation = incarnation
+
+
 class SchemaMismatch(StoreError):
     """An existing database lacks a table or column this version needs, or is at a schema
     version this code cannot use as it is."""
@@ -331,6 +352,31 @@ class MigrationFailed(StoreError):
 
 class LockError(DuctileError):
     """The PID lock could not be taken: another instance may be running."""
+
+
+class Overloaded(DuctileError):
+    """Ingress backpressure: new work from outside (an API enqueue, a webhook delivery, a relay
+    envelope, a scheduler fire) is refused because the outstanding jobs (queued or running)
+    are at a bound. `plugin` names the plugin whose `plugins.<name>.max_outstanding_jobs` was
+    hit, None for `service.max_outstanding_jobs`; `retry_after` is the seconds a sender should
+    wait. Nothing was queued, so a sender that retries loses nothing."""
+
+    def __init__(self, *, plugin: str | None, limit: int, outstanding: int,
+                 retry_after: int) -> None:
+        where = f"for plugin {plugin}" if plugin is not None else "in the gateway"
+        super().__init__(f"too many outstanding jobs {where} (limit {limit}, outstanding "
+                         f"{outstanding}); retry after {retry_after} s")
+        self.plugin = plugin
+        self.limit = limit
+        self.outstanding = outstanding
+        self.retry_after = retry_after
+
+    @property
+    def key(self) -> str:
+        """The config key of the bound that was hit."""
+        if self.plugin is None:
+            return "service.max_outstanding_jobs"
+        return f"plugins.{self.plugin}.max_outstanding_jobs"
 
 
 class MigrationRefused(DuctileError):

@@ -15,6 +15,27 @@ from typing import Any, TextIO
 
 LEVELS = {"debug": 10, "info": 20, "warn": 30, "error": 40}
 
+#: One compact encoder for every line (json.dumps with arguments builds a new one per call, and
+#: the gateway logs on every request).
+_ENCODE = json.JSONEncoder(default=str, separators=(",", ":")).encode
+
+
+#: (Unix second, its formatted `YYYY-mm-ddTHH:MM:SS`), replaced as one tuple so a logger on
+#: another thread never pairs a second with another second's text.
+_second: tuple[int, str] = (-1, "")
+
+
+def _timestamp(now: float) -> str:
+    """`now` as `YYYY-mm-ddTHH:MM:SS.fffZ`; the seconds part is formatted once per second (a
+    busy gateway logs on every request)."""
+    global _second
+    second, text = _second
+    if second != int(now):
+        second = int(now)
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second = (second, text)
+    return f"{text}.{int(now * 1000) % 1000:03d}Z"
+
 
 @dataclass
 class LogSink:
@@ -48,17 +69,15 @@ class Logger:
     def log(self, level: str, msg: str, **fields: Any) -> None:
         if LEVELS.get(level, 20) < LEVELS.get(self.sink.level, 20):
             return
-        now = time.time()
         record = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-            + f".{int(now * 1000) % 1000:03d}Z",
+            "time": _timestamp(time.time()),
             "level": level.upper(),
             "component": self.component,
             "msg": msg,
         }
         record.update(fields)
         try:
-            self.sink.stream.write(json.dumps(record, default=str, separators=(",", ":")) + "\n")
+            self.sink.stream.write(_ENCODE(record) + "\n")
             self.sink.stream.flush()
         except (OSError, ValueError):
             # A closed stdout or a full log disk must never take the gateway down.

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ductile.events.outstanding import Backpressure
 from ductile.privsep.posture import Privsep
 from ductile.relay.service import RelayService
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from ductile.plugin.discovery import Plugin, Shadowed
     from ductile.privsep.attest import Attestor
     from ductile.router.dsl import PipelineSet
+    from ductile.store.backend import Backend
     from ductile.store.interface import JobQueue
     from ductile.store.state import StateStore
     from ductile.vault.owner import VaultOwner
@@ -63,6 +65,19 @@ class Runtime:
     # Each TLS listener's server context ("api", "webhooks"), loaded and judged at build: the
     # supervisor serves these (a reload's renew the certificate for new connections).
     tls: dict[str, SSLContext] = field(default_factory=dict)
+    # The process's ingress bound on outstanding jobs (events/outstanding.py): its count
+    # outlives reloads, its limits are this generation's config.
+    backpressure: Backpressure = field(default_factory=Backpressure)
+    # The store backend's statement tables (store/backend.py): the scheduler and the planes
+    # run every store function through it on the connections `read`/`write` hand them, so
+    # they never name a backend's SQL. Boot sets it from the process's database.
+    backend: Backend = field(default_factory=lambda: sqlite_backend())
+
+    def admit(self, plane: str, *plugins: str) -> None:
+        """Before an ingress creates new root jobs of `plugins`: raise Overloaded (429/503
+        with Retry-After) when a `max_outstanding_jobs` bound is reached. Never for work
+        derived from accepted work (successors, hooks, retries), which must not be lost."""
+        self.backpressure.admit(self.config, plane, plugins)
 
     def lane_limit(self, plugin: str) -> int:
         """Per-plugin concurrency: explicit `parallelism` wins; otherwise concurrency-safe
@@ -80,6 +95,13 @@ class Runtime:
 #: pipelines (pipelines that trigger each other stop here). Each pipeline run also has its own
 #: budget (docs/pipelines.md).
 MAX_ROUTE_DEPTH = 32
+
+
+def sqlite_backend() -> Backend:
+    """The SQLite backend (imported on first use: the store's statement modules)."""
+    from ductile.store.backend import SQLITE_BACKEND
+
+    return SQLITE_BACKEND
 
 
 def empty_pipelines() -> PipelineSet:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, settings
 
+# PostgreSQL: the run's one throwaway cluster (shared with tests/), a fresh database per test.
+from support.postgres import pg_cluster, pg_dsn  # noqa: F401 - fixtures
+
 settings.register_profile(
     "ductile",
     deadline=None,

@@ -33,12 +33,16 @@ Each rule runs its coroutine with `trio.run`; the Database and its writer thread
 individual runs, which is also a test that a write only needs the caller's trio token. A crash
 abandons the running jobs (their Job objects become "zombies" whose late reports must be
 refused), closes the database, opens it again with a fresh Queue and runs recover_orphans.
+
+The same machine runs against PostgreSQL (`PgJobMachine`: a PgQueue on a `pg_dsn` database,
+emptied before each example; a crash closes the PgDatabase and opens a new one on the same
+database). The invariants read the tables with SQL both databases accept, on a side
+connection (SQLite read-only, PostgreSQL autocommit), so both stores are held to one story.
 """
 
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -54,11 +58,13 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
+    run_state_machine_as_test,
 )
 
 from ductile.errors import DedupeDropped, InvalidTransition, JobStateConflict, StoreError
 from ductile.machines import load_machine
 from ductile.store import Database, Job, Queue, format_time, open_readonly
+from ductile.store.queue import QueueCore
 from ductile.store.writes import POISON_CRASHES, POISON_ERROR, RECOVERY_DEAD_ERROR
 
 SPEC = load_machine("job")
@@ -113,23 +119,46 @@ class ModelJob:
 
 
 class JobMachine(RuleBasedStateMachine):
+    """The machine on SQLite; `PgJobMachine` below swaps the store."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.dir = Path(tempfile.mkdtemp(prefix="ductile-jobs-"))
-        self.path = str(self.dir / "ductile.db")
         self.now = datetime(2026, 1, 1, tzinfo=timezone.utc)
-        self.db: Database = run(lambda: Database.open(self.path))
+        self.open_store()
+        self.db: Any = run(self.open_db)
         self.queue = self.new_queue()
-        self.conn: sqlite3.Connection = open_readonly(self.path)
         self.model: dict[str, ModelJob] = {}
         self.running: dict[str, Job] = {}  # what live workers hold
         self.zombies: list[Job] = []  # what workers lost in a crash still hold
         self.terminal_rows: dict[str, tuple[Any, ...]] = {}
 
-    def new_queue(self) -> Queue:
+    # -- the store: what PgJobMachine overrides ------------------------------------------------
+
+    def open_store(self) -> None:
+        """A fresh, empty store for this example, and the side connection of the invariants."""
+        self.dir = Path(tempfile.mkdtemp(prefix="ductile-jobs-"))
+        self.path = str(self.dir / "ductile.db")
+        self.conn: Any = None  # opened with the database (it needs the schema)
+
+    async def open_db(self) -> Any:
+        """Open (again, after a crash) the store this example runs on."""
+        db = await Database.open(self.path)
+        if self.conn is None:
+            self.conn = open_readonly(self.path)
+        return db
+
+    def new_queue(self) -> QueueCore:
         return Queue(
             self.db, snapshot_id=lambda: "cfg_test", dedupe_ttl=QUEUE_DEDUPE_TTL, clock=self.clock
         )
+
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """The invariants' read: `?` placeholders, plain tuples."""
+        return [tuple(row) for row in self.conn.execute(sql, params).fetchall()]
+
+    def close_store(self) -> None:
+        self.conn.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def clock(self) -> datetime:
         return self.now
@@ -139,9 +168,8 @@ class JobMachine(RuleBasedStateMachine):
         return format_time(self.now)
 
     def teardown(self) -> None:
-        self.conn.close()
         run(self.db.close)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.close_store()
 
     # -- rules: the dispatcher's normal calls ---------------------------------------------
 
@@ -300,7 +328,7 @@ class JobMachine(RuleBasedStateMachine):
         orphans = {job_id: self.model[job_id] for job_id in self.running}
         self.running.clear()
         run(self.db.close)
-        self.db = run(lambda: Database.open(self.path))
+        self.db = run(self.open_db)
         self.queue = self.new_queue()
         recovered = run(self.queue.recover_orphans)
         assert {job.id for job in recovered} == set(orphans)
@@ -383,21 +411,19 @@ class JobMachine(RuleBasedStateMachine):
 
     @invariant()
     def statuses_are_declared_states(self) -> None:
-        for (status,) in self.conn.execute("SELECT DISTINCT status FROM job_queue"):
+        for (status,) in self.rows("SELECT DISTINCT status FROM job_queue"):
             assert status in SPEC.states and status != SPEC.initial, status
 
     @invariant()
     def every_recorded_transition_is_allowed(self) -> None:
-        rows = self.conn.execute(
-            "SELECT DISTINCT from_status, to_status FROM job_transitions"
-        ).fetchall()
+        rows = self.rows("SELECT DISTINCT from_status, to_status FROM job_transitions")
         for from_status, to_status in rows:
             assert SPEC.allowed(from_status, to_status), (from_status, to_status)
 
     @invariant()
     def the_latest_transition_explains_the_status(self) -> None:
-        mismatched = [row[0] for row in self.conn.execute(
-            "SELECT q.id FROM job_queue q WHERE q.status IS NOT ("
+        mismatched = [row[0] for row in self.rows(
+            "SELECT q.id FROM job_queue q WHERE q.status IS DISTINCT FROM ("
             " SELECT t.to_status FROM job_transitions t WHERE t.job_id = q.id"
             " ORDER BY t.id DESC LIMIT 1)"
         )]
@@ -407,8 +433,8 @@ class JobMachine(RuleBasedStateMachine):
     def the_database_matches_the_model(self) -> None:
         """No accepted job disappears (and none appears); each row is where the model says."""
         rows = {
-            row["id"]: (row["status"], row["attempt"], row["next_retry_at"])
-            for row in self.conn.execute(
+            job_id: (status, attempt, next_retry_at)
+            for job_id, status, attempt, next_retry_at in self.rows(
                 "SELECT id, status, attempt, next_retry_at FROM job_queue"
             )
         }
@@ -419,40 +445,42 @@ class JobMachine(RuleBasedStateMachine):
 
     @invariant()
     def attempts_stay_bounded(self) -> None:
-        over = self.conn.execute(
+        over = self.rows(
             "SELECT id, status, attempt, max_attempts, last_error FROM job_queue "
             "WHERE attempt > max_attempts"
-        ).fetchall()
+        )
         for row in over:
-            assert row["status"] == "dead", tuple(row)
-            assert row["attempt"] == row["max_attempts"] + 1, tuple(row)
-            assert row["last_error"] == RECOVERY_DEAD_ERROR.format(row["max_attempts"])
+            _, status, attempt, max_attempts, last_error = row
+            assert status == "dead", row
+            assert attempt == max_attempts + 1, row
+            assert last_error == RECOVERY_DEAD_ERROR.format(max_attempts)
 
     @invariant()
     def terminal_rows_never_change(self) -> None:
         placeholders = ", ".join("?" for _ in TERMINAL)
-        for row in self.conn.execute(
-            f"SELECT * FROM job_queue WHERE status IN ({placeholders})", TERMINAL
+        for snapshot in self.rows(
+            f"SELECT {Job.select_list()} FROM job_queue WHERE status IN ({placeholders})",
+            tuple(TERMINAL),
         ):
-            snapshot = tuple(row)
-            assert self.terminal_rows.setdefault(row["id"], snapshot) == snapshot, row["id"]
+            job_id = snapshot[0]
+            assert self.terminal_rows.setdefault(job_id, snapshot) == snapshot, job_id
         assert len(self.terminal_rows) == len(self.model_jobs(*TERMINAL))
 
     @invariant()
     def each_retry_names_a_retryable_job_once(self) -> None:
-        rows = self.conn.execute(
+        rows = self.rows(
             "SELECT r.retry_of, count(*), max(o.status) FROM job_queue r "
             "JOIN job_queue o ON o.id = r.retry_of GROUP BY r.retry_of"
-        ).fetchall()
+        )
         for retry_of, count, status in rows:
             assert count == 1 and status in RETRYABLE, (retry_of, count, status)
-        links = {row[0]: row[1] for row in self.conn.execute(
+        links = {row[0]: row[1] for row in self.rows(
             "SELECT id, retry_of FROM job_queue WHERE retry_of IS NOT NULL")}
         assert links == {m.id: m.retry_of for m in self.model.values() if m.retry_of}
 
     @invariant()
     def no_two_outstanding_jobs_share_a_dedupe_key(self) -> None:
-        doubled = [tuple(row) for row in self.conn.execute(
+        doubled = [tuple(row) for row in self.rows(
             "SELECT plugin, command, dedupe_key, count(*) FROM job_queue "
             "WHERE status IN ('queued', 'running') AND dedupe_key IS NOT NULL "
             "GROUP BY plugin, command, dedupe_key HAVING count(*) > 1"
@@ -462,7 +490,7 @@ class JobMachine(RuleBasedStateMachine):
     @invariant()
     def the_running_set_matches_the_database(self) -> None:
         running = {
-            row[0] for row in self.conn.execute("SELECT id FROM job_queue WHERE status = 'running'")
+            row[0] for row in self.rows("SELECT id FROM job_queue WHERE status = 'running'")
         }
         assert running == set(self.running)
 
@@ -470,7 +498,7 @@ class JobMachine(RuleBasedStateMachine):
     def open_attempts_are_the_running_jobs(self) -> None:
         open_rows = {
             (row[0], row[1])
-            for row in self.conn.execute(
+            for row in self.rows(
                 "SELECT job_id, attempt FROM job_attempts WHERE finished_at IS NULL"
             )
         }
@@ -478,10 +506,11 @@ class JobMachine(RuleBasedStateMachine):
 
     @invariant()
     def each_terminal_job_has_one_log_row(self) -> None:
-        logs = self.conn.execute(
+        logs = self.rows(
             "SELECT q.id, q.status, q.attempt, count(l.id), max(l.status), max(l.attempt) "
-            "FROM job_queue q LEFT JOIN job_log l ON l.job_id = q.id GROUP BY q.id"
-        ).fetchall()
+            "FROM job_queue q LEFT JOIN job_log l ON l.job_id = q.id GROUP BY q.id, q.status, "
+            "q.attempt"
+        )
         for job_id, status, attempt, count, log_status, log_attempt in logs:
             if status in TERMINAL:
                 assert (count, log_status, log_attempt) == (1, status, attempt), job_id
@@ -588,3 +617,58 @@ JobMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestJobMachine = JobMachine.TestCase
+
+
+# -- the same machine on PostgreSQL ------------------------------------------------------------
+
+#: Every table the queue writes, emptied before each example (a fresh database per example
+#: would cost a CREATE DATABASE each).
+PG_TABLES = ("job_queue", "job_transitions", "job_attempts", "job_log", "event_context",
+             "plugin_state", "plugin_facts", "storage_sequences")
+
+
+class PgJobMachine(JobMachine):
+    """JobMachine on a PgQueue; `dsn` is set by the test below (a `pg_dsn` database)."""
+
+    dsn = ""
+
+    def open_store(self) -> None:
+        self.conn = None
+        db = run(self.open_db)  # migrates the schema on the first example
+        run(db.close)
+        assert self.conn is not None
+        self.conn.execute(f"TRUNCATE {', '.join(PG_TABLES)} RESTART IDENTITY")
+
+    async def open_db(self) -> Any:
+        from ductile.store.pg.db import PgDatabase
+
+        db = await PgDatabase.open(self.dsn, pool_size=2)
+        if self.conn is None:
+            import psycopg
+
+            self.conn = psycopg.connect(self.dsn, autocommit=True)
+        return db
+
+    def new_queue(self) -> QueueCore:
+        from ductile.store.pg.queue import PgQueue
+
+        return PgQueue(
+            self.db, snapshot_id=lambda: "cfg_test", dedupe_ttl=QUEUE_DEDUPE_TTL, clock=self.clock
+        )
+
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in self.conn.execute(sql.replace("?", "%s"), params)]
+
+    def close_store(self) -> None:
+        self.conn.close()
+
+
+def test_the_job_machine_on_postgresql(pg_dsn: str) -> None:
+    """Fewer examples than on SQLite: each step is a round trip to a server."""
+    PgJobMachine.dsn = pg_dsn
+    run_state_machine_as_test(PgJobMachine, settings=settings(
+        max_examples=30,
+        stateful_step_count=30,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    ))

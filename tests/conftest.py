@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 from support.gateway import Gateway, free_port, write_config
+# PostgreSQL: one throwaway cluster per run, a fresh database per test (skips without it).
+from support.postgres import pg_cluster, pg_dsn  # noqa: F401 - fixtures
 from support.store import Clock, open_database
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 from ductile.boot import gates
 from ductile.boot.gates import BootFacts
+from ductile.config.state import StateConfig
 from ductile.config.schema import (ApiConfig, ApiToken, Config, PluginConf, ScheduleConf,
                                    ServiceConfig)
 
@@ -98,6 +99,16 @@ def test_reload_refuses_changes_that_need_a_restart() -> None:
                     make_config(api=replace(old.api, enabled=False))):
         refusal = gates.restart_only_keys_unchanged(BootFacts(config=changed, previous=old))
         assert refusal is not None and "require a full restart" in refusal.reason
+    # Every state.* key: the store is opened once per process.
+    pg = StateConfig(backend="postgresql", dsn="postgresql://db/x")
+    for state, key in ((pg, "state.backend"), (replace(pg, pool_size=9), "state.pool_size"),
+                       (replace(pg, node_id="b"), "state.node_id")):
+        before = make_config(state=pg if key != "state.backend" else StateConfig())
+        refusal = gates.restart_only_keys_unchanged(
+            BootFacts(config=make_config(state=state), previous=before))
+        assert refusal is not None and f"changes to {key} require" in refusal.reason
+    same = make_config(state=pg)
+    assert gates.restart_only_keys_unchanged(BootFacts(config=same, previous=same)) is None
 
 
 def test_enabled_plugin_that_was_not_discovered_is_refused() -> None:

@@ -15,6 +15,7 @@ from ductile.events.journal import backlog, load, run_journal
 from ductile.logs import Logger
 from ductile.store import events as stored
 from ductile.store.db import Database
+from ductile.store.events import SQLITE_EVENTS
 
 
 async def test_subscribers_get_matching_events_in_order() -> None:
@@ -52,10 +53,10 @@ async def test_the_journal_keeps_ids_and_the_backlog_across_a_restart(tmp_path: 
     path = str(tmp_path / "state.db")
     db = await Database.open(path)
     hub = Hub()
-    await load(hub, db)
+    await load(hub, db, SQLITE_EVENTS)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(lambda: run_journal(hub, db, Logger(stream=io.StringIO()),
-                                               interval=0.01))
+                                               SQLITE_EVENTS, interval=0.01))
         for n in range(10):
             hub.publish("job.enqueued", job_id=str(n))
         while await db.read(stored.max_id) < 10:
@@ -65,11 +66,11 @@ async def test_the_journal_keeps_ids_and_the_backlog_across_a_restart(tmp_path: 
 
     db = await Database.open(path)
     again = Hub()
-    await load(again, db)
+    await load(again, db, SQLITE_EVENTS)
     assert again.last_id == 10
     again.publish("reload.swapped")
     assert again.in_memory(9)[-1].id == 11
-    resumed = await backlog(db.read, 3)
+    resumed = await backlog(db.read, 3, SQLITE_EVENTS)
     assert [e.id for e in resumed] == list(range(4, 11))
     assert [e.fields()["job_id"] for e in resumed] == [str(n) for n in range(3, 10)]
     await db.close()

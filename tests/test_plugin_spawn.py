@@ -355,3 +355,34 @@ async def test_json_output_with_big_payload(tmp_path: Path) -> None:
     )
     r = await run(script(tmp_path, body))
     assert json.loads(r.stdout)["result"] == blob
+
+
+def test_released_spawn_matches_os_posix_spawn(tmp_path: Path) -> None:
+    """The GIL-releasing spawn (ctypes) gives the child exactly the environment, descriptors
+    and process group os.posix_spawn would, and refuses what it refuses."""
+    import os
+
+    from ductile.plugin.credentials import spawn_released
+
+    script = tmp_path / "show"
+    script.write_text("#!/bin/sh\nprintf '%s|%s|%s' \"$ONE\" \"$TWO\" \"$(ps -o pgid= -p $$)\"\n")
+    script.chmod(0o755)
+    r, w = os.pipe()
+    pid = spawn_released(str(script), {"ONE": "a b", "TWO": "é", "PATH": "/usr/bin:/bin"},
+                         [(w, 1)], ())
+    assert pid is not None
+    os.close(w)
+    out = b""
+    while chunk := os.read(r, 4096):
+        out += chunk
+    os.close(r)
+    assert os.waitpid(pid, 0)[1] == 0
+    one, two, pgid = out.decode().split("|")
+    assert (one, two, int(pgid)) == ("a b", "é", pid)  # its own process group
+    for env in ({"A": "x\0y"}, {"A=B": "c"}, {"": "c"}):
+        with pytest.raises(ValueError):
+            spawn_released(str(script), env, [], ())
+        with pytest.raises(ValueError):
+            os.posix_spawn(str(script), [str(script)], env)
+    with pytest.raises(FileNotFoundError):
+        spawn_released(str(tmp_path / "missing"), {}, [], ())

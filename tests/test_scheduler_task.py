@@ -135,7 +135,7 @@ async def test_pause_survives_a_restart_and_resume_does_not_catch_up(
         await advance(w, 60)
         assert w.proc.db is not None
         paused = await w.proc.db.write(lambda c: control.pause(
-            c, w.rt.config, "echo/h", format_time(T0)))
+            c, w.rt.config, "echo/h", format_time(T0), backend=w.rt.backend))
         assert [(e.schedule_id, e.status) for e in paused] == [("h", "paused_manual")]
         w.scheduler.wake()
         await advance(w, 2 * HOUR)
@@ -144,11 +144,12 @@ async def test_pause_survives_a_restart_and_resume_does_not_catch_up(
         assert [k for k in keys(w) if ":h:" in k] == [key("h", T0)]
         assert w.proc.db is not None
         listing = await w.proc.db.read(lambda c: scheduler_jobs(
-            c, w.rt.config, now=T0 + timedelta(hours=4, minutes=30)))
+            c, w.rt.config, backend=w.rt.backend, now=T0 + timedelta(hours=4, minutes=30)))
         by_id = {j["schedule_id"]: j for j in listing["jobs"]}
         assert by_id["h"]["paused"] is True and by_id["h"]["status"] == "paused"
         assert by_id["m"]["paused"] is False and "next_run_at" in by_id["m"]
-        await w.proc.db.write(lambda c: control.resume(c, w.rt.config, "echo", format_time(T0)))
+        await w.proc.db.write(lambda c: control.resume(c, w.rt.config, "echo", format_time(T0),
+                                                       backend=w.rt.backend))
         w.scheduler.wake()
         await advance(w, HOUR)  # until 15:30: the 15:00 slot fires, 11:00-14:00 are dropped
         assert [k for k in keys(w) if ":h:" in k] == [key("h", T0), key("h", T0 + 5 * timedelta(

@@ -15,6 +15,7 @@ from ductile.config.schema import Config
 from ductile.errors import ConfigError
 from ductile.schedule.validate import reachability_refusal, schedule_refusal, validate_schedules
 from ductile.schedule.views import open_circuit_count, scheduler_jobs
+from ductile.store.backend import SQLITE_BACKEND
 from ductile.store.db import schema_sql
 from support.gateway import write_config
 
@@ -41,7 +42,7 @@ def conn() -> sqlite3.Connection:
 def test_every_cron_and_after_each_get_a_next_run(tmp_path: Path, conn: sqlite3.Connection) -> None:
     cfg = config(tmp_path, [{"id": "a", "every": "5m"}, {"id": "b", "cron": "*/15 * * * *"},
                             {"id": "c", "after": "1h"}])
-    jobs = scheduler_jobs(conn, cfg, now=NOW, boot=NOW)["jobs"]
+    jobs = scheduler_jobs(conn, cfg, backend=SQLITE_BACKEND, now=NOW, boot=NOW)["jobs"]
     assert [(j["schedule_id"], j["mode"], j["status"], j.get("next_run_at")) for j in jobs] == [
         ("a", "every", "scheduled", "2026-05-04T10:07:31.000000Z"),  # new: fires at once
         ("b", "cron", "scheduled", "2026-05-04T10:15:00.000000Z"),
@@ -49,13 +50,13 @@ def test_every_cron_and_after_each_get_a_next_run(tmp_path: Path, conn: sqlite3.
     ]
     assert all(j["paused"] is False and j["breaker"] == {"state": "closed", "failure_count": 0}
                and j["timezone"] == "UTC" for j in jobs)
-    assert open_circuit_count(conn) == 0
+    assert open_circuit_count(conn, backend=SQLITE_BACKEND) == 0
 
 
 def test_an_invalid_schedule_is_listed_with_its_reason(tmp_path: Path,
                                                        conn: sqlite3.Connection) -> None:
     cfg = config(tmp_path, [{"id": "bad", "cron": "0 24 * * *"}])
-    [job] = scheduler_jobs(conn, cfg, now=NOW)["jobs"]
+    [job] = scheduler_jobs(conn, cfg, backend=SQLITE_BACKEND, now=NOW)["jobs"]
     assert job["status"] == "invalid" and "next_run_at" not in job
     assert job["reason"] == ('plugin "echo": invalid schedules[0].cron: invalid cron hour field '
                              '"24": value 24 out of range 0-23')

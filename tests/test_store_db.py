@@ -312,3 +312,45 @@ def test_a_database_on_nfs_is_refused_naming_the_path() -> None:
         check_local_filesystem("/mnt/share/state/ductile.db", MOUNTINFO)
     check_local_filesystem("/var/lib/ductile/ductile.db", MOUNTINFO)
     check_local_filesystem("/mnt/share/state/ductile.db", None)  # no mountinfo: not Linux
+
+
+async def test_read_point_runs_on_the_loop_and_sees_committed_writes(db: Database) -> None:
+    await db.write(lambda conn: conn.execute(
+        "INSERT INTO plugin_state (plugin_name, state, updated_at) VALUES ('p', '{}', 'now')"))
+    loop_thread = threading.get_ident()
+
+    def read(conn: sqlite3.Connection) -> tuple[int, str]:
+        row = conn.execute("SELECT state FROM plugin_state WHERE plugin_name = 'p'").fetchone()
+        return threading.get_ident(), row[0]
+
+    assert await db.read_point(read) == (loop_thread, "{}")
+    thread, state = await db.read(read)
+    assert state == "{}" and thread != loop_thread
+
+
+async def test_a_busy_point_read_is_retried_in_a_reader_thread(db: Database) -> None:
+    """When SQLite answers a point read busy (its busy timeout is 0 on the loop, so it never
+    waits there), the same read runs again in a reader thread, which may wait."""
+    loop_thread = threading.get_ident()
+    seen: list[bool] = []
+
+    def count(conn: sqlite3.Connection) -> int:
+        on_loop = threading.get_ident() == loop_thread
+        seen.append(on_loop)
+        if on_loop:
+            busy = sqlite3.OperationalError("database is locked")
+            busy.sqlite_errorcode = 5  # type: ignore[attr-defined] - SQLITE_BUSY
+            raise busy
+        return int(conn.execute("SELECT count(*) FROM plugin_state").fetchone()[0])
+
+    assert await db.read_point(count) == 0
+    assert seen == [True, False]
+    timeout = db._point.execute("PRAGMA busy_timeout").fetchone()[0]  # noqa: SLF001
+    assert timeout == 0
+
+
+async def test_read_point_refuses_after_close(tmp_path: Path) -> None:
+    database = await Database.open(str(tmp_path / "closed.db"))
+    await database.close()
+    with pytest.raises(StoreError, match="closed"):
+        await database.read_point(lambda conn: 1)

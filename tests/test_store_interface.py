@@ -1,8 +1,9 @@
-"""SQLite's `Queue` implements the store interface (ductile/store/interface.py), and the layers
-above the store call nothing on `Runtime.queue` beyond it.
+"""Both queues (SQLite's `Queue`, PostgreSQL's `PgQueue`) implement the store interface
+(ductile/store/interface.py), and the layers above the store call nothing on `Runtime.queue`
+beyond it. What the methods do is tests/test_store_contract.py's subject.
 
-The Protocols are structural, so nothing at runtime stops `Queue` and them from drifting apart:
-these tests do. Every Protocol method must exist on `Queue` as a coroutine function with the
+The Protocols are structural, so nothing at runtime stops a queue and them from drifting apart:
+these tests do. Every Protocol method must exist on each queue as a coroutine function with the
 same parameters (names, kinds, defaults, annotations) and return annotation. The sources of the
 dispatcher, the scheduler and the planes are read to find what they call on the queue, which
 must be exactly `JobQueue`: a new call means the interface (and a second backend) grows.
@@ -20,6 +21,7 @@ import pytest
 
 import ductile
 from ductile.store.interface import JobQueue, OrphanRecovery
+from ductile.store.pg.queue import PgQueue
 from ductile.store.queue import Queue
 
 PACKAGE = Path(ductile.__file__).parent
@@ -37,6 +39,8 @@ def protocol_methods(protocol: type) -> list[str]:
 
 CASES = [(protocol, name) for protocol in (JobQueue, OrphanRecovery)
          for name in protocol_methods(protocol)]
+#: Both backends: SQLite's Queue and PostgreSQL's PgQueue (store/pg/queue.py).
+IMPLEMENTATIONS = [Queue, PgQueue]
 
 
 def shape(function: Callable[..., Any]) -> tuple[list[tuple[str, Any, Any, Any]], Any]:
@@ -48,13 +52,16 @@ def shape(function: Callable[..., Any]) -> tuple[list[tuple[str, Any, Any, Any]]
     return parameters, signature.return_annotation
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS, ids=lambda c: c.__name__)
 @pytest.mark.parametrize(
     ("protocol", "name"), CASES, ids=[f"{p.__name__}.{n}" for p, n in CASES]
 )
-def test_queue_implements_each_protocol_method(protocol: type, name: str) -> None:
+def test_queue_implements_each_protocol_method(
+    implementation: type, protocol: type, name: str
+) -> None:
     wanted = getattr(protocol, name)
-    found = getattr(Queue, name, None)
-    assert found is not None, f"Queue has no {name}"
+    found = getattr(implementation, name, None)
+    assert found is not None, f"{implementation.__name__} has no {name}"
     assert inspect.iscoroutinefunction(found) == inspect.iscoroutinefunction(wanted)
     assert shape(found) == shape(wanted)
 
@@ -89,6 +96,6 @@ def test_the_upper_layers_call_exactly_the_job_queue_interface() -> None:
     assert called == set(protocol_methods(JobQueue))
 
 
-def _statically_checked(queue: Queue) -> tuple[JobQueue, OrphanRecovery]:
-    """Never called: a type checker verifies here that `Queue` satisfies both Protocols."""
-    return queue, queue
+def _statically_checked(queue: Queue, pg: PgQueue) -> tuple[JobQueue, OrphanRecovery, JobQueue]:
+    """Never called: a type checker verifies here that both queues satisfy the Protocols."""
+    return queue, queue, pg

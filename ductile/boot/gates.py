@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ductile.config.state import STATE_FIELDS
 from ductile.errors import SchemaTooNew
 
 if TYPE_CHECKING:
@@ -130,8 +131,11 @@ def restart_only_keys_unchanged(f: BootFacts) -> Refusal | None:
     old, new = f.previous, f.config
     if old is None or new is None:
         return None
+    state_keys = tuple((f"state.{name}", getattr(old.state, name), getattr(new.state, name))
+                       for name in STATE_FIELDS)
     for key, before, after in (
         ("state.path", old.state_path, new.state_path),
+        *state_keys,
         ("api.listen", old.api.listen, new.api.listen),
         ("api.enabled", old.api.enabled, new.api.enabled),
         ("webhooks.listen", old.webhooks.listen, new.webhooks.listen),

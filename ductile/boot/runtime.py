@@ -49,8 +49,9 @@ from ductile.dispatch.completions import Completions
 from ductile.dispatch.live import LiveStderr
 from ductile.errors import ConfigError, LockError, StoreError
 from ductile.events.hub import Hub
+from ductile.events.outstanding import Backpressure
 from ductile.logs import Logger
-from ductile.runtime import Runtime
+from ductile.runtime import Runtime, sqlite_backend
 
 if TYPE_CHECKING:
     from ductile.dispatch.dispatcher import Dispatcher
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from ductile.relay.sender import Clients
     from ductile.router.dsl import PipelineSet
     from ductile.store.audit import AuditWriter
+    from ductile.store.backend import Backend
     from ductile.store.db import Database
     from ductile.store.jobs import Job
     from ductile.vault.owner import VaultOwner
@@ -76,6 +78,8 @@ class Process:
     etc_dir: str = DEFAULT_ETC_DIR
     lock: pidlock.PidLock | None = None
     db: Database | None = None
+    # The statement tables of `db`'s backend (store/backend.py), handed to every generation.
+    backend: Backend = field(default_factory=sqlite_backend)
     listener: socket.socket | None = None
     # The unix socket of the management-only posture, bound when a generation needs it and
     # removed when a reload activates the gateway.
@@ -95,9 +99,14 @@ class Process:
     # supervisor (they import prometheus_client, which no CLI verb should pay for).
     events: Hub = field(init=False)
     metrics: Metrics | None = None
+    # The count of outstanding jobs, fed by the hub, and the ingress bound on it
+    # (events/outstanding.py): one per process, seeded and re-synced by the supervisor.
+    backpressure: Backpressure = field(init=False)
 
     def __post_init__(self) -> None:
         self.events = Hub(log=self.log.child("events"))
+        self.backpressure = Backpressure(log=self.log.child("backpressure"))
+        self.events.add_tap(self.backpressure.counter.observe)
 
     def wake_dispatcher(self) -> None:
         if self.dispatcher is not None:
@@ -175,7 +184,8 @@ async def build_generation(
         if proc.db is not None:
             from ductile.events.journal import load
 
-            await load(proc.events, proc.db)  # ids continue after the stored events
+            # Ids continue after the stored events.
+            await load(proc.events, proc.db, proc.backend.events)
     buried: list[Job] = []
     if proc.db is not None and reason == "startup":
         buried = await _recover_orphans(proc, facts, log)
@@ -200,7 +210,7 @@ async def build_generation(
         fields = snapshot_fields(cfg, facts.secrets)
         if attestor is not None:
             fields["plugin_fingerprints"] = attestor.document()
-        facts.snapshot_id = await Snapshots(proc.db).record(
+        facts.snapshot_id = await Snapshots(proc.db, proc.backend.snapshots).record(
             fields, reason=reason, version=__version__,
             binary_path=sys.argv[0] and os.path.abspath(sys.argv[0]),
         )
@@ -246,7 +256,8 @@ async def build_generation(
     if proc.audit is None:
         from ductile.store.audit import AuditWriter
 
-        proc.audit = AuditWriter(proc.db, proc.log.child("vault"))
+        proc.audit = AuditWriter(proc.db, proc.log.child("vault"),
+                                 statements=proc.backend.audit)
     machine.advance("open_planes")
 
     proc.generations += 1
@@ -262,7 +273,8 @@ async def build_generation(
             dedupe_ttl=cfg.service.dedupe_ttl,
             on_enqueue=proc.wake_dispatcher,
         ), proc.events.publish),
-        state=StateStore(proc.db),
+        state=StateStore(proc.db, proc.backend.state),
+        backend=proc.backend,
         loaded_at=datetime.now(timezone.utc),
         started_monotonic=time.monotonic(),
         warnings=cfg.warnings,
@@ -278,6 +290,7 @@ async def build_generation(
         attestor=attestor,
         relay=replace(facts.relay, clients=proc.relay_clients),
         tls=dict(facts.tls),
+        backpressure=proc.backpressure,
     )
 
 

@@ -156,11 +156,13 @@ class Supervisor:
         from ductile.dispatch.retention import run_retention
         from ductile.events.journal import run_journal
         from ductile.events.metrics import Metrics
+        from ductile.events.outstanding import run_resync
         from ductile.schedule.scheduler import Scheduler
 
         if self.proc.metrics is None:
             self.proc.metrics = Metrics()
             self.proc.events.add_tap(self.proc.metrics.observe)
+            self.proc.metrics.watch_backpressure(self.proc.backpressure)
 
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             try:
@@ -185,7 +187,12 @@ class Supervisor:
                                      self.proc.log)
                     # Cancelled last (the outer nursery), so the events of the drain are
                     # written before the database closes.
-                    outer.start_soon(run_journal, self.proc.events, self.proc.db, self.proc.log)
+                    outer.start_soon(run_journal, self.proc.events, self.proc.db, self.proc.log,
+                                     self.proc.backend.events)
+                    # The backpressure count is seeded before any plane takes work.
+                    await outer.start(run_resync, self.proc.backpressure.counter,
+                                      lambda: self.current.queue.outstanding_counts(),
+                                      self.proc.log)
                     for component in self.components:
                         outer.start_soon(component)
                     async with trio.open_nursery() as planes:
@@ -455,11 +462,13 @@ def run_gateway(explicit_config: str | None, environ: Mapping[str, str] | None =
 
 def _webhook_enqueue(rt: Runtime) -> Callable[..., Awaitable[Job]]:
     """The generation's enqueue with each plugin's own `retry.max_attempts`, as the API's run
-    routes use: a webhook's job retries on the policy its plugin is configured with."""
+    routes use: a webhook's job retries on the policy its plugin is configured with. A
+    delivery over a `max_outstanding_jobs` bound is refused first (Overloaded)."""
 
     async def enqueue(plugin: str, command: str, payload: Any, submitted_by: str,
                       **options: Any) -> Job:
         attempts = rt.config.plugin(plugin).retry.max_attempts
+        rt.admit("webhook", plugin)  # Overloaded: 503 with Retry-After (webhook/app.py)
         return await rt.queue.enqueue(plugin, command, payload, submitted_by,
                                       max_attempts=attempts, **options)
 

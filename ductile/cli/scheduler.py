@@ -108,14 +108,15 @@ def breaker(plugin: str | None, command_name: str, limit: int, config_path: str 
             as_json: bool) -> None:
     """Show a circuit breaker's state and history (or every breaker, without PLUGIN)."""
     from ductile.schedule.views import breaker_report, breakers_overview
+    from ductile.store.backend import SQLITE_BACKEND
 
     cfg = load(config_path, validate=False)
     conn = _read(cfg)
     try:
         if plugin is None:
-            overview = breakers_overview(conn)
+            overview = breakers_overview(conn, backend=SQLITE_BACKEND)
         else:
-            report = breaker_report(conn, plugin, command_name, limit)
+            report = breaker_report(conn, plugin, command_name, limit, backend=SQLITE_BACKEND)
     finally:
         conn.close()
     if plugin is None:
@@ -152,6 +153,7 @@ def reset(plugin: str, command_name: str, config_path: str | None, as_json: bool
     """Close a plugin's circuit breaker and clear its failure count."""
     from ductile.errors import UnknownSchedule
     from ductile.schedule.control import reset_breaker
+    from ductile.store.backend import SQLITE_BACKEND
     from ductile.store.jobs import utcnow_text
 
     cfg = load(config_path, validate=False)
@@ -159,7 +161,7 @@ def reset(plugin: str, command_name: str, config_path: str | None, as_json: bool
         fail(f"Unknown plugin: {plugin}")
     try:
         result = _write(cfg, lambda conn: reset_breaker(conn, cfg, plugin, command_name,
-                                                        utcnow_text()))
+                                                        utcnow_text(), backend=SQLITE_BACKEND))
     except UnknownSchedule as exc:
         fail(str(exc))
     if as_json:
@@ -173,13 +175,14 @@ def reset(plugin: str, command_name: str, config_path: str | None, as_json: bool
 
 def _list(config_path: str | None, as_json: bool) -> None:
     from ductile.schedule.views import active_polls, scheduler_jobs
+    from ductile.store.backend import SQLITE_BACKEND
     from ductile.store.jobs import utcnow
 
     cfg = load(config_path, validate=False)
     conn = _read(cfg)
     try:
-        jobs = scheduler_jobs(conn, cfg, now=utcnow())["jobs"]
-        polls = active_polls(conn, cfg.service.name)
+        jobs = scheduler_jobs(conn, cfg, backend=SQLITE_BACKEND, now=utcnow())["jobs"]
+        polls = active_polls(conn, cfg.service.name, backend=SQLITE_BACKEND)
     finally:
         conn.close()
     if as_json:
@@ -205,6 +208,7 @@ def _pause_or_resume(target: str | None, config_path: str | None, as_json: bool,
                      paused: bool) -> None:
     from ductile.errors import UnknownSchedule
     from ductile.schedule import control
+    from ductile.store.backend import SQLITE_BACKEND
     from ductile.store.jobs import utcnow_text
 
     cfg = load(config_path, validate=False)
@@ -213,7 +217,8 @@ def _pause_or_resume(target: str | None, config_path: str | None, as_json: bool,
     if rows is None:
         action = control.pause if paused else control.resume
         try:
-            entries = _write(cfg, lambda conn: action(conn, cfg, target, utcnow_text()))
+            entries = _write(cfg, lambda conn: action(conn, cfg, target, utcnow_text(),
+                                                      backend=SQLITE_BACKEND))
         except UnknownSchedule as exc:
             fail(str(exc))
         rows = [e.as_dict() for e in entries]

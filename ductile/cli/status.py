@@ -140,5 +140,12 @@ def _healthz_detail(status: int, body: dict[str, Any]) -> str:
     if "queue_depth" not in body:
         return (f"{body.get('status')} (posture {body.get('posture')}; no API token found for "
                 "the details: set DUCTILE_API_KEY)")
+    pressure = body.get("backpressure")
+    bound = ""
+    if isinstance(pressure, dict):
+        bound = (f", outstanding {pressure.get('outstanding')} of "
+                 f"{pressure.get('max_outstanding_jobs')}")
+        if pressure.get("refused_total"):
+            bound += f", {pressure.get('refused_total')} refused (backpressure)"
     return (f"{body.get('status')} (posture {body.get('posture')}, queue depth "
-            f"{body.get('queue_depth')}, uptime {body.get('uptime_seconds')}s)")
+            f"{body.get('queue_depth')}{bound}, uptime {body.get('uptime_seconds')}s)")

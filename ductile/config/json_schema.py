@@ -36,6 +36,7 @@ from typing import Any
 from ductile.config.accounts import ACCOUNT_KEYS, AccountConf
 from ductile.config import load, relay, tls, webhook_match, webhooks
 from ductile.config.durations import DURATION_PATTERN
+from ductile.config.state import BACKENDS, STATE_KEYS, StateConfig
 from ductile.config.schema import (
     ADMISSION_SWITCHES,
     AdmissionConfig,
@@ -74,6 +75,9 @@ SIZE: Schema = {"anyOf": [{"type": "integer", "minimum": 1},
                           {"type": "string", "pattern": SIZE_PATTERN,
                            "description": "a size such as 512KB, 2MB or 1GiB"}],
                 "description": "bytes, or 512KB, 2MB, 1GiB"}
+OUTSTANDING_BOUND: Schema = {"type": "integer", "minimum": 1,
+                             "description": "the most jobs queued or running at once before "
+                                            "ingress refuses new work (429/503, retried)"}
 NOT_SUPPORTED: Schema = {"deprecated": True,
                          "description": "not supported yet: read, warned about and ignored"}
 
@@ -144,10 +148,9 @@ def shapes(choices: Mapping[str, Sequence[str]]) -> dict[type, Shape]:
             derived={"config_path": "where it was loaded from", "config_dir": "ditto",
                      "source": "how it was found", "source_files": "the files read",
                      "raw": "the merged document", "warnings": "load warnings",
-                     "relay": "written as the instances and remote_ingress sections"},
-            moved={"state_path": "state"},
+                     "relay": "written as the instances and remote_ingress sections",
+                     "state_path": "written as state.path"},
             override={
-                "state_path": _object({"path": {"type": "string", "minLength": 1}}),
                 "plugins": {"type": "object",
                             "additionalProperties": {"$ref": "#/$defs/PluginConf"},
                             "description": "plugin name -> settings"},
@@ -177,11 +180,27 @@ def shapes(choices: Mapping[str, Sequence[str]]) -> dict[type, Shape]:
             }),
         ServiceConfig: Shape(keys=load.SERVICE_KEYS, deferred=load.SERVICE_DEFERRED,
                              override={"log_level": {"enum": list(LOG_LEVELS)},
+                                       "max_outstanding_jobs": OUTSTANDING_BOUND,
                                        "strict_mode": {
                                            "anyOf": BOOLEAN["anyOf"], "deprecated": True,
                                            "description": "deprecated: replace it with an "
                                                           "explicit service.admission block"}}),
         AdmissionConfig: Shape(keys=frozenset(ADMISSION_SWITCHES)),
+        StateConfig: Shape(
+            keys=STATE_KEYS,
+            extra={"path": {"type": "string", "minLength": 1,
+                            "description": "the SQLite file; on PostgreSQL the local data "
+                                           "location (pid lock, management socket)"}},
+            override={"backend": {"enum": list(BACKENDS)},
+                      "dsn": {"type": "string",
+                              "description": "postgresql:// URI or key=value pairs, without "
+                                             "a password (state.backend postgresql)"},
+                      "secret_ref": {"type": "string",
+                                     "description": "the vault secret holding the database "
+                                                    "password"},
+                      "pool_size": {"type": "integer", "minimum": 1,
+                                    "description": "connections per gateway, at most 100"}},
+            description="where the store lives: SQLite (default) or PostgreSQL"),
         ApiConfig: Shape(keys=load.API_KEYS, moved={"tokens": "auth"},
                          override={"tokens": _object({"tokens": {
                              "type": "array", "items": {"$ref": "#/$defs/ApiToken"}}})}),
@@ -202,7 +221,8 @@ def shapes(choices: Mapping[str, Sequence[str]]) -> dict[type, Shape]:
             description="serve HTTPS on this listener; both files are read again on reload"),
         PluginConf: Shape(keys=load.PLUGIN_KEYS, deferred=load.PLUGIN_DEFERRED,
                           derived={"name": "the key under plugins:"},
-                          override={"timeouts": {"type": "object",
+                          override={"max_outstanding_jobs": OUTSTANDING_BOUND,
+                                    "timeouts": {"type": "object",
                                                  "additionalProperties": DURATION,
                                                  "description": "command name -> duration"}},
                           extra={"schedule": {"deprecated": True,

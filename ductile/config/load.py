@@ -31,6 +31,7 @@ from ductile.config.merge import ignored_include_keys, merge_config
 from ductile.config.resolve import SOURCE_EXPLICIT, config_file_for
 from ductile.config.schema import (
     ADMISSION_SWITCHES,
+    DEFAULT_MAX_OUTSTANDING_JOBS,
     DEFAULT_TIMEOUTS,
     AdmissionConfig,
     ApiConfig,
@@ -50,6 +51,7 @@ from ductile.config.seal import check_scope_file
 from ductile.config.reader import ConfigFile as _File
 from ductile.config.reader import Reader as _Reader
 from ductile.config.relay import RelayConfig, decode_relay
+from ductile.config.state import STATE_KEYS, StateConfig, decode_state
 from ductile.config.tls import TlsConfig, decode_tls
 from ductile.config.webhooks import WebhooksConfig, decode_webhooks
 from ductile.config.describe import describe as _describe
@@ -71,7 +73,7 @@ SERVICE_STRINGS = ("name", "log_level", "log_format")
 SERVICE_INTS = ("max_workers", "hook_max_depth", "max_route_depth")
 SERVICE_BOOLS = ("strict_mode", "allow_symlinks", "unconfined")
 SERVICE_KEYS = frozenset({*SERVICE_DURATIONS, *SERVICE_STRINGS, *SERVICE_INTS, *SERVICE_BOOLS,
-                          "plugin_env_passthrough", "admission"})
+                          "plugin_env_passthrough", "admission", "max_outstanding_jobs"})
 SERVICE_DEFERRED: frozenset[str] = frozenset()
 API_KEYS = frozenset({"enabled", "listen", "auth", "max_concurrent_sync", "max_sync_timeout",
                       "allowed_origins", "max_body_size", "management_socket", "tls"})
@@ -80,7 +82,7 @@ TOKEN_KEYS = frozenset({"token", "scopes", "name", "secret_ref"})
 PLUGIN_KEYS = frozenset({"enabled", "uses", "config", "retry", "timeouts", "circuit_breaker",
                          "max_outstanding_polls", "parallelism", "notify_on_complete",
                          "schedules", "schedule", "vault_principal", "requires_vault",
-                         "run_as"})
+                         "run_as", "max_outstanding_jobs"})
 PLUGIN_DEFERRED: frozenset[str] = frozenset()
 SCHEDULE_STRINGS = ("id", "command", "every", "cron", "at", "after", "catch_up", "if_running",
                     "only_between", "timezone")
@@ -258,6 +260,7 @@ class _Session:
         return Config(
             service=decoded.service,
             state_path=_absolute(self.config_dir, state),
+            state=decoded.state,
             api=_api_paths(decoded.api, self.config_dir),
             plugin_roots=_plugin_roots(decoded.plugin_roots, self.config_dir),
             plugins=decoded.plugins,
@@ -417,6 +420,7 @@ class _Decoded:
     plugins: dict[str, PluginConf]
     plugin_roots: tuple[str, ...]
     state_path: str
+    state: StateConfig
     database_path: str
     secrets: SecretsConfig
     accounts: dict[str, AccountConf]
@@ -427,7 +431,7 @@ def _decode(r: _Reader, doc: dict[str, Any]) -> _Decoded:
     r.str_list(doc.get("include"), "include")
     env = r.section(doc.get("environment_vars"), "environment_vars", frozenset({"include"}))
     r.str_list(env.get("include"), "environment_vars.include")
-    state = r.section(doc.get("state"), "state", frozenset({"path"}))
+    state = r.section(doc.get("state"), "state", STATE_KEYS)
     database = r.section(doc.get("database"), "database", frozenset({"path"}))
     return _Decoded(
         service=_decode_service(r, doc.get("service")),
@@ -435,6 +439,7 @@ def _decode(r: _Reader, doc: dict[str, Any]) -> _Decoded:
         plugins=_decode_plugins(r, doc.get("plugins")),
         plugin_roots=r.str_list(doc.get("plugin_roots"), "plugin_roots"),
         state_path=r.string(state.get("path"), "state.path") or "",
+        state=decode_state(r, state),
         database_path=r.string(database.get("path"), "database.path") or "",
         secrets=_decode_secrets(r, doc.get("secrets")),
         accounts=decode_accounts(r, doc.get("accounts")),
@@ -469,6 +474,11 @@ def _decode_service(r: _Reader, value: Any) -> ServiceConfig:
     values["plugin_env_passthrough"] = r.str_list(m.get("plugin_env_passthrough"),
                                                   "service.plugin_env_passthrough")
     values["admission"] = _decode_admission(r, m, bool(values["strict_mode"]))
+    # Not "zero means default": 0 would read as "no bound" or "refuse everything", so it is
+    # refused (absent takes the default).
+    values["max_outstanding_jobs"] = outstanding_bound(
+        r, m.get("max_outstanding_jobs"), "service.max_outstanding_jobs",
+        absent=f"leave it out for the default {DEFAULT_MAX_OUTSTANDING_JOBS}")
     return ServiceConfig(**{name: v for name, v in values.items() if v})
 
 
@@ -574,6 +584,9 @@ def _decode_plugin(r: _Reader, name: str, value: Any) -> PluginConf:
                                      f"{key}.max_outstanding_polls") or 1),
         # 0 means "not set" in Go too; None lets the dispatcher tell unset from chosen.
         parallelism=r.integer(m.get("parallelism"), f"{key}.parallelism") or None,
+        max_outstanding_jobs=outstanding_bound(
+            r, m.get("max_outstanding_jobs"), f"{key}.max_outstanding_jobs",
+            absent="leave it out to bound this plugin by service.max_outstanding_jobs only"),
         notify_on_complete=bool(r.boolean(m.get("notify_on_complete"),
                                        f"{key}.notify_on_complete")),
         vault_principal=r.string(m.get("vault_principal"), f"{key}.vault_principal") or "",
@@ -583,6 +596,18 @@ def _decode_plugin(r: _Reader, name: str, value: Any) -> PluginConf:
                         for i, entry in enumerate(r.sequence(m.get("schedules"),
                                                          f"{key}.schedules"))),
     )
+
+
+def outstanding_bound(r: _Reader, value: Any, key: str, *, absent: str) -> int | None:
+    """A `max_outstanding_jobs` value: an integer >= 1, or None when absent (`absent` says
+    what leaving it out means, for the refusal)."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise r.error(key, f"expected an integer of 1 or more (the most jobs queued or running "
+                           f"at once before new work is refused), got {_describe(value)}; "
+                           f"{absent}")
+    return value
 
 
 def _decode_retry(r: _Reader, value: Any, key: str) -> RetryConf:

@@ -42,6 +42,7 @@ ROOT_ONLY_SERVICE_KEYS = (
     "admission",
     "hook_max_depth",
     "max_route_depth",
+    "max_outstanding_jobs",
     "plugin_env_passthrough",
     "unconfined",
 )
@@ -137,11 +138,17 @@ def _merge_service(base: Any, overlay: Any) -> Any:
     return merged
 
 
+#: `state:` keys an included file may set (each overrides the earlier value when non-empty).
+STATE_MERGED_KEYS = ("path", "backend", "dsn", "secret_ref", "pool_size", "connect_timeout",
+                     "statement_timeout", "lock_timeout", "node_id", "heartbeat_interval",
+                     "dead_after")
+
+
 def _merge_state(base: Any, overlay: Any) -> Any:
     if base is None and overlay is None:
         return _ABSENT
     merged = _map(base)
-    _override_nonzero(merged, _map(overlay), ("path",))
+    _override_nonzero(merged, _map(overlay), STATE_MERGED_KEYS)
     return merged
 
 

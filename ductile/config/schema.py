@@ -13,6 +13,7 @@ from typing import Any
 
 from ductile.config.accounts import AccountConf
 from ductile.config.relay import RelayConfig
+from ductile.config.state import StateConfig
 # RetryConf is defined beside the relay config (a relay instance has one too, and relay.py cannot
 # import this module, which imports it); re-exported here, beside the plugin config that uses it.
 from ductile.config.relay import RetryConf as RetryConf
@@ -25,6 +26,11 @@ OTHER_COMMAND_TIMEOUT = 60.0
 
 #: The plugin name of the synthetic job a `relay:` step runs as (router.dsl.RELAY_PLUGIN).
 RELAY_JOB = "core.relay"
+
+
+#: The default of `service.max_outstanding_jobs`: how many jobs (queued or running) may be
+#: outstanding before ingress refuses new work (docs/operator.md, "Backpressure").
+DEFAULT_MAX_OUTSTANDING_JOBS = 10_000
 
 
 def default_max_workers() -> int:
@@ -59,6 +65,8 @@ class PluginConf:
     max_outstanding_polls: int = 1
     # None means "not set by the operator": unsafe plugins then run serially.
     parallelism: int | None = None
+    # Ingress backpressure for this plugin alone (>= 1); None: only the global bound applies.
+    max_outstanding_jobs: int | None = None
     notify_on_complete: bool = False
     schedules: tuple[ScheduleConf, ...] = ()
     # The vault principal whose granted secrets this plugin receives (default: its own name).
@@ -164,6 +172,9 @@ class ServiceConfig:
     # The ceiling on the route depth of a whole chain of pipelines that trigger each other;
     # each pipeline run also has its own budget (`max_depth`, else its longest path).
     max_route_depth: int = 32
+    # Ingress backpressure: outstanding jobs (queued or running) beyond which new work from
+    # outside is refused with a retryable answer (>= 1).
+    max_outstanding_jobs: int = DEFAULT_MAX_OUTSTANDING_JOBS
     plugin_env_passthrough: tuple[str, ...] = ()
     strict_mode: bool = False
     allow_symlinks: bool = False
@@ -206,6 +217,8 @@ class Config:
     webhooks: WebhooksConfig = field(default_factory=lambda: WebhooksConfig(None, ()))
     # `instances:` and `remote_ingress:` (config/relay.py), decoded after the merge.
     relay: RelayConfig = field(default_factory=RelayConfig)
+    # `state:` beyond its path: the backend and, for PostgreSQL, the server and node settings.
+    state: StateConfig = field(default_factory=StateConfig)
     # The merged document after interpolation, for snapshots and later issues (pipelines, ...).
     raw: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()

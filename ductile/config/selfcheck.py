@@ -21,6 +21,7 @@ from ductile.errors import StoreError
 
 if TYPE_CHECKING:
     from ductile.config.schema import Config
+    from ductile.store.health import DatabaseHealth
 
 #: Free space under the state directory below which the disk check warns / fails.
 DISK_WARN_BYTES = 100 * 1024 * 1024
@@ -60,24 +61,19 @@ def seal_check(cfg: Config, plugins: Mapping[str, Any], nonce: bytes | None,
 
 
 def database_findings(conn: sqlite3.Connection, path: str) -> Check:
-    """`PRAGMA integrity_check` and the schema version over an open (read) connection."""
-    from ductile.store.db import verify_schema
-    from ductile.store.migrations import SCHEMA_VERSION, stored_version
+    """`PRAGMA integrity_check` and the schema version over an open (read) SQLite connection."""
+    from ductile.store.health import sqlite_health
 
-    try:
-        rows = [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall()]
-    except sqlite3.Error as exc:
-        return check("database", False, f"integrity_check failed: {exc}", path=path)
-    if rows != ["ok"]:
-        shown = "; ".join(rows[:5]) + (f" (+{len(rows) - 5} more)" if len(rows) > 5 else "")
-        return check("database", False, f"integrity_check: {shown}", path=path)
-    try:
-        verify_schema(conn, path)
-        version = stored_version(conn)
-    except (StoreError, sqlite3.Error) as exc:
-        return check("database", False, str(exc), path=path)
-    return check("database", True, f"integrity ok, schema version {version} (current "
-                 f"{SCHEMA_VERSION})", path=path, schema_version=version)
+    return health_check(sqlite_health(conn, path), path)
+
+
+def health_check(health: DatabaseHealth, where: str) -> Check:
+    """The `database` check of a backend's health finding (store/health.py); `where` is the
+    file path or the DSN's description."""
+    extra: dict[str, Any] = {"path": where}
+    if health.ok and health.schema_version is not None:
+        extra["schema_version"] = health.schema_version
+    return check("database", health.ok, health.detail, **extra)
 
 
 def database_check(path: str) -> Check:

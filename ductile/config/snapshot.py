@@ -9,6 +9,7 @@ never stored. `source_hash` answers "did the files change?" (a comment edit chan
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import math
@@ -99,11 +100,19 @@ def fingerprint(purpose: str, value: str) -> str:
     return FINGERPRINT_PREFIX + _blake2b(data)
 
 
+def _state(cfg: Config) -> dict[str, Any]:
+    """The store's settings; PostgreSQL's connection string never holds a password (the
+    loader refuses one), and its secret is named, never resolved."""
+    if not cfg.state.shared:
+        return {"path": cfg.state_path}
+    return {"path": cfg.state_path, **dataclasses.asdict(cfg.state)}
+
+
 def sanitized_config(cfg: Config) -> dict[str, Any]:
     """The effective config (defaults applied) as JSON, every secret replaced by its path."""
     sanitized: dict[str, Any] = {
         "service": _service(cfg.service),
-        "state": {"path": cfg.state_path},
+        "state": _state(cfg),
         "api": _api(cfg.api),
         "plugin_roots": list(cfg.plugin_roots),
         "plugins": {name: _plugin(name, plugin) for name, plugin in sorted(cfg.plugins.items())},
@@ -174,6 +183,7 @@ def _service(service: ServiceConfig) -> dict[str, Any]:
         "max_workers": service.max_workers,
         "hook_max_depth": service.hook_max_depth,
         "max_route_depth": service.max_route_depth,
+        "max_outstanding_jobs": service.max_outstanding_jobs,
         "plugin_env_passthrough": list(service.plugin_env_passthrough),
         "strict_mode": service.strict_mode,
         # The resolved switches, as the Go original renders them (no fail_on_sidedoor).
@@ -224,6 +234,7 @@ def _plugin(name: str, plugin: PluginConf) -> dict[str, Any]:
                             "reset_after": _duration(plugin.circuit_breaker.reset_after)},
         "max_outstanding_polls": plugin.max_outstanding_polls,
         "parallelism": plugin.parallelism,
+        "max_outstanding_jobs": plugin.max_outstanding_jobs,
         "notify_on_complete": plugin.notify_on_complete,
         "schedules": [
             {**redact(schedule.raw, f"{base}.schedules[{i}]"),

@@ -2,7 +2,8 @@
 
 It runs in the supervisor's nursery beside the dispatcher. Pruning happens in small batches
 (`store/retention.py`), so the single writer is never held long and enqueues interleave. A
-database that cannot take writes right now is logged and tried again at the next tick.
+database that cannot take writes right now is logged and tried again at the next tick. The
+deletes are the runtime's backend's (`rt.backend.retention`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ductile.store.retention import RetentionPolicy, prune
 
 if TYPE_CHECKING:
     from ductile.runtime import Runtime
-    from ductile.store.db import Database
+    from ductile.store.retention import Writer
 
 FIRST_RUN_DELAY = 1.0  # seconds after boot: keep start-up itself free of deletes
 
@@ -34,13 +35,13 @@ def policy_for(rt: Runtime) -> RetentionPolicy:
     )
 
 
-async def run_retention(current: Callable[[], Runtime], db: Database, log: Logger) -> None:
+async def run_retention(current: Callable[[], Runtime], db: Writer, log: Logger) -> None:
     log = log.child("retention")
     await trio.sleep(FIRST_RUN_DELAY)
     while True:
         rt = current()
         try:
-            report = await prune(db, policy_for(rt))
+            report = await prune(db, policy_for(rt), statements=rt.backend.retention)
         except StoreError as exc:
             log.error("retention prune failed; retrying at the next tick", error=str(exc))
         else:

@@ -144,8 +144,7 @@ class Hub:
     def _make(self, kind: str, fields: dict[str, Any]) -> Event:
         at = fields.pop("at", None) or _now()
         data = {"at": at, **{k: v for k, v in fields.items() if v is not None}}
-        event = Event(self._next_id, kind, at,
-                      json.dumps(data, separators=(",", ":"), default=str), data)
+        event = Event(self._next_id, kind, at, _ENCODE(data), data)
         self._next_id += 1
         return event
 
@@ -244,6 +243,10 @@ class Hub:
 
 
 _EVERYTHING = EventFilter()
+
+
+#: One compact encoder for every event (json.dumps with arguments builds a new one per call).
+_ENCODE = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 def _now() -> str:

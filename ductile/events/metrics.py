@@ -14,7 +14,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from ductile.events.hub import Event
+    from ductile.events.outstanding import Backpressure
 
 #: Where a job's run time falls (seconds): plugins run from milliseconds to their timeout.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
@@ -84,63 +87,82 @@ class Metrics:
             "GET /events clients dropped for falling behind.", registry=registry)
         self.events = Counter(
             "ductile_events", "Events published, by type.", ["type"], registry=registry)
+        # The labelled child of each (metric, label values) seen, so an event costs a dict
+        # read instead of prometheus_client's validating `labels()` (with its lock). The
+        # label values are bounded as the metrics' own are (config names, event types).
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def watch_backpressure(self, source: Backpressure) -> None:
+        """Expose the ingress bound (events/outstanding.py), read at each scrape: refusals
+        by plane, plugin and bound, and the outstanding jobs (the count the bound is held
+        to, kept from events and re-synced from the database)."""
+        self.registry.register(_BackpressureCollector(source))
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        """`metric.labels(*values)`, looked up once per label set."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def observe(self, event: Event) -> None:
         """The hub tap: count one event (cheap, never raises on missing fields)."""
         data = event.fields()
         kind = event.type
-        self.events.labels(kind).inc()
+        child = self._child
+        child(self.events, kind).inc()
         plugin = str(data.get("plugin") or "")
         command = str(data.get("command") or "")
         if kind in _OUTCOMES:
-            self.jobs.labels(plugin, command, str(data.get("status") or kind[4:])).inc()
+            child(self.jobs, plugin, command, str(data.get("status") or kind[4:])).inc()
             self._duration(plugin, command, data)
             if plugin == "core.relay":
-                self.relay.labels("sent", str(data.get("status"))).inc()
+                child(self.relay, "sent", str(data.get("status"))).inc()
         elif kind == "job.retry_scheduled":
-            self.retries.labels(plugin, command).inc()
+            child(self.retries, plugin, command).inc()
             self._duration(plugin, command, data)
         elif kind in ("job.enqueued", "router.enqueued"):
             source = _source(str(data.get("submitted_by") or ""), kind)
-            self.enqueued.labels(plugin, source).inc()
+            child(self.enqueued, plugin, source).inc()
         elif kind == "webhook.delivery":
             # One event per delivery, whatever became of it (a delivery is not a job: it may
             # queue none, or find its job already queued).
-            self.webhooks.labels(str(data.get("path") or ""),
-                                 str(data.get("outcome") or "unknown")).inc()
+            child(self.webhooks, str(data.get("path") or ""),
+                  str(data.get("outcome") or "unknown")).inc()
         elif kind == "relay.delivery":
             # Not by peer: the receiver publishes refusals of names anyone can put in a URL.
-            self.relay.labels("received", str(data.get("outcome") or "unknown")).inc()
+            child(self.relay, "received", str(data.get("outcome") or "unknown")).inc()
         elif kind == "job.started":
             wait = data.get("wait_ms")
             if isinstance(wait, int):
-                self.queue_wait.labels(plugin).observe(wait / 1000)
+                child(self.queue_wait, plugin).observe(wait / 1000)
         elif kind == "scheduler.scheduled":
-            self.scheduled.labels(plugin, "enqueued").inc()
+            child(self.scheduled, plugin, "enqueued").inc()
         elif kind == "scheduler.skipped":
-            self.scheduled.labels(plugin, str(data.get("reason") or "skipped")).inc()
+            child(self.scheduled, plugin, str(data.get("reason") or "skipped")).inc()
         elif kind == "scheduler.circuit_state_changed":
             state = BREAKER_VALUES.get(str(data.get("state")))
             if state is not None:
-                self.breakers.labels(plugin, command).set(state)
+                child(self.breakers, plugin, command).set(state)
         elif kind in ("reload.swapped", "reload.kept"):
-            self.reloads.labels(kind[len("reload."):]).inc()
+            child(self.reloads, kind[len("reload."):]).inc()
             if kind == "reload.kept":
-                self.refusals.labels(str(data.get("gate") or "unknown")).inc()
+                child(self.refusals, str(data.get("gate") or "unknown")).inc()
         elif kind == "subscriber.dropped":
             self.dropped.inc()
 
     def _duration(self, plugin: str, command: str, data: Mapping[str, Any]) -> None:
         duration = data.get("duration_ms")
         if isinstance(duration, int):
-            self.duration.labels(plugin, command).observe(duration / 1000)
+            self._child(self.duration, plugin, command).observe(duration / 1000)
 
     def set_breakers(self, states: Mapping[tuple[str, str], str]) -> None:
         """The breakers as the table holds them (at scrape: also those tripped before boot)."""
         for (plugin, command), state in states.items():
             value = BREAKER_VALUES.get(state)
             if value is not None:
-                self.breakers.labels(plugin, command).set(value)
+                self._child(self.breakers, plugin, command).set(value)
 
     def render(self, *, queue_depth: int, running: int, subscribers: int) -> bytes:
         from prometheus_client import generate_latest
@@ -149,6 +171,39 @@ class Metrics:
         self.running.set(running)
         self.subscribers.set(subscribers)
         return generate_latest(self.registry)
+
+
+class _BackpressureCollector:
+    """A custom collector: the counts live in `Backpressure`, which counts without
+    prometheus_client (a refusal costs no label lookup on the hot path)."""
+
+    def __init__(self, source: Backpressure) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        refusals = CounterMetricFamily(
+            "ductile_backpressure_refusals",
+            "New work refused at ingress because outstanding jobs were at a bound, by plane "
+            "(api, webhook, relay, scheduler), plugin and bound (plugin or global).",
+            labels=["plane", "plugin", "bound"])
+        for (plane, plugin, bound), count in sorted(self._source.refused.items()):
+            refusals.add_metric([plane, plugin, bound], count)
+        yield refusals
+        counter = self._source.counter
+        total = GaugeMetricFamily(
+            "ductile_jobs_outstanding",
+            "Jobs queued or running: what service.max_outstanding_jobs bounds.")
+        total.add_metric([], counter.total)
+        yield total
+        by_plugin = GaugeMetricFamily(
+            "ductile_plugin_jobs_outstanding",
+            "Jobs queued or running, per plugin (plugins with none are left out).",
+            labels=["plugin"])
+        for plugin, count in sorted(counter.by_plugin.items()):
+            by_plugin.add_metric([plugin], count)
+        yield by_plugin
 
 
 def _source(submitted_by: str, kind: str) -> str:

@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from quart import Response, request
+from quart.utils import encode_headers
+from quart.wrappers.response import DataBody
 from quart_trio import QuartTrio
-from hypercorn.events import Closed
+from hypercorn.events import Closed, RawData
 from hypercorn.trio import run as hypercorn_run
 from hypercorn.trio.tcp_server import TCPServer
 from quart_trio.asgi import TrioASGIHTTPConnection
@@ -65,6 +67,20 @@ class ShieldedSendConnection(TrioASGIHTTPConnection):
             await self._send_response(send, response)
         nursery.cancel_scope.cancel()
 
+    async def _send_response(self, send: Any, response: Any) -> None:
+        """A body held in memory (every JSON answer) goes out as one ASGI body message that
+        ends the response; quart would send it, then an empty one to end it, and each send
+        is a trip through hypercorn's protocol and send lock. Anything else (a stream, a file)
+        is sent by quart as it would be."""
+        body = getattr(response, "response", None)
+        if type(body) is not DataBody:
+            await super()._send_response(send, response)
+            return
+        await send({"type": "http.response.start", "status": response.status_code,
+                    "headers": encode_headers(response.headers)})
+        await send({"type": "http.response.body", "body": body.data[body.begin:body.end],
+                    "more_body": False})
+
 
 def _body_complete(request: Any) -> bool:
     """Whether the whole request body has arrived. A request that declares no body (no
@@ -81,7 +97,8 @@ def _body_complete(request: Any) -> bool:
 
 
 class ContainedTCPServer(TCPServer):
-    """hypercorn's per-connection server, with one race contained to its connection.
+    """hypercorn's per-connection server, with one race contained to its connection and one
+    empty write skipped.
 
     When a client sends bytes h11 refuses (a bad chunk size) while the app's answer closes the
     connection, hypercorn's reader sends its own 400 while the close (`send_eof`, which does not
@@ -89,9 +106,15 @@ class ContainedTCPServer(TCPServer):
     BusyResourceError, and in hypercorn 0.18 that error escapes the connection's task and ends
     the whole server: one malformed request took the gateway down. The connection is closing
     anyway, so the send is moot: this ends that connection only.
+
+    The end of every response with a Content-Length is an empty write (h11 has nothing to
+    frame it with); hypercorn would still take its send lock, open a shielded scope and
+    yield to the scheduler for it. There is nothing to send, so it is dropped here.
     """
 
     async def protocol_send(self, event: Any) -> None:
+        if type(event) is RawData and not event.data:
+            return
         try:
             await super().protocol_send(event)
         except trio.BusyResourceError:
@@ -132,23 +155,32 @@ def refuse_unknown_http_versions(app: QuartTrio) -> None:
 
     h11 accepts any `HTTP/<digit>.<digit>` and hypercorn passes it on; the answer would be an
     HTTP/1.1 response to a client that asked for something else. Hooks run in the order they
-    were registered: register this after a hook that must always run (the API's in-flight
-    count) and before one that answers every request (the webhook plane's). It may answer
-    before the body was read, so it closes the connection.
+    were registered: register this after a hook that must always run and before one that
+    answers every request (the webhook plane's). A plane with a hook of its own may call
+    `http_version_refusal` from it instead (the API does, after its in-flight count).
     """
 
     @app.before_request
     async def check_http_version() -> Response | None:
-        version = request.http_version
-        if version in HTTP_VERSIONS:
-            return None
-        return json_error(400, f"HTTP/{version[:10]} is not supported; use HTTP/1.1 or "
-                               "HTTP/1.0", close=True)
+        return http_version_refusal(request.http_version)
+
+
+def http_version_refusal(version: str) -> Response | None:
+    """The 400 for a request in HTTP `version` when we do not speak it, else None. It may
+    answer before the body was read, so it closes the connection."""
+    if version in HTTP_VERSIONS:
+        return None
+    return json_error(400, f"HTTP/{version[:10]} is not supported; use HTTP/1.1 or "
+                           "HTTP/1.0", close=True)
+
+
+#: One encoder for every answer (json.dumps with `default` builds a new one per call).
+_ENCODE = json.JSONEncoder(default=str).encode
 
 
 def json_response(body: Any, status: int = 200, *, close: bool = False) -> Response:
     """A JSON answer (one line, newline-terminated); `close` adds `Connection: close`."""
-    response = Response(json.dumps(body, default=str) + "\n", status=status,
+    response = Response((_ENCODE(body) + "\n").encode(), status=status,
                         content_type="application/json")
     if close:
         response.headers["Connection"] = "close"

@@ -16,7 +16,8 @@ is stored is unchanged.
 Why not `trio.run_process`: it starts each child from a worker thread, which caps throughput at
 about 1,270 spawns/s on two cores; `os.posix_spawn` (vfork+exec in glibc) straight from the trio
 thread, non-blocking pipes read with `wait_readable`, and a pidfd for exit notification do the same
-work without a thread hop. The process is inspected with `waitid(WNOWAIT)` before it is reaped, so
+work without a thread hop (and through ctypes, so the GIL is released while the kernel
+starts the child: credentials.spawn_released). The process is inspected with `waitid(WNOWAIT)` before it is reaped, so
 its pid (and therefore its process-group id) cannot be reused while we still signal the group.
 """
 
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 import trio
 
 from ductile.errors import AccountDropError, PluginSpawnError
-from ductile.plugin.credentials import Credentials, signal_as, spawn_as
+from ductile.plugin.credentials import Credentials, signal_as, spawn_as, spawn_released
 from ductile.plugin.lines import LineSplitter
 
 STDOUT_CAP = 10 * 1024 * 1024
@@ -285,6 +286,9 @@ class _Child:
 
 def _posix_spawn(entrypoint: str, env: Mapping[str, str], stdin: int, stdout: int,
                  stderr: int) -> int:
+    pid = spawn_released(entrypoint, env, [(stdin, 0), (stdout, 1), (stderr, 2)], _SIGDEF)
+    if pid is not None:
+        return pid
     return os.posix_spawn(
         entrypoint,
         [entrypoint],

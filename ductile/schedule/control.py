@@ -5,16 +5,21 @@ The functions here run on a write connection: inside `Database.write` for the AP
 CLI's own connection beside a running daemon (SQLite serialises the two writers; the daemon
 re-reads schedule_entries at every pass, so a pause takes effect at its next wake, at the latest
 after `service.tick_interval`; the API route also calls `Scheduler.wake()` for immediate effect).
+Each takes the `backend` of the connection (store/backend.py): the API passes the runtime's,
+the CLI SQLITE_BACKEND.
 """
 
 from __future__ import annotations
 
-import sqlite3
+from typing import TYPE_CHECKING, Any
 
 from ductile.config.schema import Config
 from ductile.errors import UnknownSchedule
 from ductile.store import breakers as brk
 from ductile.store import schedules as sch
+
+if TYPE_CHECKING:
+    from ductile.store.backend import Backend
 
 Target = tuple[str, str, str]  # (plugin, schedule id, command)
 
@@ -40,21 +45,23 @@ def resolve_targets(cfg: Config, target: str | None) -> list[Target]:
     return found
 
 
-def pause(conn: sqlite3.Connection, cfg: Config, target: str | None,
-          now: str) -> list[sch.ScheduleEntry]:
+def pause(conn: Any, cfg: Config, target: str | None, now: str, *,
+          backend: Backend) -> list[sch.ScheduleEntry]:
     """Pause the named schedules (persisted; survives restarts until resumed)."""
-    return sch.set_paused(conn, resolve_targets(cfg, target), paused=True, now=now)
+    return backend.schedules.set_paused(conn, resolve_targets(cfg, target), paused=True,
+                                        now=now)
 
 
-def resume(conn: sqlite3.Connection, cfg: Config, target: str | None,
-           now: str) -> list[sch.ScheduleEntry]:
+def resume(conn: Any, cfg: Config, target: str | None, now: str, *,
+           backend: Backend) -> list[sch.ScheduleEntry]:
     """Resume the named schedules; runs missed while paused are dropped, not caught up."""
-    return sch.set_paused(conn, resolve_targets(cfg, target), paused=False, now=now)
+    return backend.schedules.set_paused(conn, resolve_targets(cfg, target), paused=False,
+                                        now=now)
 
 
-def reset_breaker(conn: sqlite3.Connection, cfg: Config, plugin: str, command: str,
-                  now: str) -> brk.Breaker:
+def reset_breaker(conn: Any, cfg: Config, plugin: str, command: str, now: str, *,
+                  backend: Backend) -> brk.Breaker:
     """Close the breaker of (plugin, command) (`ductile system reset`)."""
     if plugin not in cfg.plugins:
         raise UnknownSchedule(plugin, sorted(cfg.plugins))
-    return brk.reset_breaker(conn, brk.breaker_machine(), plugin, command, now)
+    return backend.breakers.reset_breaker(conn, brk.breaker_machine(), plugin, command, now)

@@ -8,7 +8,8 @@ Each pass (at start, at each due fire, on `wake()`, and at least every `service.
    schedule_entries remembers; fire them; persist the new state.
 3. Sleep until the earliest next fire (jitter included), capped by `service.tick_interval`.
 
-Firing one slot checks, in order: the breaker (open: skip `circuit_open`; cooldown elapsed:
+Firing one slot checks, in order: backpressure (outstanding jobs at a `max_outstanding_jobs`
+bound: skip `backpressure`), the breaker (open: skip `circuit_open`; cooldown elapsed:
 half_open, and this fire is the probe; a probe still running: skip `probe_running`), then the
 overlap policy `if_running` against the outstanding jobs of (plugin, command) (for `poll` only
 the scheduler's own, as in Go): `skip` skips when any is outstanding (`already_running`),
@@ -24,6 +25,10 @@ through the same `if_running` policy, and leaves the schedule's bookkeeping alon
 regular fire does not move. It is not held by an open breaker and does not count towards one
 (breakers count the scheduler's own submissions); for `poll`, regular fires count it as the
 scheduler's own when they apply `if_running`.
+
+The store functions come from the runtime's backend (`rt.backend.breakers`,
+`rt.backend.schedules`), run on the connections `db.read`/`db.write` hand out; `brk` and `sch`
+are imported only for their records and constants.
 
 Times: `clock()` is the wall clock (UTC, injectable for tests); sleeping uses the trio clock, so
 tests can run days of schedules under `trio.testing.MockClock`. The scheduler's start time is
@@ -41,6 +46,7 @@ import trio
 
 from ductile.errors import (
     DedupeDropped,
+    Overloaded,
     SchedulerError,
     StoreError,
     StoreUnavailable,
@@ -57,12 +63,14 @@ from ductile.store.jobs import format_time, parse_time, utcnow
 
 if TYPE_CHECKING:
     from ductile.runtime import Runtime
-    from ductile.store.db import Database
+    from ductile.store.queue import Store
 
 CancelRunning = Callable[[str, str], Awaitable[bool]]
 UNAVAILABLE_PAUSE = 1.0
 #: `submitted_by` of a job an operator fired by hand (`fire_now`).
 MANUAL_SUBMITTER = "scheduler:manual"
+#: The skip reason of a fire over a `max_outstanding_jobs` bound (events/outstanding.py).
+BACKPRESSURE = "backpressure"
 
 
 @dataclass(frozen=True)
@@ -116,7 +124,7 @@ class Scheduler:
     def __init__(
         self,
         current: Callable[[], Runtime],
-        db: Database,
+        db: Store,
         log: Logger,
         *,
         clock: Callable[[], datetime] = utcnow,
@@ -195,16 +203,17 @@ class Scheduler:
         parsed = enabled_schedules(rt.config)
         targets = sorted({(p.plugin, p.conf.command) for p in parsed if p.error is None})
         service = rt.config.service.name
+        schedules, breakers_sql = rt.backend.schedules, rt.backend.breakers
 
         def snapshot(conn: Any) -> tuple[Any, ...]:
             # One read transaction for everything the decisions need: the pass's latency is
             # the fire's drift.
             return (
-                sch.fetch_entries(conn),
-                {t: sch.outstanding_jobs(conn, *t, None) for t in targets},
-                {t: brk.fetch_breaker(conn, *t) for t in targets},
+                schedules.fetch_entries(conn),
+                {t: schedules.outstanding_jobs(conn, *t, None) for t in targets},
+                {t: breakers_sql.fetch_breaker(conn, *t) for t in targets},
                 [t for t in targets
-                 if brk.has_new_outcomes(conn, *t, submitted_by=service)],
+                 if breakers_sql.has_new_outcomes(conn, *t, submitted_by=service)],
             )
 
         entries, outstanding, breakers, finished = await self._db.read(snapshot)
@@ -227,7 +236,7 @@ class Scheduler:
             if due is not None and (next_due is None or due < next_due):
                 next_due = due
         await self._enqueue_all(rt, state)
-        await self._save_all(state)
+        await self._save_all(rt, state)
         tick = rt.config.service.tick_interval
         if next_due is None:
             return tick
@@ -299,14 +308,20 @@ class Scheduler:
         """The skip reason for this fire, or None to enqueue (cancelling overlaps first).
 
         Decided on the pass's snapshot of breakers and outstanding jobs, which `enqueue` keeps
-        current, so several fires of one target in one pass see each other.
+        current, so several fires of one target in one pass see each other. First of all, a
+        fire over a `max_outstanding_jobs` bound is skipped as `backpressure` (nothing is
+        cancelled for it); the schedule fires again at its next slot.
         """
+        try:
+            rt.admit("scheduler", item.plugin)
+        except Overloaded:
+            return BACKPRESSURE
         conf = rt.config.plugin(item.plugin)
         target = (item.plugin, schedule.command)
         breaker = state.breakers.get(target)
         if breaker is not None and breaker.state == brk.OPEN:
             now = format_time(self._clock())
-            breaker = await self._db.write(lambda conn: brk.cool_down_if_due(
+            breaker = await self._db.write(lambda conn: rt.backend.breakers.cool_down_if_due(
                 conn, self._machine, item.plugin, schedule.command,
                 reset_after=conf.circuit_breaker.reset_after, now=now))
             self._breaker_changed(state.breakers.get(target), breaker)
@@ -388,10 +403,11 @@ class Scheduler:
             return
         self._record(Fired(fire.item.plugin, fire.schedule.id, fire.slot, job.id), fire.slot)
 
-    async def _save_all(self, state: _PassState) -> None:
+    async def _save_all(self, rt: Runtime, state: _PassState) -> None:
         rows = list(state.rows)
+        save = rt.backend.schedules.save_entry
         if rows:
-            await self._db.write(lambda conn: [sch.save_entry(conn, row) for row in rows])
+            await self._db.write(lambda conn: [save(conn, row) for row in rows])
 
     def _record(self, fired: Fired, slot: datetime) -> Fired:
         fields = {"plugin": fired.plugin, "schedule_id": fired.schedule_id,
@@ -420,7 +436,8 @@ class Scheduler:
         so the ledger ties it to its schedule. `if_running` applies as for a regular fire (for
         `poll`, against the scheduler's own jobs, regular and manual). schedule_entries is not
         written, so the next regular fire stays where it was. Raises UnknownSchedule (naming the
-        known schedules) and SchedulerError when this generation does not schedule at all.
+        known schedules), SchedulerError when this generation does not schedule at all, and
+        Overloaded when the plugin or the gateway is at its `max_outstanding_jobs`.
         """
         rt = self._current()
         if rt.posture == "management-only":
@@ -438,9 +455,12 @@ class Scheduler:
         invalid = self._invalid_reason(rt, item)
         if invalid is not None or item.schedule is None:
             return replace(base, skipped="invalid", detail=invalid or "schedule not parsed")
+        # An operator's fire is new work from outside: over a bound it is refused with
+        # Overloaded (the API answers 429 with Retry-After), never skipped silently.
+        rt.admit("api", plugin)
         async with self._deciding:
             outstanding = await self._db.read(
-                lambda conn: sch.outstanding_jobs(conn, plugin, command, None))
+                lambda conn: rt.backend.schedules.outstanding_jobs(conn, plugin, command, None))
             service = rt.config.service.name
             mine = [o for o in outstanding
                     if command != "poll" or o.submitted_by in (service, MANUAL_SUBMITTER)]
@@ -484,10 +504,11 @@ class Scheduler:
             return {}
         service = rt.config.service.name
         now = format_time(self._clock())
+        fold_outcomes = rt.backend.breakers.fold_outcomes
 
         def fold(conn: Any) -> list[brk.Breaker]:
             return [
-                brk.fold_outcomes(conn, self._machine, plugin, command,
+                fold_outcomes(conn, self._machine, plugin, command,
                                   threshold=rt.config.plugin(plugin).circuit_breaker.threshold,
                                   submitted_by=service, now=now)
                 for plugin, command in targets

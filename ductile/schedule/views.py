@@ -1,5 +1,7 @@
 """JSON-ready views of the scheduler and its breakers, for `GET /scheduler/jobs`, the CLI and
-`/healthz`. Pure readers over a (read-only) connection plus the config; no trio.
+`/healthz`. Pure readers over a (read-only) connection plus the config; no trio. Each takes
+the `backend` the connection belongs to (store/backend.py) and reads through its statements:
+the API passes the runtime's, the CLI's read-only SQLite readers SQLITE_BACKEND.
 
 Shapes (Go-compatible keys first, our additions after):
 
@@ -14,9 +16,8 @@ Shapes (Go-compatible keys first, our additions after):
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ductile.config.schema import Config
 from ductile.schedule.expr import ScheduleError
@@ -26,20 +27,23 @@ from ductile.store import breakers as brk
 from ductile.store import schedules as sch
 from ductile.store.jobs import format_time, parse_time
 
+if TYPE_CHECKING:
+    from ductile.store.backend import Backend
+
 _STATUS = {sch.ACTIVE: "scheduled", sch.PAUSED_MANUAL: "paused", sch.EXHAUSTED: "exhausted",
            sch.PAUSED_INVALID: "invalid"}
 
 
-def open_circuit_count(conn: sqlite3.Connection) -> int:
+def open_circuit_count(conn: Any, *, backend: Backend) -> int:
     """Open breakers right now (for /healthz `open_circuits`)."""
-    return brk.open_circuit_count(conn)
+    return backend.breakers.open_circuit_count(conn)
 
 
-def scheduler_jobs(conn: sqlite3.Connection, cfg: Config, *, now: datetime,
+def scheduler_jobs(conn: Any, cfg: Config, *, backend: Backend, now: datetime,
                    boot: datetime | None = None, seed: bytes = b"") -> dict[str, Any]:
     """Every schedule of every enabled plugin with its next run, pause state and breaker."""
-    entries = sch.fetch_entries(conn)
-    breakers = {(b.plugin, b.command): b for b in brk.fetch_breakers(conn)}
+    entries = backend.schedules.fetch_entries(conn)
+    breakers = {(b.plugin, b.command): b for b in backend.breakers.fetch_breakers(conn)}
     jobs = []
     for item in enabled_schedules(cfg):
         entry = entries.get((item.plugin, item.schedule_id))
@@ -71,9 +75,9 @@ def scheduler_jobs(conn: sqlite3.Connection, cfg: Config, *, now: datetime,
     return {"jobs": jobs}
 
 
-def breaker_report(conn: sqlite3.Connection, plugin: str, command: str = "poll",
-                   limit: int = brk.DEFAULT_HISTORY) -> dict[str, Any]:
-    breaker = brk.fetch_breaker(conn, plugin, command)
+def breaker_report(conn: Any, plugin: str, command: str = "poll",
+                   limit: int = brk.DEFAULT_HISTORY, *, backend: Backend) -> dict[str, Any]:
+    breaker = backend.breakers.fetch_breaker(conn, plugin, command)
     report: dict[str, Any] = {"plugin": plugin, "command": command}
     if breaker is None:
         report.update(state=brk.CLOSED, failure_count=0)
@@ -82,19 +86,20 @@ def breaker_report(conn: sqlite3.Connection, plugin: str, command: str = "poll",
                        if k not in ("plugin", "command") and v is not None})
     report["transitions"] = [
         {k: v for k, v in t.as_dict().items() if k not in ("plugin", "command") and v is not None}
-        for t in brk.fetch_breaker_history(conn, plugin, command, limit)
+        for t in backend.breakers.fetch_breaker_history(conn, plugin, command, limit)
     ]
     return report
 
 
-def breakers_overview(conn: sqlite3.Connection, plugin: str | None = None) -> dict[str, Any]:
-    rows = brk.fetch_breakers(conn, plugin)
+def breakers_overview(conn: Any, plugin: str | None = None, *,
+                      backend: Backend) -> dict[str, Any]:
+    rows = backend.breakers.fetch_breakers(conn, plugin)
     return {"breakers": [b.as_dict() for b in rows],
             "open": sum(1 for b in rows if b.state == brk.OPEN)}
 
 
-def active_polls(conn: sqlite3.Connection, service_name: str) -> dict[str, Any]:
-    polls = sch.active_polls(conn, service_name)
+def active_polls(conn: Any, service_name: str, *, backend: Backend) -> dict[str, Any]:
+    polls = backend.schedules.active_polls(conn, service_name)
     return {
         "service_name": service_name,
         "count": len(polls),

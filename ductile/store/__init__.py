@@ -6,12 +6,19 @@
                   writes.py     its writer statements, job machine checks, crash recovery
                   ledger.py     its readers (also run by the CLI on a read-only connection)
                   values.py     new job rows, payload JSON, byte-bounded text (pure)
-    JobQueue      interface.py  what the layers above call on the queue (for a 2nd backend)
+    JobQueue      interface.py  what the layers above call on the queue (both backends)
+    PgQueue       pg/queue.py   the same queue on PostgreSQL (pg/: its own SQL, the same facade)
     StateStore    state.py      per-plugin state, shallow-merged, 1 MiB cap
     Snapshots     snapshots.py  config snapshots stamped on every job
     Job, ...      jobs.py       immutable row records and the stored timestamp format
+    Backend       backend.py    every statement table of one backend (queue, breakers,
+                                schedules, analytics, events, retention, snapshots, audit,
+                                relay, state, health): SQLITE_BACKEND here,
+                                POSTGRESQL_BACKEND in pg/backend.py
 
-Planes and the dispatcher call these; nothing outside `store/` writes SQL.
+Planes and the dispatcher call these; nothing outside `store/` writes SQL. A layer above that
+runs a store function on a connection takes it from the Backend it is given (the runtime's
+`backend`), never from a backend's module.
 """
 
 from __future__ import annotations

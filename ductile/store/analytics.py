@@ -13,13 +13,17 @@ current time, and reads through an index (tests/test_introspect.py checks each q
 
 Percentiles use the nearest-rank method (the smallest sample at or above p% of the samples),
 as the Go original's stopwatch does, so every figure is a duration that really occurred.
+
+The API reaches these through `AnalyticsStatements` (Backend.analytics): SQLite's functions here
+(`SQLITE_ANALYTICS`), PostgreSQL's in store/pg/analytics.py. What is not SQL (grouping rows,
+the queue waits, percentiles) is written once here and called by both.
 """
 
 from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -51,7 +55,8 @@ def status_counts(conn: sqlite3.Connection, now: datetime,
     rows = conn.execute(
         "SELECT status, COUNT(*) FROM job_log WHERE completed_at >= ? GROUP BY status",
         (format_time(now - window),)).fetchall()
-    return {status: count for status, count in sorted(rows)}
+    # As tuples: the store's reader hands out sqlite3.Row, which does not sort.
+    return {status: int(count) for status, count in sorted(tuple(row) for row in rows)}
 
 
 def plugin_status_counts(conn: sqlite3.Connection, now: datetime,
@@ -60,9 +65,14 @@ def plugin_status_counts(conn: sqlite3.Connection, now: datetime,
     rows = conn.execute(
         "SELECT plugin, status, COUNT(*) FROM job_log WHERE completed_at >= ? "
         "GROUP BY plugin, status", (format_time(now - window),)).fetchall()
+    return by_plugin_then_status(rows)
+
+
+def by_plugin_then_status(rows: Iterable[Sequence[Any]]) -> dict[str, dict[str, int]]:
+    """(plugin, status, count) rows as {plugin: {status: count}}, both sorted."""
     out: dict[str, dict[str, int]] = {}
-    for plugin, status, count in sorted(rows):
-        out.setdefault(plugin, {})[status] = count
+    for plugin, status, count in sorted(tuple(row) for row in rows):
+        out.setdefault(plugin, {})[status] = int(count)
     return out
 
 
@@ -82,37 +92,63 @@ class QueueFigures:
 def queue_figures(conn: sqlite3.Connection, now: datetime) -> QueueFigures:
     statuses = sorted(job_statuses().all)
     marks = ", ".join("?" for _ in statuses)
-    by_status = dict(conn.execute(
+    by_status = conn.execute(
         f"SELECT status, COUNT(*) FROM job_queue WHERE status IN ({marks}) GROUP BY status",
-        statuses).fetchall())
+        statuses).fetchall()
     delayed = conn.execute(
         "SELECT COUNT(*) FROM job_queue WHERE status = 'queued' AND next_retry_at IS NOT NULL "
         "AND next_retry_at > ?", (format_time(now),)).fetchone()[0]
     oldest = conn.execute(
         "SELECT MIN(created_at) FROM job_queue WHERE status = 'queued'").fetchone()[0]
-    running = [{"job_id": job_id, "plugin": plugin, "command": command, "started_at": started}
-               for job_id, plugin, command, started in conn.execute(
-                   "SELECT id, plugin, command, started_at FROM job_queue "
-                   "WHERE status = 'running' ORDER BY created_at, id").fetchall()]
-    active: dict[str, dict[str, int]] = {}
-    for plugin, status, count in conn.execute(
-            "SELECT plugin, status, COUNT(*) FROM job_queue "
-            "WHERE status IN ('queued', 'running') GROUP BY plugin, status").fetchall():
-        active.setdefault(plugin, {"queued": 0, "running": 0})[status] = count
-    started = [s for s in statuses if s != "queued"]
+    running = conn.execute(
+        "SELECT id, plugin, command, started_at FROM job_queue "
+        "WHERE status = 'running' ORDER BY created_at, id").fetchall()
+    active = conn.execute(
+        "SELECT plugin, status, COUNT(*) FROM job_queue "
+        "WHERE status IN ('queued', 'running') GROUP BY plugin, status").fetchall()
+    started = started_statuses()
     since = format_time(now - RECENT_WINDOW)
-    waits = []
-    for created, first_start in conn.execute(
-            f"SELECT created_at, started_at FROM job_queue WHERE status IN "
-            f"({', '.join('?' for _ in started)}) AND created_at >= ? AND attempt = 1 "
-            f"AND started_at IS NOT NULL", (*started, since)).fetchall():
-        waits.append(max(0.0, (parse_time(first_start) - parse_time(created)).total_seconds()
-                         * 1000))
+    waits = conn.execute(
+        f"SELECT created_at, started_at FROM job_queue WHERE status IN "
+        f"({', '.join('?' for _ in started)}) AND created_at >= ? AND attempt = 1 "
+        f"AND started_at IS NOT NULL", (*started, since)).fetchall()
     completed = conn.execute("SELECT COUNT(*) FROM job_log WHERE completed_at >= ?",
                              (since,)).fetchone()[0]
-    return QueueFigures(by_status=by_status, delayed=delayed, oldest_queued_at=oldest,
-                        running=running, active_by_plugin=dict(sorted(active.items())),
-                        wait_ms=sorted(waits), completed_last_hour=completed)
+    return assemble_queue_figures(by_status=by_status, delayed=delayed, oldest=oldest,
+                                  running=running, active=active, waits=waits,
+                                  completed=completed)
+
+
+def started_statuses() -> list[str]:
+    """Every status a job has once it started (all but queued), for the queue waits."""
+    return [s for s in sorted(job_statuses().all) if s != "queued"]
+
+
+def assemble_queue_figures(
+    *,
+    by_status: Iterable[Sequence[Any]],
+    delayed: int,
+    oldest: str | None,
+    running: Iterable[Sequence[Any]],
+    active: Iterable[Sequence[Any]],
+    waits: Iterable[Sequence[Any]],
+    completed: int,
+) -> QueueFigures:
+    """`QueueFigures` from a backend's rows, as tuples in the order of the SQLite selects:
+    (status, count); (id, plugin, command, started_at) of running jobs oldest first;
+    (plugin, status, count) of live jobs; (created_at, started_at) of recent first attempts."""
+    active_by_plugin: dict[str, dict[str, int]] = {}
+    for plugin, status, count in (tuple(row) for row in active):
+        active_by_plugin.setdefault(plugin, {"queued": 0, "running": 0})[status] = int(count)
+    wait_ms = [max(0.0, (parse_time(first_start) - parse_time(created)).total_seconds() * 1000)
+               for created, first_start in (tuple(row) for row in waits)]
+    return QueueFigures(
+        by_status={status: int(count) for status, count in (tuple(row) for row in by_status)},
+        delayed=int(delayed), oldest_queued_at=oldest,
+        running=[{"job_id": job_id, "plugin": plugin, "command": command, "started_at": started}
+                 for job_id, plugin, command, started in (tuple(row) for row in running)],
+        active_by_plugin=dict(sorted(active_by_plugin.items())),
+        wait_ms=sorted(wait_ms), completed_last_hour=int(completed))
 
 
 @dataclass(frozen=True)
@@ -138,7 +174,14 @@ def attempt_durations(conn: sqlite3.Connection, plugin: str, since: datetime) ->
         "WHERE a.created_at >= ? AND a.duration_ms IS NOT NULL "
         "AND COALESCE(q.plugin, l.plugin) = ? ORDER BY a.created_at, a.id",
         (format_time(since), plugin)).fetchall()
-    return [Sample(command, at, int(ms), outcome) for command, at, ms, outcome in rows
+    return samples_of(rows)
+
+
+def samples_of(rows: Iterable[Sequence[Any]]) -> list[Sample]:
+    """(command, at, duration_ms, outcome) rows as Samples, skipping rows with no command
+    (an attempt whose job row and job_log row are both gone)."""
+    return [Sample(command, at, int(ms), outcome)
+            for command, at, ms, outcome in (tuple(row) for row in rows)
             if command is not None]
 
 
@@ -183,3 +226,24 @@ def facts_of_every_plugin(conn: sqlite3.Connection, limit: int,
               for fact in fetch_facts(conn, plugin, limit, fact_type=fact_type)]
     merged.sort(key=lambda f: (f.created_at, f.seq or 0), reverse=True)
     return merged[:limit]
+
+
+@dataclass(frozen=True)
+class AnalyticsStatements:
+    """The ledger figures of one backend (Backend.analytics), each with the arguments and
+    answer of the SQLite function of the same name in this module: status_counts(conn, now,
+    window=SUMMARY_WINDOW), plugin_status_counts(conn, now, window=SUMMARY_WINDOW),
+    queue_figures(conn, now), attempt_durations(conn, plugin, since)."""
+
+    status_counts: Callable[..., dict[str, int]]
+    plugin_status_counts: Callable[..., dict[str, dict[str, int]]]
+    queue_figures: Callable[[Any, datetime], QueueFigures]
+    attempt_durations: Callable[[Any, str, datetime], list[Sample]]
+
+
+SQLITE_ANALYTICS = AnalyticsStatements(
+    status_counts=status_counts,
+    plugin_status_counts=plugin_status_counts,
+    queue_figures=queue_figures,
+    attempt_durations=attempt_durations,
+)

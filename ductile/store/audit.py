@@ -10,13 +10,17 @@ Three writers share `insert_event`: the daemon's `AuditWriter` (through `Databas
 it joins the one writer thread), `append_offline` for CLI verbs that run while the daemon is
 stopped (`vault get`, `vault set --vault`, `rotate-admin-token`, ...), and
 `append_creating_database` for `config init`, whose vault writes come before any database.
+
+`AuditWriter` takes its backend's `AuditStatements` (SQLite's `SQLITE_AUDIT` by default,
+PostgreSQL's in store/pg/audit.py); the checks on an event (`audit_values`) and the reading of
+legacy outcome words (`audit_row`) are this module's for both.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +29,7 @@ from ductile.store.jobs import utcnow_text
 
 if TYPE_CHECKING:
     from ductile.logs import Logger
-    from ductile.store.db import Database
+    from ductile.store.queue import Store
 
 OUTCOMES = ("ok", "denied", "error")
 #: Outcome words of rows written by earlier versions, and the word each is read back as.
@@ -63,18 +67,44 @@ class AuditRow:
 Audit = Callable[[AuditEvent], Awaitable[None]]
 
 
-def insert_event(conn: sqlite3.Connection, event: AuditEvent, created_at: str) -> int:
-    """Append one row inside the caller's transaction; returns its id."""
+def audit_values(event: AuditEvent, created_at: str) -> tuple[str, str, str, str, str, str]:
+    """The column values (created_at, actor, op, target, outcome, detail) of a new row, the
+    outcome checked and target and detail cut to their caps, before any backend writes it."""
     if event.outcome not in OUTCOMES:
         raise StoreError(f"vault_audit: outcome {event.outcome!r} is not one of "
                          f"{', '.join(OUTCOMES)}")
+    return (created_at, event.actor, event.op, event.target[:200], event.outcome,
+            event.detail[:MAX_DETAIL])
+
+
+def audit_row(row: Sequence[Any] | Mapping[str, Any]) -> AuditRow:
+    """A stored row (id, created_at, actor, op, target, outcome, detail) as read back: a
+    legacy outcome word is shown as the word it means now."""
+    values = tuple(row.values()) if isinstance(row, Mapping) else tuple(row)
+    record = AuditRow(*values)
+    if record.outcome in LEGACY_OUTCOMES:
+        return AuditRow(**{**record.as_dict(), "outcome": LEGACY_OUTCOMES[record.outcome]})
+    return record
+
+
+def insert_event(conn: sqlite3.Connection, event: AuditEvent, created_at: str) -> int:
+    """Append one row inside the caller's transaction; returns its id."""
     cursor = conn.execute(
         "INSERT INTO vault_audit (created_at, actor, op, target, outcome, detail) "
         "VALUES (?, ?, ?, ?, ?, ?)",
-        (created_at, event.actor, event.op, event.target[:200], event.outcome,
-         event.detail[:MAX_DETAIL]),
+        audit_values(event, created_at),
     )
     return int(cursor.lastrowid or 0)
+
+
+@dataclass(frozen=True)
+class AuditStatements:
+    """One backend's vault_audit statements (Backend.audit): insert_event(conn, event,
+    created_at) -> id, list_events(conn, *, principal=None, limit=50), with the answers of
+    the SQLite functions of those names in this module."""
+
+    insert_event: Callable[[Any, AuditEvent, str], int]
+    list_events: Callable[..., list[AuditRow]]
 
 
 class AuditWriter:
@@ -84,16 +114,18 @@ class AuditWriter:
     already been persisted, and failing the HTTP request would only hide that.
     """
 
-    def __init__(self, db: Database, log: Logger | None = None,
-                 clock: Callable[[], str] = utcnow_text) -> None:
+    def __init__(self, db: Store, log: Logger | None = None,
+                 clock: Callable[[], str] = utcnow_text,
+                 statements: AuditStatements | None = None) -> None:
         self._db = db
         self._log = log
         self._clock = clock
+        self._sql = SQLITE_AUDIT if statements is None else statements
 
     async def __call__(self, event: AuditEvent) -> None:
         created_at = self._clock()
         try:
-            await self._db.write(lambda conn: insert_event(conn, event, created_at))
+            await self._db.write(lambda conn: self._sql.insert_event(conn, event, created_at))
         except StoreError as exc:
             if self._log is not None:
                 self._log.error("vault audit row not written", op=event.op,
@@ -168,7 +200,7 @@ def list_events(conn: sqlite3.Connection, *, principal: str | None = None,
         params += [principal, principal]
     sql += " ORDER BY id DESC LIMIT ?"
     params.append(limit)
-    rows = [AuditRow(*tuple(row)) for row in conn.execute(sql, params)]
-    return [row if row.outcome not in LEGACY_OUTCOMES
-            else AuditRow(**{**row.as_dict(), "outcome": LEGACY_OUTCOMES[row.outcome]})
-            for row in rows]
+    return [audit_row(row) for row in conn.execute(sql, params)]
+
+
+SQLITE_AUDIT = AuditStatements(insert_event=insert_event, list_events=list_events)

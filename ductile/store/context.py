@@ -170,7 +170,7 @@ def fetch_context(conn: sqlite3.Connection, context_id: str) -> EventContext | N
     row = conn.execute(
         f"SELECT {_COLUMNS} FROM event_context WHERE id = ?", (context_id,)
     ).fetchone()
-    return _record(row) if row is not None else None
+    return context_from_row(row) if row is not None else None
 
 
 def fetch_lineage(conn: sqlite3.Connection, context_id: str) -> list[EventContext]:
@@ -199,7 +199,8 @@ def _exists(conn: sqlite3.Connection, context_id: str) -> bool:
     ).fetchone() is not None
 
 
-def _record(row: Mapping[str, Any]) -> EventContext:
+def context_from_row(row: Mapping[str, Any]) -> EventContext:
+    """An event_context row (any backend's, by column name) as its record."""
     accumulated = load_stored_object(row["accumulated_json"],
                                      f"event context {row['id']}: stored accumulated_json")
     return EventContext(

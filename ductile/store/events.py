@@ -4,13 +4,17 @@ reconnecting with Last-Event-ID resumes where it stopped, also after a restart.
 The hub writes here in batches from one task (never one transaction per event on the
 dispatcher's path); the table keeps the newest `keep` events and older ones are pruned in the
 same write. Ids are the hub's: they continue from `max_id` at the next boot.
+
+`EventStatements` (Backend.events) is what the journal runs: SQLite's functions here
+(`SQLITE_EVENTS`), PostgreSQL's in store/pg/events.py.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 #: How many events the table keeps by default (the oldest are pruned past this).
 DEFAULT_KEEP = 10_000
@@ -51,3 +55,18 @@ def latest(conn: sqlite3.Connection, count: int) -> list[StoredEvent]:
 def max_id(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT max(id) FROM events").fetchone()
     return int(row[0]) if row is not None and row[0] is not None else 0
+
+
+@dataclass(frozen=True)
+class EventStatements:
+    """One backend's events table (Backend.events): append(conn, rows, keep=DEFAULT_KEEP),
+    after(conn, last_id, limit=DEFAULT_KEEP), latest(conn, count), max_id(conn), with the
+    answers of the SQLite functions above."""
+
+    append: Callable[..., None]
+    after: Callable[..., list[StoredEvent]]
+    latest: Callable[[Any, int], list[StoredEvent]]
+    max_id: Callable[[Any], int]
+
+
+SQLITE_EVENTS = EventStatements(append=append, after=after, latest=latest, max_id=max_id)

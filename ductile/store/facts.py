@@ -188,8 +188,7 @@ def _insert_fact(
     text: str,
     now: str,
 ) -> Fact:
-    if not fact_type or not fact_type.strip():
-        raise StoreError(f"plugin {plugin}: fact_type is empty (check the manifest's fact_outputs)")
+    require_fact_type(plugin, fact_type)
     fact_id = str(uuid.uuid4())
     seq = next_sequence(conn, FACT_SEQUENCE)
     conn.execute(
@@ -200,6 +199,12 @@ def _insert_fact(
         id=fact_id, seq=seq, plugin_name=plugin, fact_type=fact_type, job_id=job_id,
         command=command, fact=json.loads(text), created_at=now,
     )
+
+
+def require_fact_type(plugin: str, fact_type: str) -> None:
+    """Refuse an empty fact type (StoreError naming the plugin) before its fact is written."""
+    if not fact_type or not fact_type.strip():
+        raise StoreError(f"plugin {plugin}: fact_type is empty (check the manifest's fact_outputs)")
 
 
 def _record(row: Mapping[str, Any]) -> Fact:

@@ -4,12 +4,14 @@
 (ductile/schedule) and the planes (ductile/planes: the API, and the webhook plane through the
 `enqueue` boot hands it) call on `rt.queue`. `OrphanRecovery` is the one more call boot makes
 on a queue of its own, before anything is dispatched. SQLite's `ductile.store.queue.Queue`
-implements both; tests/test_store_interface.py checks that every method here exists on it with
-the same parameters, and that the upper layers call nothing on `rt.queue` beyond `JobQueue`.
-They are Protocols (structural), so a second backend (PostgreSQL is planned) implements them
-without inheriting from anything; the records they return (`Claim`, `Finished`, `Successor`,
-`DroppedSuccessor` in queue.py, `Job`, `LogEntry` in jobs.py) and the values module
-(values.py: payload encoding, the row of a new job) are shared, not reimplemented.
+and PostgreSQL's `ductile.store.pg.queue.PgQueue` implement both; tests/test_store_interface.py
+checks that every method here exists on each with the same parameters, and that the upper
+layers call nothing on `rt.queue` beyond `JobQueue`; tests/test_store_contract.py runs one
+suite over both for every guarantee listed below. They are Protocols (structural), so a backend
+implements them without inheriting from anything (the two existing ones share the facade
+`QueueCore` and differ only in their SQL); the records they return (`Claim`, `Finished`,
+`Successor`, `DroppedSuccessor` in queue.py, `Job`, `LogEntry` in jobs.py) and the values
+module (values.py: payload encoding, the row of a new job) are shared, not reimplemented.
 
 What a second backend must guarantee, because the callers rely on it without checking:
 
@@ -34,6 +36,16 @@ What a second backend must guarantee, because the callers rely on it without che
   never a plugin in the skip list, never a job sharing its dedupe key and target with a
   running one. `Claim.state` and `Claim.context` are read in the claiming transaction; an
   unreadable state is reported in `Claim.state_error`, never raised.
+- Caps (`claim_next(caps=)`): a plugin -> the most of its jobs running at once in the whole
+  store, every gateway sharing it included. A capped claim counts the plugin's running jobs
+  in its own transaction and claims one only below the cap, so claims that pass caps never
+  take the count past it, however many gateways claim at once (SQLite: the one writer;
+  PostgreSQL: a per-plugin advisory lock taken without waiting, store/pg/writes.py). No
+  counter is stored. A cap binds only the claims that pass it (every claimer must pass the
+  same caps), and a capped plugin may be passed over while its count is being taken by
+  another gateway: a None claim then means "nothing now", as for a skip list. The chained
+  claim of `complete_and_claim` / `retry_and_claim` takes no caps (yet): a capped plugin's
+  jobs must be claimed through `claim_next` alone.
 - Enqueue dedupe (`outstanding`, and `recent_success` within the TTL) raises DedupeDropped
   naming the existing job; a repeated (parent, source event, target) raises
   SourceEventConflict; both before anything is written.
@@ -45,6 +57,17 @@ What a second backend must guarantee, because the callers rely on it without che
 - Recovery (`recover_orphans`): each job left `running` is requeued as attempt + 1, or buried
   `dead` when out of attempts or when it was running during POISON_CRASHES crashes (writes.py).
   An `interrupt` (a clean stop) is no crash: it never counts towards the poison quarantine.
+  With several gateways on one store (PostgreSQL, a PgQueue given its node identity), each
+  claim records the node life that made it, and recovery never touches a live node's jobs:
+  at boot a node recovers only what its own earlier lives left running, and a node declared
+  dead by a peer (missed heartbeats) has its jobs recovered by that peer in the declaring
+  transaction, once, by the same rules (`PgQueue.reap_dead_nodes`).
+- Fencing (PostgreSQL, node-aware): a node life that is no longer alive has every claim and
+  outcome refused (NodeFenced), and an outcome for a job another life claimed is refused
+  (StoreError) whatever its attempt number, so a frozen node that wakes up after its jobs were
+  recovered can never overwrite what their new runs record (store/pg/cluster.py). This and
+  the per-node recovery above need several nodes, so tests/test_store_pg_nodes.py checks them
+  rather than the contract suite.
 - Operator links: a job enqueued with `retry_of` is refused (JobStateConflict) unless the job it
   names is in a `retryable` status of the job machine and was never retried before, checked in
   the inserting transaction; `links` answers both directions of retry_of and rerun_of.
@@ -111,8 +134,11 @@ class JobQueue(Protocol):
         the branches as the root's successors, atomically (`POST /pipeline/{name}`)."""
         ...
 
-    async def claim_next(self, skip_plugins: Collection[str] = ()) -> Claim | None:
-        """Move the oldest eligible job to running, with its plugin state (dispatcher)."""
+    async def claim_next(
+        self, skip_plugins: Collection[str] = (), caps: Mapping[str, int] | None = None
+    ) -> Claim | None:
+        """Move the oldest eligible job to running, with its plugin state (dispatcher);
+        `caps` bounds each listed plugin's running jobs across the whole store."""
         ...
 
     async def complete_and_claim(
@@ -214,10 +240,16 @@ class JobQueue(Protocol):
         """The earliest retry time of a queued job (possibly past), or None."""
         ...
 
+    async def outstanding_counts(self) -> dict[str, int]:
+        """Jobs in a live status (queued or running) per plugin; plugins with none left out.
+        Read at boot and every few seconds to re-sync the ingress backpressure count."""
+        ...
+
 
 class OrphanRecovery(Protocol):
     """Crash recovery, run by boot on the database before the dispatcher starts."""
 
     async def recover_orphans(self) -> list[Job]:
-        """Requeue or bury every job a crash left `running`; return their new rows."""
+        """Requeue or bury every job a crash left `running`; return their new rows. A
+        node-aware PgQueue takes only its own earlier lives' jobs (and unowned ones)."""
         ...

@@ -15,6 +15,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from ductile.machines import job_statuses
 from ductile.store.context import EventContext, fetch_lineage
 from ductile.store.jobs import Attempt, Job, JobLinks, LogEntry, Transition
 from ductile.store.snapshots import fetch_snapshot
@@ -150,6 +151,16 @@ def _running_counts(conn: sqlite3.Connection) -> dict[str, int]:
 def _queue_depth(conn: sqlite3.Connection) -> int:
     """How many jobs are queued (due or not)."""
     return int(conn.execute("SELECT count(*) FROM job_queue WHERE status = 'queued'").fetchone()[0])
+
+
+def _outstanding_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Jobs in a live status of states/job.yaml (queued or running), per plugin: the seed and
+    the periodic re-sync of the backpressure count (events/outstanding.py)."""
+    rows = conn.execute(
+        "SELECT plugin, count(*) FROM job_queue WHERE status IN "
+        f"{job_statuses().sql('live')} GROUP BY plugin"
+    )
+    return {str(row[0]): int(row[1]) for row in rows}
 
 
 def _next_retry_at(conn: sqlite3.Connection) -> str | None:

@@ -9,6 +9,10 @@ built and values encoded before the write (values.py; bad input fails before any
 written), the clock, the live config snapshot, and waking the dispatcher after a commit.
 store/interface.py names the part of `Queue` that the layers above the store use.
 
+The facade is `QueueCore`; the SQL it runs comes from a `Statements` table, so a second
+backend (PostgreSQL: store/pg/queue.py) reuses every caller-side step and supplies only its
+own statements. `Queue` is the facade on SQLite's statements (`SQLITE`).
+
 Time comes from an injectable clock and is stored fixed-width (see jobs.py), so every "is it
 due yet" question is a string comparison in SQL.
 """
@@ -16,11 +20,10 @@ due yet" question is a string comparison in SQL.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from ductile.errors import DedupeDropped, SourceEventConflict, StoreError
 from ductile.machines import MachineSpec, load_machine
@@ -48,6 +51,7 @@ from ductile.store.jobs import (
 from ductile.store.joblog import LogFilter, search_logs
 from ductile.store.ledger import (
     _next_retry_at,
+    _outstanding_counts,
     _queue_depth,
     _running_counts,
     fetch_attempts,
@@ -74,6 +78,7 @@ from ductile.store.writes import (
     _record_spawn,
     _recover,
     _retry,
+    at_cap,
     burial_reason,
 )
 
@@ -81,8 +86,8 @@ from ductile.store.writes import (
 # values.py) for ductile/planes/webhook/payload.py, burial_reason (writes.py) for
 # ductile/boot/runtime.py. Point those imports at the defining module, then drop these two.
 # Everything else imports from the module that defines the name.
-__all__ = ["Claim", "DroppedSuccessor", "Finished", "Queue", "RawJSON", "Successor",
-           "burial_reason"]
+__all__ = ["Claim", "DroppedSuccessor", "Finished", "Queue", "QueueCore", "RawJSON", "SQLITE",
+           "Statements", "Successor", "burial_reason"]
 
 
 @dataclass(frozen=True)
@@ -145,18 +150,80 @@ class _Pending:
     context: PreparedContext | None
 
 
-class Queue:
-    """Enqueue, claim, complete, retry and inspect jobs.
+Conn = Any  # a backend's connection: sqlite3.Connection here, psycopg.Connection in store/pg
+T = TypeVar("T")
+
+
+class Store(Protocol):
+    """What the facade needs of a database: one transaction per `write` or `read` call, `fn`
+    run inside it on the backend's connection (Database here, PgDatabase in store/pg)."""
+
+    async def write(self, fn: Callable[[Conn], T]) -> T: ...
+
+    async def read(self, fn: Callable[[Conn], T]) -> T: ...
+
+    async def read_point(self, fn: Callable[[Conn], T]) -> T:
+        """A read of a few rows found by key; a backend may run it without a thread hop."""
+        ...
+
+
+@dataclass(frozen=True)
+class Statements:
+    """One backend's synchronous statements, each run inside the facade's transaction.
+
+    The facade (`QueueCore`) owns everything on the caller's side: rows built and encoded
+    before the write, the clock, the snapshot id, the dispatcher wake-up. A backend provides
+    only these functions, with the same arguments and the same guarantees (interface.py), so
+    SQLite (`SQLITE`, below) and PostgreSQL (store/pg/queue.py) share one facade and cannot
+    drift apart in what they check before writing.
+    """
+
+    insert_job: Callable[[Conn, MachineSpec, Job, _Dedupe], None]
+    write_context: Callable[[Conn, PreparedContext, str], str]
+    insert_run_root: Callable[..., Job]
+    insert_successors: Callable[..., Any]
+    claim: Callable[..., Job | None]
+    fetch_context: Callable[[Conn, str], EventContext | None]
+    load_state: Callable[[Conn, str], dict[str, Any]]
+    record_spawn: Callable[[Conn, str, int, int], None]
+    complete: Callable[..., Job]
+    apply_fact_plan: Callable[..., Any]
+    retry: Callable[[Conn, MachineSpec, Job, _Ending, str], Job]
+    cancel: Callable[[Conn, MachineSpec, str, str, str], Job]
+    interrupt: Callable[[Conn, MachineSpec, Job, _Ending], Job]
+    recover: Callable[[Conn, MachineSpec, str], list[Job]]
+    fetch_job: Callable[[Conn, str], Job | None]
+    fetch_jobs: Callable[..., tuple[list[Job], int]]
+    fetch_links: Callable[[Conn, Job], JobLinks]
+    fetch_pipeline_run: Callable[[Conn, str], PipelineRun | None]
+    fetch_job_tree: Callable[[Conn, str], dict[str, Any] | None]
+    fetch_attempts: Callable[[Conn, str], list[Attempt]]
+    fetch_transitions: Callable[[Conn, str], list[Transition]]
+    fetch_log_entries: Callable[[Conn, str], list[LogEntry]]
+    search_logs: Callable[[Conn, LogFilter], tuple[list[LogEntry], int]]
+    running_counts: Callable[[Conn], dict[str, int]]
+    queue_depth: Callable[[Conn], int]
+    outstanding_counts: Callable[[Conn], dict[str, int]]
+    next_retry_at: Callable[[Conn], str | None]
+
+
+class QueueCore:
+    """Enqueue, claim, complete, retry and inspect jobs, on the statements of one backend.
 
     `snapshot_id()` names the config snapshot live right now (stamped on enqueue and claim).
     `dedupe_ttl` (seconds) is `service.dedupe_ttl`. `on_enqueue()` is called after a commit
     that made a job claimable (enqueue, retry, crash recovery) so the dispatcher wakes at once
-    instead of polling. `clock` exists for tests.
+    instead of polling. `clock` exists for tests. A subclass pins the backend (`_sql`): `Queue`
+    (SQLite, below) and `PgQueue` (store/pg/queue.py).
     """
+
+    # The backend's statements: a class default, which an instance may replace with the same
+    # functions bound to more arguments (a PgQueue bound to its node identity).
+    _sql: Statements
 
     def __init__(
         self,
-        db: Database,
+        db: Store,
         *,
         snapshot_id: Callable[[], str | None],
         dedupe_ttl: float,
@@ -237,10 +304,10 @@ class Queue:
             success_cutoff=shift_time(now, -ttl) if ttl > 0 else None,
         )
 
-        def insert(conn: sqlite3.Connection) -> None:
-            _insert_job(conn, self.machine, job, dedupe)
+        def insert(conn: Conn) -> None:
+            self._sql.insert_job(conn, self.machine, job, dedupe)
             if prepared is not None:
-                write_prepared(conn, prepared, job.created_at)
+                self._sql.write_context(conn, prepared, job.created_at)
 
         await self._db.write(insert)
         self._on_enqueue()
@@ -315,12 +382,12 @@ class Queue:
             check_outstanding=True, success_cutoff=shift_time(now, -ttl) if ttl > 0 else None
         )
 
-        def write(conn: sqlite3.Connection) -> Finished:
-            done = _insert_run_root(conn, self.machine, job, now=stamp, reason=reason,
-                                    result=result)
+        def write(conn: Conn) -> Finished:
+            done = self._sql.insert_run_root(conn, self.machine, job, now=stamp, reason=reason,
+                                             result=result)
             if prepared is not None:
-                write_prepared(conn, prepared, stamp)
-            inserted, dropped = _insert_successors(conn, self.machine, pending, dedupe)
+                self._sql.write_context(conn, prepared, stamp)
+            inserted, dropped = self._sql.insert_successors(conn, self.machine, pending, dedupe)
             return Finished(
                 done,
                 successors=inserted,
@@ -335,35 +402,51 @@ class Queue:
             self._on_enqueue()
         return finished
 
-    async def claim(self, skip_plugins: Collection[str] = ()) -> Job | None:
+    async def claim(
+        self, skip_plugins: Collection[str] = (), caps: Mapping[str, int] | None = None
+    ) -> Job | None:
         """Move the oldest eligible queued job to running and open its attempt row.
 
         Eligible: due (`next_retry_at` empty or past), plugin not in `skip_plugins` (those at
         their parallelism limit), and no running job shares its dedupe key and target (the key
         is also a concurrency key). Retries keep their created_at, hence their FIFO place.
+
+        `caps` maps a plugin to the most jobs of it that may run at once across every gateway
+        sharing the store: a job of a capped plugin is claimed only while fewer are running,
+        counted in the claiming transaction. The cap binds only claims that pass it, so every
+        claimer must pass the same caps. On PostgreSQL a claim may also pass over a capped
+        plugin whose count another gateway is taking at that moment (store/pg/writes.py): a
+        None then means "nothing now", as with a skip list, and the caller looks again later.
         """
-        claim = self._claimer(skip_plugins)
+        claim = self._claimer(skip_plugins, caps)
         found = await self._db.write(claim)
         return found.job if found is not None else None
 
-    async def claim_next(self, skip_plugins: Collection[str] = ()) -> Claim | None:
+    async def claim_next(
+        self, skip_plugins: Collection[str] = (), caps: Mapping[str, int] | None = None
+    ) -> Claim | None:
         """`claim`, plus the plugin's stored state read in the same transaction (one hop
         instead of two on the dispatcher's hot path)."""
-        return await self._db.write(self._claimer(skip_plugins))
+        return await self._db.write(self._claimer(skip_plugins, caps))
 
-    def _claimer(self, skip_plugins: Collection[str]) -> Callable[[sqlite3.Connection], Claim | None]:
+    def _claimer(
+        self, skip_plugins: Collection[str], caps: Mapping[str, int] | None = None
+    ) -> Callable[[Conn], Claim | None]:
         now = format_time(self._clock())
         snapshot = self._snapshot_id()
-        skip = json.dumps(sorted(skip_plugins))
+        skip = tuple(sorted(skip_plugins))
+        limits = checked_caps(caps)
+        sql = self._sql
 
-        def claim(conn: sqlite3.Connection) -> Claim | None:
-            job = _claim(conn, self.machine, now=now, snapshot=snapshot, skip=skip)
+        def claim(conn: Conn) -> Claim | None:
+            job = sql.claim(conn, self.machine, now=now, snapshot=snapshot, skip=skip,
+                            caps=limits)
             if job is None:
                 return None
             try:
-                context = (fetch_context(conn, job.event_context_id)
+                context = (sql.fetch_context(conn, job.event_context_id)
                            if job.event_context_id else None)
-                return Claim(job=job, state=load_state(conn, job.plugin), context=context)
+                return Claim(job=job, state=sql.load_state(conn, job.plugin), context=context)
             except StoreError as exc:
                 # Keep the claim: the job fails visibly instead of the claim aborting forever.
                 return Claim(job=job, state={}, state_error=str(exc))
@@ -372,7 +455,7 @@ class Queue:
 
     async def record_spawn(self, job_id: str, attempt: int, pid: int) -> None:
         """Note the plugin's pid on the attempt row (for the ledger; cheap, group-committed)."""
-        await self._db.write(lambda conn: _record_spawn(conn, job_id, attempt, pid))
+        await self._db.write(lambda conn: self._sql.record_spawn(conn, job_id, attempt, pid))
 
     async def complete(self, job: Job, status: str, **ending: Any) -> Job:
         """`complete_and_claim` without claiming: end the job and return its final row."""
@@ -445,11 +528,11 @@ class Queue:
         )
         claim = self._claimer(claim_next) if claim_next is not None else None
 
-        def finish(conn: sqlite3.Connection) -> Finished:
-            done = _complete(conn, self.machine, job, status, end, result, update)
+        def finish(conn: Conn) -> Finished:
+            done = self._sql.complete(conn, self.machine, job, status, end, result, update)
             if facts is not None:
-                apply_fact_plan(conn, facts, done.id, done.command, end.now)
-            inserted, dropped = _insert_successors(conn, self.machine, pending, dedupe)
+                self._sql.apply_fact_plan(conn, facts, done.id, done.command, end.now)
+            inserted, dropped = self._sql.insert_successors(conn, self.machine, pending, dedupe)
             return Finished(
                 done,
                 claim(conn) if claim is not None else None,
@@ -490,8 +573,8 @@ class Queue:
         due = shift_time(now, max(0.0, delay))
         claim = self._claimer(claim_next) if claim_next is not None else None
 
-        def requeue(conn: sqlite3.Connection) -> Finished:
-            updated = _retry(conn, self.machine, job, end, due)
+        def requeue(conn: Conn) -> Finished:
+            updated = self._sql.retry(conn, self.machine, job, end, due)
             return Finished(updated, claim(conn) if claim is not None else None)
 
         finished = await self._db.write(requeue)
@@ -506,7 +589,8 @@ class Queue:
         an unknown id.
         """
         now = format_time(self._clock())
-        return await self._db.write(lambda conn: _cancel(conn, self.machine, job_id, reason, now))
+        return await self._db.write(
+            lambda conn: self._sql.cancel(conn, self.machine, job_id, reason, now))
 
     async def interrupt(self, job: Job, *, duration_ms: int | None, stderr: str | None) -> Job:
         """Send a running job back to the queue because the gateway is stopping and its
@@ -516,7 +600,7 @@ class Queue:
             now=format_time(self._clock()), last_error=INTERRUPTED_REASON, exit_code=None,
             duration_ms=duration_ms, outcome="interrupted", stderr=stderr,
         )
-        return await self._db.write(lambda conn: _interrupt(conn, self.machine, job, end))
+        return await self._db.write(lambda conn: self._sql.interrupt(conn, self.machine, job, end))
 
     async def recover_orphans(self) -> list[Job]:
         """Deal with jobs a crash left `running` (call at boot, before dispatching).
@@ -525,7 +609,7 @@ class Queue:
         that exceeds max_attempts, to dead with a job_log row. Returns the updated jobs.
         """
         now = format_time(self._clock())
-        jobs = await self._db.write(lambda conn: _recover(conn, self.machine, now))
+        jobs = await self._db.write(lambda conn: self._sql.recover(conn, self.machine, now))
         if any(job.status == "queued" for job in jobs):
             self._on_enqueue()
         return jobs
@@ -534,7 +618,7 @@ class Queue:
 
     async def get(self, job_id: str) -> Job | None:
         """The job, or None."""
-        return await self._db.read(lambda conn: fetch_job(conn, job_id))
+        return await self._db.read_point(lambda conn: self._sql.fetch_job(conn, job_id))
 
     async def list(
         self,
@@ -548,50 +632,128 @@ class Queue:
         if limit < 1:
             raise StoreError("limit must be a positive integer")
         return await self._db.read(
-            lambda conn: fetch_jobs(
+            lambda conn: self._sql.fetch_jobs(
                 conn, plugin=plugin, command=command, status=status, limit=limit
             )
         )
 
     async def links(self, job: Job) -> JobLinks:
         """The job's retry and rerun links, both ways."""
-        return await self._db.read(lambda conn: fetch_links(conn, job))
+        return await self._db.read_point(lambda conn: self._sql.fetch_links(conn, job))
 
     async def pipeline_run(self, job_id: str) -> PipelineRun | None:
         """The pipeline run `job_id` is the root of (store/tree.py), or None when unknown."""
-        return await self._db.read(lambda conn: fetch_pipeline_run(conn, job_id))
+        return await self._db.read(lambda conn: self._sql.fetch_pipeline_run(conn, job_id))
 
     async def tree(self, root_id: str) -> dict[str, Any] | None:
         """The job tree under `root_id` (see store/tree.py fetch_job_tree), or None."""
-        return await self._db.read(lambda conn: fetch_job_tree(conn, root_id))
+        return await self._db.read(lambda conn: self._sql.fetch_job_tree(conn, root_id))
 
     async def attempts(self, job_id: str) -> list[Attempt]:
         """Every attempt of the job, first first."""
-        return await self._db.read(lambda conn: fetch_attempts(conn, job_id))
+        return await self._db.read_point(lambda conn: self._sql.fetch_attempts(conn, job_id))
 
     async def transitions(self, job_id: str) -> list[Transition]:
         """The job's status history, oldest first."""
-        return await self._db.read(lambda conn: fetch_transitions(conn, job_id))
+        return await self._db.read_point(lambda conn: self._sql.fetch_transitions(conn, job_id))
 
     async def log_entries(self, job_id: str) -> list[LogEntry]:
         """The job's job_log rows (one per terminal attempt), by attempt."""
-        return await self._db.read(lambda conn: fetch_log_entries(conn, job_id))
+        return await self._db.read_point(lambda conn: self._sql.fetch_log_entries(conn, job_id))
 
     async def search_logs(self, where: LogFilter) -> tuple[list[LogEntry], int]:
         """Job log rows matching `where`, newest first, and the total (see store/joblog.py)."""
-        return await self._db.read(lambda conn: search_logs(conn, where))
+        return await self._db.read(lambda conn: self._sql.search_logs(conn, where))
 
     async def running_counts(self) -> dict[str, int]:
         """Running jobs per plugin (the dispatcher's parallelism skip-list input)."""
-        return await self._db.read(_running_counts)
+        return await self._db.read_point(self._sql.running_counts)
 
     async def queue_depth(self) -> int:
         """How many jobs are queued (due or not)."""
-        return await self._db.read(_queue_depth)
+        return await self._db.read(self._sql.queue_depth)
+
+    async def outstanding_counts(self) -> dict[str, int]:
+        """Jobs queued or running, per plugin (the backpressure count's seed and re-sync)."""
+        return await self._db.read(self._sql.outstanding_counts)
 
     async def next_due_at(self) -> datetime | None:
         """The earliest `next_retry_at` of a queued job (possibly already past): when the
         dispatcher must wake even if nothing is enqueued. None when no queued job waits on a
         retry time."""
-        text = await self._db.read(_next_retry_at)
+        text = await self._db.read_point(self._sql.next_retry_at)
         return parse_time(text) if text else None
+
+
+def checked_caps(caps: Mapping[str, int] | None) -> dict[str, int]:
+    """The claim caps as a plain dict; a cap that is not a whole number >= 0 is refused
+    (StoreError naming the plugin) before anything is written."""
+    limits: dict[str, int] = {}
+    for plugin, cap in (caps or {}).items():
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 0:
+            raise StoreError(
+                f"claim caps: plugin {plugin!r} has cap {cap!r}; a cap is the most jobs of the "
+                "plugin running at once across the cluster, a whole number >= 0"
+            )
+        limits[plugin] = cap
+    return limits
+
+
+def _sqlite_claim(
+    conn: Conn, machine: MachineSpec, *, now: str, snapshot: str | None, skip: Collection[str],
+    caps: Mapping[str, int],
+) -> Job | None:
+    """The SQLite claim takes its skip list as JSON text (read by json_each). A capped
+    plugin already at its cap joins the skip list: the one writer counts and claims in one
+    transaction, so nothing can start a job of it in between."""
+    skipped = [*skip, *at_cap(conn, caps)] if caps else list(skip)
+    return _claim(conn, machine, now=now, snapshot=snapshot, skip=json.dumps(skipped))
+
+
+SQLITE = Statements(
+    insert_job=_insert_job,
+    write_context=write_prepared,
+    insert_run_root=_insert_run_root,
+    insert_successors=_insert_successors,
+    claim=_sqlite_claim,
+    fetch_context=fetch_context,
+    load_state=load_state,
+    record_spawn=_record_spawn,
+    complete=_complete,
+    apply_fact_plan=apply_fact_plan,
+    retry=_retry,
+    cancel=_cancel,
+    interrupt=_interrupt,
+    recover=_recover,
+    fetch_job=fetch_job,
+    fetch_jobs=fetch_jobs,
+    fetch_links=fetch_links,
+    fetch_pipeline_run=fetch_pipeline_run,
+    fetch_job_tree=fetch_job_tree,
+    fetch_attempts=fetch_attempts,
+    fetch_transitions=fetch_transitions,
+    fetch_log_entries=fetch_log_entries,
+    search_logs=search_logs,
+    running_counts=_running_counts,
+    queue_depth=_queue_depth,
+    outstanding_counts=_outstanding_counts,
+    next_retry_at=_next_retry_at,
+)
+
+
+class Queue(QueueCore):
+    """The job queue on SQLite: one writer thread, group commit (db.py)."""
+
+    _sql = SQLITE
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        snapshot_id: Callable[[], str | None],
+        dedupe_ttl: float,
+        on_enqueue: Callable[[], None] = lambda: None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        super().__init__(db, snapshot_id=snapshot_id, dedupe_ttl=dedupe_ttl,
+                         on_enqueue=on_enqueue, clock=clock)

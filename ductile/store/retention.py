@@ -19,21 +19,26 @@ plugin_facts and plugin_state are never pruned.
 Cutoffs are compared as text: every timestamp is stored fixed-width (jobs.format_time), so
 `completed_at < cutoff` is a time comparison and can use the `(completed_at)` and
 `(created_at)` indexes.
+
+Only the statements differ between backends: `RetentionStatements.delete_batch` deletes one
+batch of one table (SQLite's by rowid here, `SQLITE_RETENTION`; PostgreSQL's in
+store/pg/retention.py); the batching, the cutoffs and the policy are `prune`'s, shared.
 """
 
 from __future__ import annotations
 
 import math
 import sqlite3
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
-from functools import cache
 from datetime import datetime
+from functools import cache
+from typing import Any, Protocol
 
 import trio
 
 from ductile.errors import StoreError
 from ductile.machines import job_statuses
-from ductile.store.db import Database
 from ductile.store.jobs import shift_time, utcnow
 
 DEFAULT_BATCH = 500
@@ -125,45 +130,68 @@ class PruneReport:
         return sum(getattr(self, item.name) for item in fields(self))
 
 
+@dataclass(frozen=True)
+class RetentionStatements:
+    """One backend's delete (Backend.retention): `delete_batch(conn, table, cutoff, batch)`
+    deletes at most `batch` prunable rows of `table` (a RetentionPolicy field name) older than
+    `cutoff`, keeping what the module docstring says is always kept; returns how many."""
+
+    delete_batch: Callable[[Any, str, str, int], int]
+
+
+class Writer(Protocol):
+    """What `prune` needs of a database: one write transaction per call (Database or
+    PgDatabase)."""
+
+    def write(self, fn: Callable[[Any], Any]) -> Awaitable[Any]: ...
+
+
 async def prune(
-    db: Database,
+    db: Writer,
     policy: RetentionPolicy,
     *,
     now: datetime | None = None,
     batch: int = DEFAULT_BATCH,
+    statements: RetentionStatements | None = None,
 ) -> PruneReport:
     """Delete rows older than each table's retention, `batch` rows per write transaction.
 
     Tables are pruned one after another; each loops until a batch deletes fewer than `batch`
     rows. The cutoffs are fixed at the start, so rows that age past them during the prune wait
     for the next call. Cancellation is honoured between batches (a committed batch stays
-    deleted: pruning is idempotent, the next call carries on).
+    deleted: pruning is idempotent, the next call carries on). `statements` are the
+    backend's deletes (SQLite's when None).
     """
+    sql = SQLITE_RETENTION if statements is None else statements
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise StoreError(f"prune batch must be a positive integer, got {batch!r}")
     moment = utcnow() if now is None else now
     counts: dict[str, int] = {}
-    for table, sql in _deletes().items():
+    for item in fields(policy):
+        table = item.name
         seconds: float = getattr(policy, table)
         if seconds == 0:
             counts[table] = 0
             continue
-        counts[table] = await _prune_table(db, sql, shift_time(moment, -seconds), batch)
+        counts[table] = await _prune_table(db, sql, table, shift_time(moment, -seconds), batch)
     return PruneReport(**counts)
 
 
-async def _prune_table(db: Database, sql: str, cutoff: str, batch: int) -> int:
-    """Run `sql` batch by batch until a batch comes back short; the checkpoint between
-    batches lets the writes queued meanwhile reach the writer before our next batch."""
-    params = {"cutoff": cutoff, "batch": batch}
+async def _prune_table(db: Writer, sql: RetentionStatements, table: str, cutoff: str,
+                       batch: int) -> int:
+    """Delete batch by batch until a batch comes back short; the checkpoint between batches
+    lets the writes queued meanwhile reach the writer before our next batch."""
     deleted = 0
     while True:
-        count = await db.write(lambda conn: _delete_batch(conn, sql, params))
+        count: int = await db.write(lambda conn: sql.delete_batch(conn, table, cutoff, batch))
         deleted += count
         if count < batch:
             return deleted
         await trio.sleep(0)
 
 
-def _delete_batch(conn: sqlite3.Connection, sql: str, params: dict[str, object]) -> int:
-    return conn.execute(sql, params).rowcount
+def _delete_batch(conn: sqlite3.Connection, table: str, cutoff: str, batch: int) -> int:
+    return int(conn.execute(_deletes()[table], {"cutoff": cutoff, "batch": batch}).rowcount)
+
+
+SQLITE_RETENTION = RetentionStatements(delete_batch=_delete_batch)

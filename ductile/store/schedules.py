@@ -10,13 +10,18 @@ dedupe hit, never a second job.
 The operator's pause (`paused_manual`) always wins: `save_entry`, used by the scheduler, never
 overwrites a paused row; only `set_paused(..., paused=False)` lifts it. That way a CLI pause
 written beside a running daemon cannot be undone by the daemon's next bookkeeping write.
+
+`ScheduleStatements` is what the layers above run, from the Backend they are given: SQLite's
+functions here (`SQLITE_SCHEDULES`), PostgreSQL's in store/pg/schedules.py. The pause and
+resume rule (`set_paused_on`) is written once over each backend's two row statements.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from ductile.store.jobs import _Record
@@ -90,8 +95,11 @@ def save_entry(conn: sqlite3.Connection, entry: ScheduleEntry) -> bool:
     return cursor.rowcount > 0
 
 
-def set_paused(
-    conn: sqlite3.Connection,
+def set_paused_on(
+    pause_row: Callable[[Any, str, str, str, str], None],
+    resume_row: Callable[[Any, str, str, str], None],
+    fetch: Callable[[Any], dict[tuple[str, str], ScheduleEntry]],
+    conn: Any,
     targets: Iterable[tuple[str, str, str]],
     *,
     paused: bool,
@@ -102,25 +110,39 @@ def set_paused(
     Pausing creates the row when the scheduler has not written one yet, so a schedule can be
     paused before the gateway ever ran it. Resuming only touches paused rows and marks them
     `resumed by operator`: the scheduler then drops the fires missed while paused instead of
-    catching them up.
+    catching them up. `pause_row(conn, plugin, schedule_id, command, now)` and
+    `resume_row(conn, plugin, schedule_id, now)` are the backend's statements.
     """
+    targets = list(targets)
     for plugin, schedule_id, command in targets:
         if paused:
-            conn.execute(
-                "INSERT INTO schedule_entries (plugin, schedule_id, command, status, reason, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (plugin, schedule_id) DO "
-                "UPDATE SET status = excluded.status, reason = excluded.reason, "
-                "updated_at = excluded.updated_at",
-                (plugin, schedule_id, command, PAUSED_MANUAL, PAUSED_REASON, now),
-            )
+            pause_row(conn, plugin, schedule_id, command, now)
         else:
-            conn.execute(
-                "UPDATE schedule_entries SET status = ?, reason = ?, updated_at = ? "
-                "WHERE plugin = ? AND schedule_id = ? AND status = ?",
-                (ACTIVE, RESUMED_REASON, now, plugin, schedule_id, PAUSED_MANUAL),
-            )
+            resume_row(conn, plugin, schedule_id, now)
     wanted = {(p, s) for p, s, _ in targets}
-    return [e for key, e in fetch_entries(conn).items() if key in wanted]
+    return [e for key, e in fetch(conn).items() if key in wanted]
+
+
+def _pause_row(conn: sqlite3.Connection, plugin: str, schedule_id: str, command: str,
+               now: str) -> None:
+    conn.execute(
+        "INSERT INTO schedule_entries (plugin, schedule_id, command, status, reason, "
+        "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (plugin, schedule_id) DO "
+        "UPDATE SET status = excluded.status, reason = excluded.reason, "
+        "updated_at = excluded.updated_at",
+        (plugin, schedule_id, command, PAUSED_MANUAL, PAUSED_REASON, now),
+    )
+
+
+def _resume_row(conn: sqlite3.Connection, plugin: str, schedule_id: str, now: str) -> None:
+    conn.execute(
+        "UPDATE schedule_entries SET status = ?, reason = ?, updated_at = ? "
+        "WHERE plugin = ? AND schedule_id = ? AND status = ?",
+        (ACTIVE, RESUMED_REASON, now, plugin, schedule_id, PAUSED_MANUAL),
+    )
+
+
+set_paused = partial(set_paused_on, _pause_row, _resume_row, fetch_entries)
 
 
 def outstanding_jobs(
@@ -148,3 +170,27 @@ def active_polls(conn: sqlite3.Connection, submitted_by: str) -> list[Outstandin
         (submitted_by,),
     )
     return [Outstanding(*tuple(r)) for r in rows]
+
+
+@dataclass(frozen=True)
+class ScheduleStatements:
+    """One backend's schedule_entries statements and the scheduler's view of outstanding jobs
+    (Backend.schedules), each with the arguments and answers of the SQLite function of the
+    same name in this module: fetch_entries(conn, plugin=None), save_entry(conn, entry),
+    set_paused(conn, targets, *, paused, now), outstanding_jobs(conn, plugin, command,
+    submitted_by), active_polls(conn, submitted_by)."""
+
+    fetch_entries: Callable[..., dict[tuple[str, str], ScheduleEntry]]
+    save_entry: Callable[[Any, ScheduleEntry], bool]
+    set_paused: Callable[..., list[ScheduleEntry]]
+    outstanding_jobs: Callable[[Any, str, str, str | None], list[Outstanding]]
+    active_polls: Callable[[Any, str], list[Outstanding]]
+
+
+SQLITE_SCHEDULES = ScheduleStatements(
+    fetch_entries=fetch_entries,
+    save_entry=save_entry,
+    set_paused=set_paused,
+    outstanding_jobs=outstanding_jobs,
+    active_polls=active_polls,
+)

@@ -4,6 +4,10 @@ Every job row carries the snapshot id live when it was enqueued and when it star
 `ductile job inspect` can answer "with which config did this run" long after a reload. The
 caller (config/snapshot) computes the hashes, fingerprints and sanitized config; this module
 only stores and reads them.
+
+`Snapshots` takes its backend's `SnapshotStatements` (SQLite's `SQLITE_SNAPSHOTS` by default,
+PostgreSQL's in store/pg/snapshots.py); building and checking the row, and decoding the JSON
+columns, are this module's for both.
 """
 
 from __future__ import annotations
@@ -11,11 +15,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from typing import Any, Mapping
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ductile.errors import StoreError
-from ductile.store.db import Database
 from ductile.store.jobs import stored_json_text, utcnow_text
+
+if TYPE_CHECKING:
+    from ductile.store.queue import Store
 
 SNAPSHOT_FORMAT = 1
 
@@ -24,36 +32,39 @@ SNAPSHOT_FORMAT = 1
 TEXT_FIELDS = ("config_hash", "source_hash", "source_path", "source")
 JSON_FIELDS = ("semantics", "plugin_fingerprints", "sanitized_config", "secret_fingerprints")
 
-_COLUMNS = (
+COLUMNS = (
     "id", "config_hash", "source_hash", "source_path", "source", "reason", "loaded_at",
     "ductile_version", "binary_path", "snapshot_format", *JSON_FIELDS,
 )
 
 
-class Snapshots:
-    """Record and read config_snapshots rows."""
+@dataclass(frozen=True)
+class SnapshotStatements:
+    """One backend's config_snapshots statements (Backend.snapshots): insert(conn, row) writes
+    a `snapshot_row`; fetch(conn, snapshot_id) answers as `fetch_snapshot` below."""
 
-    def __init__(self, db: Database) -> None:
+    insert: Callable[[Any, Mapping[str, Any]], None]
+    fetch: Callable[[Any, str | None], dict[str, Any] | None]
+
+
+class Snapshots:
+    """Record and read config_snapshots rows, on the backend whose `statements` are given."""
+
+    def __init__(self, db: Store, statements: SnapshotStatements | None = None) -> None:
         self._db = db
+        self._sql = SQLITE_SNAPSHOTS if statements is None else statements
 
     async def record(
         self, fields: Mapping[str, Any], *, reason: str, version: str, binary_path: str
     ) -> str:
         """Insert a snapshot and return its id (`cfg_` + uuid4 hex)."""
         row = snapshot_row(fields, reason=reason, version=version, binary_path=binary_path)
-        names = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
-        values = tuple(row.values())
-        await self._db.write(
-            lambda conn: conn.execute(
-                f"INSERT INTO config_snapshots ({names}) VALUES ({marks})", values
-            )
-        )
+        await self._db.write(lambda conn: self._sql.insert(conn, row))
         return str(row["id"])
 
     async def get(self, snapshot_id: str) -> dict[str, Any] | None:
         """The snapshot as a dict (JSON columns decoded), or None when there is no such id."""
-        return await self._db.read(lambda conn: fetch_snapshot(conn, snapshot_id))
+        return await self._db.read(lambda conn: self._sql.fetch(conn, snapshot_id))
 
 
 def snapshot_row(
@@ -87,14 +98,24 @@ def fetch_snapshot(conn: sqlite3.Connection, snapshot_id: str | None) -> dict[st
     if not snapshot_id:
         return None
     row = conn.execute(
-        f"SELECT {', '.join(_COLUMNS)} FROM config_snapshots WHERE id = ?", (snapshot_id,)
+        f"SELECT {', '.join(COLUMNS)} FROM config_snapshots WHERE id = ?", (snapshot_id,)
     ).fetchone()
-    if row is None:
-        return None
-    snapshot = {name: row[name] for name in _COLUMNS}
+    return decode_snapshot(snapshot_id, row) if row is not None else None
+
+
+def decode_snapshot(snapshot_id: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored row (keyed by column) as `Snapshots.get` answers it: JSON columns decoded."""
+    snapshot = {name: row[name] for name in COLUMNS}
     for key in JSON_FIELDS:
         snapshot[key] = _decode(snapshot_id, key, snapshot[key])
     return snapshot
+
+
+def _insert(conn: sqlite3.Connection, row: Mapping[str, Any]) -> None:
+    conn.execute(
+        f"INSERT INTO config_snapshots ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
+        tuple(row.values()),
+    )
 
 
 def _encode(key: str, value: Any) -> str | None:
@@ -117,3 +138,6 @@ def _decode(snapshot_id: str, key: str, text: Any) -> Any:
         return json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise StoreError(f"config snapshot {snapshot_id}: {key} is not valid JSON: {exc}") from exc
+
+
+SQLITE_SNAPSHOTS = SnapshotStatements(insert=_insert, fetch=fetch_snapshot)

@@ -6,36 +6,56 @@ capped at 1 MiB of compact JSON so one chatty plugin cannot bloat every request 
 (its state is sent back to it on each run). The merge is a read-modify-write, so it always runs
 on the writer thread: either through `StateStore.merge` or inside `Queue.complete`'s
 transaction, so a job never succeeds without its state update or the other way round.
+
+`StateStore` takes its backend's `StateStatements` (SQLite's `SQLITE_STATE` by default;
+PostgreSQL's, in store/pg/records.py with the queue's other record statements, are bound in
+store/pg/backend.py). The merge, the cap and the encoding are this module's for both.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Any, Mapping
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ductile.errors import StoreError
-from ductile.store.db import Database
 from ductile.store.jobs import load_stored_object, utcnow_text
+
+if TYPE_CHECKING:
+    from ductile.store.queue import Store
 
 MAX_STATE_BYTES = 1024 * 1024
 
 
-class StateStore:
-    """Read and shallow-merge plugin state."""
+@dataclass(frozen=True)
+class StateStatements:
+    """One backend's plugin_state statements: load_state(conn, plugin) -> the object ({} when
+    absent, StoreError when not an object); apply_state_update(conn, plugin, updates, now) ->
+    the merged object, written (StoreError over the cap, nothing written)."""
 
-    def __init__(self, db: Database) -> None:
+    load_state: Callable[[Any, str], dict[str, Any]]
+    apply_state_update: Callable[[Any, str, Mapping[str, Any], str], dict[str, Any]]
+
+
+class StateStore:
+    """Read and shallow-merge plugin state, on the backend whose `statements` are given."""
+
+    def __init__(self, db: Store, statements: StateStatements | None = None) -> None:
         self._db = db
+        self._sql = SQLITE_STATE if statements is None else statements
 
     async def get(self, plugin: str) -> dict[str, Any]:
         """The plugin's state object, `{}` when it has none."""
-        return await self._db.read(lambda conn: load_state(conn, plugin))
+        return await self._db.read(lambda conn: self._sql.load_state(conn, plugin))
 
     async def merge(self, plugin: str, updates: Mapping[str, Any]) -> dict[str, Any]:
         """Shallow-merge `updates` into the plugin's state; return the stored result."""
         encoded = encode_updates(updates)
         now = utcnow_text()
-        return await self._db.write(lambda conn: apply_state_update(conn, plugin, encoded, now))
+        return await self._db.write(
+            lambda conn: self._sql.apply_state_update(conn, plugin, encoded, now))
 
 
 def merge_state(current: Mapping[str, Any], updates: Mapping[str, Any]) -> dict[str, Any]:
@@ -94,3 +114,6 @@ def _compact_json(value: Any, what: str) -> str:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise StoreError(f"{what} is not JSON-serialisable: {exc}") from exc
+
+
+SQLITE_STATE = StateStatements(load_state=load_state, apply_state_update=apply_state_update)

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ductile.errors import StoreError
 from ductile.machines import job_statuses
@@ -114,7 +114,13 @@ def fetch_job_tree(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | No
     has `truncated`.
     """
     root_id = split_run_root(conn, job_id) or job_id
-    rows = conn.execute(_NODE_SQL, _walk_params(root_id)).fetchall()
+    return assemble_tree(conn.execute(_NODE_SQL, _walk_params(root_id)).fetchall(), root_id)
+
+
+def assemble_tree(rows: Sequence[Mapping[str, Any]], root_id: str) -> dict[str, Any] | None:
+    """Nest the walked rows (breadth first, at most MAX_TREE_NODES + 1, each with its `depth`
+    and the node columns `_node` reads) into the tree rooted at `root_id`; None without rows.
+    Shared by every backend: only the walk's SQL differs."""
     if not rows:
         return None
     nodes: dict[str, dict[str, Any]] = {}
@@ -141,7 +147,11 @@ def tree_settled(conn: sqlite3.Connection, root_id: str) -> TreeState:
     ends its parent, so a tree whose jobs are all terminal has no pending successor. An unknown
     root gives total 0 and all_terminal False.
     """
-    rows = conn.execute(_STATUS_SQL, _walk_params(root_id)).fetchall()
+    return settle(conn.execute(_STATUS_SQL, _walk_params(root_id)).fetchall())
+
+
+def settle(rows: Sequence[Mapping[str, Any]]) -> TreeState:
+    """Count a walked tree's jobs (rows of id, status, depth) and how many are terminal."""
     statuses: dict[str, str] = {}
     truncated = len(rows) > MAX_TREE_NODES
     for row in rows[:MAX_TREE_NODES]:
@@ -219,21 +229,40 @@ def fetch_pipeline_run(conn: sqlite3.Connection, job_id: str) -> PipelineRun | N
     """The run `job_id` is the root of (see PipelineRun); None for an unknown job. For a job
     that is not its tree's root only `root_id` is filled in. A context row that cannot be
     decoded raises StoreError."""
-    root_id = root_of(conn, job_id)
+    return build_pipeline_run(_SqliteRunReader(conn), job_id)
+
+
+class RunReader(Protocol):
+    """The reads `build_pipeline_run` needs, each on one backend's connection."""
+
+    def root_of(self, job_id: str) -> str | None: ...
+
+    def job(self, job_id: str) -> Job: ...
+
+    def context(self, context_id: str) -> EventContext | None: ...
+
+    def entry_candidates(self, event_id: str) -> list[Job]:
+        """Parentless jobs whose source_event_id is `event_id` or starts `event_id@`."""
+        ...
+
+    def settled(self, root_id: str) -> TreeState: ...
+
+
+def build_pipeline_run(read: RunReader, job_id: str) -> PipelineRun | None:
+    """`fetch_pipeline_run` over any backend's reads (the logic is shared, the SQL is not)."""
+    root_id = read.root_of(job_id)
     if root_id is None:
         return None
     if root_id != job_id:
         return PipelineRun(root_id=root_id)
-    row = conn.execute(f"SELECT {Job.select_list()} FROM job_queue WHERE id = ?",
-                       (job_id,)).fetchone()
-    root = Job.from_row(row)
-    context = fetch_context(conn, root.event_context_id) if root.event_context_id else None
+    root = read.job(job_id)
+    context = read.context(root.event_context_id) if root.event_context_id else None
     entries = [RunEntry(root, context)]
     instance_root = None
     if context is not None and context.parent_id is not None:
-        instance_root = fetch_context(conn, context.parent_id)
-        entries = _entries_of(conn, entries[0], context.parent_id)
-    states = [tree_settled(conn, entry.job.id) for entry in entries]
+        instance_root = read.context(context.parent_id)
+        entries = _entries_of(read, entries[0], context.parent_id)
+    states = [read.settled(entry.job.id) for entry in entries]
     return PipelineRun(
         root_id=root_id,
         entries=tuple(entries),
@@ -243,28 +272,52 @@ def fetch_pipeline_run(conn: sqlite3.Connection, job_id: str) -> PipelineRun | N
     )
 
 
-def _entries_of(conn: sqlite3.Connection, root: RunEntry, instance_id: str) -> list[RunEntry]:
+class _SqliteRunReader:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def root_of(self, job_id: str) -> str | None:
+        return root_of(self._conn, job_id)
+
+    def job(self, job_id: str) -> Job:
+        row = self._conn.execute(f"SELECT {Job.select_list()} FROM job_queue WHERE id = ?",
+                                 (job_id,)).fetchone()
+        return Job.from_row(row)
+
+    def context(self, context_id: str) -> EventContext | None:
+        return fetch_context(self._conn, context_id)
+
+    def entry_candidates(self, event_id: str) -> list[Job]:
+        """Through job_queue_event_source_idx (parent NULL, then source_event_id): a range
+        instead of a scan (see `_entries_of`)."""
+        rows = self._conn.execute(
+            f"SELECT {Job.select_list()} FROM job_queue WHERE parent_job_id IS NULL "
+            "AND source_event_id >= ? AND source_event_id <= ? ORDER BY created_at, rowid",
+            (event_id, event_id + "@\U0010ffff"),
+        ).fetchall()
+        return [Job.from_row(row) for row in rows]
+
+    def settled(self, root_id: str) -> TreeState:
+        return tree_settled(self._conn, root_id)
+
+
+def _entries_of(read: RunReader, root: RunEntry, instance_id: str) -> list[RunEntry]:
     """Every root job started with `root` under the pipeline-instance context `instance_id`.
 
     The entries of one start share its trigger event: their source_event_id is the event id,
     or `<event id>@<pipeline>/<step>` for a second dispatch to the same target (dispatch/
-    routing.py), so the range below finds them through job_queue_event_source_idx (parent
-    NULL, then source_event_id) instead of scanning; the context parent confirms each one.
+    routing.py), so the reader finds them by a range of source_event_id (an index range, not
+    a scan); the context parent confirms each one.
     """
     event_id = _event_id(root.job)
     if event_id is None:
         return [root]
-    rows = conn.execute(
-        f"SELECT {Job.select_list()} FROM job_queue WHERE parent_job_id IS NULL "
-        "AND source_event_id >= ? AND source_event_id <= ? ORDER BY created_at, rowid",
-        (event_id, event_id + "@\U0010ffff"),
-    ).fetchall()
     entries = []
-    for found in (Job.from_row(row) for row in rows):
+    for found in read.entry_candidates(event_id):
         source = found.source_event_id or ""
         if source != event_id and not source.startswith(event_id + "@"):
             continue
-        context = fetch_context(conn, found.event_context_id) if found.event_context_id else None
+        context = read.context(found.event_context_id) if found.event_context_id else None
         if context is not None and context.parent_id == instance_id:
             entries.append(RunEntry(found, context))
     return entries or [root]

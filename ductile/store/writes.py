@@ -16,12 +16,18 @@ are separate from queue.py so the SQL can be read, and its query plans tested
 (tests/test_store_query_plans.py), without the async facade. The statements keep their
 leading underscore: store internals, called by queue.py, never by the layers above it; only
 `burial_reason` (boot routes recovery hooks with it) and the recovery messages are public.
+
+The decisions that need no SQL are public functions here (`enqueue_reason`,
+`refuse_retry_target`, `refuse_retry_past_last`, `recovery_fate`, `log_row`,
+`attempt_ending`, `enqueue_each`), and the machine and attempt checks (`_check_edge`,
+`_check_transition`, `_check_attempt`) are plain functions too: the PostgreSQL statements
+(store/pg/writes.py) call the same ones, so both backends decide alike.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -96,18 +102,36 @@ def _insert_job(conn: sqlite3.Connection, machine: MachineSpec, job: Job, dedupe
         f"INSERT INTO job_queue ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})",
         tuple(values.values()),
     )
+    _append_transition(conn, job.id, None, job.status, enqueue_reason(job), job.created_at)
+
+
+def enqueue_reason(job: Job) -> str:
+    """The reason of a new job's first transition: who enqueued it, and the job or run it
+    repeats (an operator's retry or rerun)."""
     reason = f"enqueued by {job.submitted_by}"
     if job.retry_of is not None:
         reason += f": retry of {job.retry_of}"
     if job.rerun_of is not None:
         reason += f": rerun of the run rooted at {job.rerun_of}"
-    _append_transition(conn, job.id, None, job.status, reason, job.created_at)
+    return reason
 
 
 def _check_retry_target(conn: sqlite3.Connection, machine: MachineSpec, old_id: str) -> None:
     """A retry runs again a job that did not do its work, once: checked in the inserting
     transaction, so two concurrent retries of one job cannot both land."""
     old = fetch_job(conn, old_id)
+    row = conn.execute(
+        "SELECT id FROM job_queue WHERE retry_of = ? ORDER BY created_at, rowid LIMIT 1",
+        (old_id,),
+    ).fetchone()
+    refuse_retry_target(machine, old_id, old, row[0] if row is not None else None)
+
+
+def refuse_retry_target(
+    machine: MachineSpec, old_id: str, old: Job | None, retried_as: str | None
+) -> None:
+    """Refuse an operator's retry of `old` (JobNotFound, JobStateConflict) unless it exists,
+    is in a `retryable` status and was never retried (`retried_as` is the job that did)."""
     if old is None:
         raise JobNotFound(old_id)
     if old.status not in machine.retryable:
@@ -115,14 +139,10 @@ def _check_retry_target(conn: sqlite3.Connection, machine: MachineSpec, old_id: 
         raise JobStateConflict(old_id, old.status,
                                f"job {old_id} is {old.status}: only a job that is {allowed} "
                                "can be retried")
-    row = conn.execute(
-        "SELECT id FROM job_queue WHERE retry_of = ? ORDER BY created_at, rowid LIMIT 1",
-        (old_id,),
-    ).fetchone()
-    if row is not None:
+    if retried_as is not None:
         raise JobStateConflict(old_id, old.status,
-                               f"job {old_id} was already retried as job {row[0]}; retry that "
-                               "job instead (ductile job inspect shows it)")
+                               f"job {old_id} was already retried as job {retried_as}; retry "
+                               "that job instead (ductile job inspect shows it)")
 
 
 class _NewJob(Protocol):
@@ -144,16 +164,30 @@ def _insert_successors(
     """Enqueue each successor and its context; skip (and report, with its error) redeliveries
     and dedupe drops. `_insert_job` raises those before writing anything, so a skip leaves no
     trace. Returns the inserted jobs and the skipped items, each in the order given."""
+
+    def insert(item: _P) -> None:
+        _insert_job(conn, machine, item.job, dedupe)
+        if item.context is not None:
+            write_prepared(conn, item.context, item.job.created_at)
+
+    return enqueue_each(pending, insert)
+
+
+def enqueue_each(
+    pending: Sequence[_P], insert: Callable[[_P], None]
+) -> tuple[tuple[Job, ...], tuple[tuple[_P, DedupeDropped | SourceEventConflict], ...]]:
+    """Run `insert` (a backend's job insert, then its context) for each item in order; an
+    item refused as a redelivery or by its dedupe key is skipped and reported with its error.
+    The insert raises those before writing anything, so a skip leaves no trace; any other
+    error propagates and aborts the caller's transaction."""
     inserted: list[Job] = []
     dropped: list[tuple[_P, DedupeDropped | SourceEventConflict]] = []
     for item in pending:
         try:
-            _insert_job(conn, machine, item.job, dedupe)
+            insert(item)
         except (SourceEventConflict, DedupeDropped) as exc:
             dropped.append((item, exc))
             continue
-        if item.context is not None:
-            write_prepared(conn, item.context, item.job.created_at)
         inserted.append(item.job)
     return tuple(inserted), tuple(dropped)
 
@@ -272,6 +306,18 @@ def _claim(
     return job
 
 
+def at_cap(conn: sqlite3.Connection, caps: Mapping[str, int]) -> list[str]:
+    """The capped plugins with at least their cap of jobs running (the claim skips them)."""
+    if not caps:
+        return []
+    counts = dict(conn.execute(
+        "SELECT plugin, COUNT(*) FROM job_queue WHERE status = 'running' AND plugin IN "
+        f"({', '.join('?' for _ in caps)}) GROUP BY plugin",
+        tuple(caps),
+    ).fetchall())
+    return sorted(plugin for plugin, cap in caps.items() if counts.get(plugin, 0) >= cap)
+
+
 def _record_spawn(conn: sqlite3.Connection, job_id: str, attempt: int, pid: int) -> None:
     """Note the plugin's pid on the attempt row (for the ledger)."""
     conn.execute(
@@ -318,11 +364,7 @@ def _retry(
     current = _current(conn, job.id)
     _check_transition(machine, "retry", current, "queued")
     _check_attempt(current, job)
-    if current.attempt >= current.max_attempts:
-        raise StoreError(
-            f"job {job.id}: cannot retry: attempt {current.attempt} of "
-            f"{current.max_attempts} was the last; complete it instead"
-        )
+    refuse_retry_past_last(current)
     _finish_attempt(conn, current, end)
     return _change_status(
         conn,
@@ -335,6 +377,15 @@ def _retry(
         last_error=end.last_error,
         completed_at=None,
     )
+
+
+def refuse_retry_past_last(current: Job) -> None:
+    """A retry of the job's last attempt is refused (StoreError): the caller completes it."""
+    if current.attempt >= current.max_attempts:
+        raise StoreError(
+            f"job {current.id}: cannot retry: attempt {current.attempt} of "
+            f"{current.max_attempts} was the last; complete it instead"
+        )
 
 
 def _cancel(
@@ -392,32 +443,49 @@ def _recover_one(conn: sqlite3.Connection, machine: MachineSpec, job: Job, now: 
     input into a crash loop under systemd, so it is quarantined as `dead` instead. A job out
     of attempts is buried as such, whatever the count of crashes.
     """
-    attempt = job.attempt + 1
-    limit = job.max_attempts if job.max_attempts > 0 else DEFAULT_MAX_ATTEMPTS
-    crashed = _Ending(
-        now=now, last_error=RECOVERED_REASON, exit_code=None, duration_ms=None,
-        outcome="crashed", stderr=None,
-    )
-    _finish_attempt(conn, job, crashed)
-    crashes = _crashes_survived(conn, job.id) + 1
-    if attempt <= limit and crashes < POISON_CRASHES:
-        _check_transition(machine, "retry", job, "queued")
+    _finish_attempt(conn, job, crashed_ending(now))
+    fate = recovery_fate(job, _crashes_survived(conn, job.id) + 1)
+    _check_transition(machine, fate.trigger, job, fate.status)
+    if fate.status == "queued":
         return _change_status(
             conn, job, "queued", reason=RECOVERED_REASON, now=now,
-            attempt=attempt, last_error=None, next_retry_at=None,
+            attempt=fate.attempt, last_error=None, next_retry_at=None,
         )
-    if attempt > limit:
-        message = RECOVERY_DEAD_ERROR.format(limit)
-    else:  # an attempt is left, but this job was running during every crash it saw
-        message = POISON_ERROR.format(crashes)
-        attempt = job.attempt
-    _check_transition(machine, "recover", job, "dead")
     done = _change_status(
-        conn, job, "dead", reason=message, now=now,
-        attempt=attempt, last_error=message, completed_at=now, next_retry_at=None,
+        conn, job, "dead", reason=fate.message, now=now,
+        attempt=fate.attempt, last_error=fate.message, completed_at=now, next_retry_at=None,
     )
     _insert_log(conn, done, result=None, stderr=None, exit_code=None)
     return done
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryFate:
+    """What crash recovery does with one orphan: requeue it (`retry`) or bury it (`recover`
+    to dead, `message` as its last_error and transition reason)."""
+
+    trigger: str
+    status: str
+    attempt: int
+    message: str
+
+
+def crashed_ending(now: str) -> _Ending:
+    """How a crash ends the attempt an orphan was running."""
+    return _Ending(now=now, last_error=RECOVERED_REASON, exit_code=None, duration_ms=None,
+                   outcome="crashed", stderr=None)
+
+
+def recovery_fate(job: Job, crashes: int) -> RecoveryFate:
+    """Decide an orphan's fate; `crashes` counts this crash too (see `_recover_one`)."""
+    attempt = job.attempt + 1
+    limit = job.max_attempts if job.max_attempts > 0 else DEFAULT_MAX_ATTEMPTS
+    if attempt <= limit and crashes < POISON_CRASHES:
+        return RecoveryFate("retry", "queued", attempt, RECOVERED_REASON)
+    if attempt > limit:
+        return RecoveryFate("recover", "dead", attempt, RECOVERY_DEAD_ERROR.format(limit))
+    # an attempt is left, but this job was running during every crash it saw
+    return RecoveryFate("recover", "dead", job.attempt, POISON_ERROR.format(crashes))
 
 
 def burial_reason(job: Job) -> str:
@@ -523,28 +591,45 @@ def _insert_log(
     exit_code: int | None,
 ) -> None:
     """The job_log row of a terminal attempt; `INSERT OR IGNORE` keeps the first one."""
+    row = log_row(job, result=result, stderr=stderr, exit_code=exit_code)
     conn.execute(
-        "INSERT OR IGNORE INTO job_log (id, job_id, plugin, command, status, result, attempt, "
-        "submitted_by, created_at, completed_at, last_error, stderr, parent_job_id, "
-        "source_event_id, event_context_id, enqueued_config_snapshot_id, "
-        "started_config_snapshot_id, exit_code) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            f"{job.id}-{job.attempt}", job.id, job.plugin, job.command, job.status, result,
-            job.attempt, job.submitted_by, job.created_at, job.completed_at, job.last_error,
-            truncate_head(stderr, STDERR_LOG_BYTES), job.parent_job_id, job.source_event_id,
-            job.event_context_id, job.enqueued_config_snapshot_id,
-            job.started_config_snapshot_id, exit_code,
-        ),
+        f"INSERT OR IGNORE INTO job_log ({', '.join(row)}) "
+        f"VALUES ({', '.join('?' for _ in row)})",
+        tuple(row.values()),
     )
+
+
+def log_row(
+    job: Job, *, result: str | None, stderr: str | None, exit_code: int | None
+) -> dict[str, Any]:
+    """The job_log row of `job`'s terminal attempt, by column (id `<job_id>-<attempt>`,
+    stderr capped at STDERR_LOG_BYTES)."""
+    return {
+        "id": f"{job.id}-{job.attempt}", "job_id": job.id, "plugin": job.plugin,
+        "command": job.command, "status": job.status, "result": result,
+        "attempt": job.attempt, "submitted_by": job.submitted_by,
+        "created_at": job.created_at, "completed_at": job.completed_at,
+        "last_error": job.last_error, "stderr": truncate_head(stderr, STDERR_LOG_BYTES),
+        "parent_job_id": job.parent_job_id, "source_event_id": job.source_event_id,
+        "event_context_id": job.event_context_id,
+        "enqueued_config_snapshot_id": job.enqueued_config_snapshot_id,
+        "started_config_snapshot_id": job.started_config_snapshot_id, "exit_code": exit_code,
+    }
 
 
 def _finish_attempt(conn: sqlite3.Connection, job: Job, end: _Ending) -> None:
+    values = attempt_ending(end)
     conn.execute(
-        "UPDATE job_attempts SET finished_at = ?, duration_ms = ?, exit_code = ?, outcome = ?, "
-        "error = ?, stderr_tail = ? WHERE job_id = ? AND attempt = ?",
-        (
-            end.now, end.duration_ms, end.exit_code, end.outcome, end.last_error,
-            truncate_tail(end.stderr, STDERR_TAIL_BYTES), job.id, job.attempt,
-        ),
+        f"UPDATE job_attempts SET {', '.join(f'{name} = ?' for name in values)} "
+        "WHERE job_id = ? AND attempt = ?",
+        (*values.values(), job.id, job.attempt),
     )
+
+
+def attempt_ending(end: _Ending) -> dict[str, Any]:
+    """The job_attempts columns that finish an attempt (stderr tailed to STDERR_TAIL_BYTES)."""
+    return {
+        "finished_at": end.now, "duration_ms": end.duration_ms, "exit_code": end.exit_code,
+        "outcome": end.outcome, "error": end.last_error,
+        "stderr_tail": truncate_tail(end.stderr, STDERR_TAIL_BYTES),
+    }

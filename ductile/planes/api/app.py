@@ -31,9 +31,9 @@ from ductile.planes.ui import register as register_ui
 from ductile.planes.http import (
     PlaneApp,
     http_exception_response,
+    http_version_refusal,
     internal_error,
     no_redirects,
-    refuse_unknown_http_versions,
     shown_path,
 )
 
@@ -50,35 +50,37 @@ def create_app(ctx: ApiContext) -> QuartTrio:
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     log = ctx.log.child("api")
 
+    # One hook before every request, in this order: the in-flight count (it must always
+    # run: the teardown below takes it back), the HTTP version, then a CORS preflight.
+    # CORS (api.allowed_origins) is read per request so a reload changes it: a preflight
+    # from a listed origin is answered here with 204; every answer to a listed origin,
+    # errors included, carries the CORS headers; anything else passes through without them.
     @app.before_request
-    async def count_started() -> None:
+    async def before() -> Response | None:
         ctx.inflight.count += 1
-
-    # After the in-flight count (see refuse_unknown_http_versions).
-    refuse_unknown_http_versions(app)
+        req = request._get_current_object()  # type: ignore[attr-defined]  # one lookup
+        refused = http_version_refusal(req.http_version)
+        if refused is not None or req.method != "OPTIONS":
+            return refused
+        headers = req.headers
+        if not is_preflight(req.method, headers.get("Access-Control-Request-Method")):
+            return None
+        allowed = cors_headers(headers.get("Origin"), ctx.current().config.api.allowed_origins,
+                               preflight=True)
+        return Response(b"", 204, headers=allowed) if allowed else None
 
     @app.teardown_request
     async def count_done(_exc: BaseException | None) -> None:
         ctx.inflight.count -= 1
 
-    # CORS (api.allowed_origins), read per request so a reload changes it: a preflight from a
-    # listed origin is answered here with 204; every answer to a listed origin, errors
-    # included, carries the CORS headers; anything else passes through without them.
-    @app.before_request
-    async def cors_preflight() -> Response | None:
-        if not is_preflight(request.method,
-                            request.headers.get("Access-Control-Request-Method")):
-            return None
-        headers = cors_headers(request.headers.get("Origin"),
-                               ctx.current().config.api.allowed_origins, preflight=True)
-        return Response(b"", 204, headers=headers) if headers else None
-
     @app.after_request
     async def cors_response(response: Response) -> Response:
-        preflight = is_preflight(request.method,
-                                 request.headers.get("Access-Control-Request-Method"))
-        response.headers.update(cors_headers(request.headers.get("Origin"),
-                                             ctx.current().config.api.allowed_origins,
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        origin = req.headers.get("Origin")
+        if not origin:  # not a browser's cross-origin request: nothing to add
+            return response
+        preflight = is_preflight(req.method, req.headers.get("Access-Control-Request-Method"))
+        response.headers.update(cors_headers(origin, ctx.current().config.api.allowed_origins,
                                              preflight=preflight))
         return response
 

@@ -9,7 +9,6 @@ this small surface is what lets it be tested, and reasoned about, without bootin
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,8 +49,10 @@ class ApiContext:
     current: Callable[[], Runtime]  # the serving runtime generation
     log: Logger
     completions: Completions  # wakes a synchronous request when its job ends
-    read: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]  # a store read
-    write: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]  # the one writer
+    # A store read and the store's writer: each runs a function on a connection of the
+    # runtime's backend, taken from `current().backend` (store/backend.py).
+    read: Callable[[Callable[[Any], Any]], Awaitable[Any]]
+    write: Callable[[Callable[[Any], Any]], Awaitable[Any]]
     audit: Callable[[Any], Awaitable[None]]  # the vault audit trail
     reload: Callable[[str], Awaitable[ReloadOutcome]]
     stopping: Callable[[], bool]

@@ -3,7 +3,8 @@
 `POST /job/{id}/cancel`, `/retry` and `/rerun` (routes/jobs.py) and `ductile job cancel|retry`,
 `ductile pipeline rerun` (through those routes) do their work here. Each verb answers with a
 `VerbAnswer` (HTTP status and JSON body) or raises `ApiError`; nothing else escapes for a bad
-request.
+request. Retry and rerun create new work, so over a `max_outstanding_jobs` bound they raise
+`Overloaded` (429 with Retry-After, kit.py) before anything is enqueued.
 
 * cancel: a queued job ends `cancelled` at once. A running one is handed to the dispatcher
   through the one narrow callable the plane gets (`ApiContext.cancel_running`): its plugin's
@@ -186,6 +187,7 @@ async def retry(rt: Runtime, job_id: str) -> VerbAnswer:
                             f"{_listed(retryable)} can be retried",
                        job_id=job_id, job_status=old.status)
     _require_plugin(rt, old)
+    rt.admit("api", old.plugin)  # Overloaded: 429 with Retry-After (kit.py)
     new = await _enqueue(lambda: rt.queue.enqueue(
         old.plugin, old.command, _payload(old), SUBMITTER,
         max_attempts=rt.config.plugin(old.plugin).retry.max_attempts,
@@ -226,6 +228,7 @@ async def rerun(rt: Runtime, job_id: str) -> VerbAnswer:
         return await _rerun_from_trigger(rt, run.entries[0])
     if run.instance_root is None:
         _require_plugin(rt, root)
+        rt.admit("api", root.plugin)
         new = await _enqueue(lambda: rt.queue.enqueue(
             root.plugin, root.command, _payload(root), SUBMITTER,
             max_attempts=rt.config.plugin(root.plugin).retry.max_attempts, rerun_of=root.id))
@@ -241,6 +244,7 @@ async def _rerun_entries(rt: Runtime, run: PipelineRun, job_id: str) -> VerbAnsw
     assert run.instance_root is not None
     for entry in run.entries:
         _require_plugin(rt, entry.job)
+    rt.admit("api", *(entry.job.plugin for entry in run.entries))
     instance = str(uuid.uuid4())
     top = run.instance_root
     root_spec = ContextSpec(top.parent_id, top.pipeline_name, top.step_id,

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from quart import Response, request
 
-from ductile.errors import InputError
+from ductile.errors import InputError, Overloaded
 from ductile.planes.api.auth import AuthError, authenticate, require
 from ductile.planes.api.openapi import REGISTRY, Operation, quart_rule
 from ductile.planes.http import json_response
@@ -62,6 +62,16 @@ class ApiError(InputError):
 
 def respond(body: Any, status: int = 200) -> Response:
     return json_response(body, status)
+
+
+def overloaded(exc: Overloaded, status: int = 429) -> Response:
+    """The answer to new work refused by backpressure (events/outstanding.py): `status` with
+    `Retry-After`, naming the bound that was hit. Nothing was queued; a retry loses nothing."""
+    response = respond({"error": str(exc), "bound": exc.key, "limit": exc.limit,
+                        "outstanding": exc.outstanding, "retry_after": exc.retry_after},
+                       status)
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def declare(app: QuartTrio, op: Operation, view: Handler) -> Operation:
@@ -149,6 +159,8 @@ class Guard:
                     return respond({"error": exc.message}, exc.status)
                 except ApiError as exc:
                     return respond({"error": exc.message, **exc.extra}, exc.status)
+                except Overloaded as exc:  # an enqueue route over a max_outstanding_jobs
+                    return overloaded(exc)
 
             setattr(wrapper, GUARD_SCOPES, tuple(scopes))
             return wrapper

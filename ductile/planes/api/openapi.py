@@ -60,6 +60,7 @@ class Answer:
     description: str
     schema: Mapping[str, Any] | None = None
     media_type: str = JSON
+    headers: tuple[Param, ...] = ()  # response headers the answer carries
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,18 @@ def refused(status: int, description: str) -> Answer:
     return Answer(status, description)
 
 
+#: The header of a refusal that a later retry can get past (backpressure: 429, or 503).
+RETRY_AFTER = Param("Retry-After", {"type": "integer", "minimum": 0},
+                    "seconds to wait before sending again")
+
+
+def throttled(status: int = 429) -> Answer:
+    """The backpressure refusal of a route that creates jobs (events/outstanding.py)."""
+    return Answer(status, "too many outstanding jobs (service.max_outstanding_jobs or the "
+                          "plugin's max_outstanding_jobs); nothing was queued: retry after "
+                          "Retry-After seconds", headers=(RETRY_AFTER,))
+
+
 def obj(required: Iterable[str] = (), closed: bool = False, **properties: Any) -> dict[str, Any]:
     """A JSON Schema object: `obj(("job_id",), job_id=STRING)`; `closed` refuses other keys."""
     schema: dict[str, Any] = {"type": "object", "properties": properties}
@@ -185,7 +198,10 @@ def operation_object(op: Operation) -> dict[str, Any]:
         answers.setdefault(413, refused(413, "the body is over the size limit"))
     answers.update({a.status: a for a in op.answers})
     responses: dict[str, Any] = {
-        str(status): {"description": a.description, "content": _media(a.schema, a.media_type)}
+        str(status): {"description": a.description, "content": _media(a.schema, a.media_type),
+                      **({"headers": {h.name: {"schema": dict(h.schema),
+                                               "description": h.description}
+                                      for h in a.headers}} if a.headers else {})}
         for status, a in sorted(answers.items())
     }
     responses["default"] = {"description": "any other refusal: the error shape",

@@ -115,7 +115,8 @@ async def enqueue_run(rt: Runtime, pipeline: Pipeline, request: PipelineRequest,
     pipeline rerun`) links the run's root to the root of the run it repeats.
 
     Raises the router's BaggageError (400) / ContextTooLarge (413) before anything is
-    enqueued, ValueError when the pipeline has no entry step, and the queue's StoreError.
+    enqueued, ValueError when the pipeline has no entry step, Overloaded when an entry's
+    plugin or the gateway is at its `max_outstanding_jobs`, and the queue's StoreError.
     """
     routing = start(rt.pipelines, pipeline.name, request.payload, request.baggage)
     if not routing.dispatches:
@@ -123,6 +124,7 @@ async def enqueue_run(rt: Runtime, pipeline: Pipeline, request: PipelineRequest,
     entries = successors(routing.dispatches, None,
                          lambda p: rt.config.plugin(p).retry.max_attempts,
                          submitted_by=API_SUBMITTER)
+    rt.admit("api", *(entry.plugin for entry in entries))  # Overloaded: 429 (kit.py)
     if routing.run is None:
         [entry] = entries
         job = await rt.queue.enqueue(

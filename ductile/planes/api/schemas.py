@@ -33,7 +33,13 @@ INDEX = obj(("name", "description", "version", "discovery"), name=STRING, descri
 HEALTH = obj(("status", "posture", "version"), status=STRING, posture=STRING, version=STRING,
              uptime_seconds=INTEGER, queue_depth=INTEGER, plugins_loaded=INTEGER,
              plugins_circuit_open=INTEGER, privsep=obj(), config_path=STRING,
-             binary_path=STRING, generation=INTEGER, snapshot_id=NULLABLE_STRING)
+             binary_path=STRING, generation=INTEGER, snapshot_id=NULLABLE_STRING,
+             backpressure=obj(("max_outstanding_jobs", "outstanding", "refused_total"),
+                              max_outstanding_jobs=INTEGER, outstanding=INTEGER,
+                              refused_total=INTEGER,
+                              plugins={"type": "object", "additionalProperties": obj(
+                                  ("max_outstanding_jobs", "outstanding"),
+                                  max_outstanding_jobs=INTEGER, outstanding=INTEGER)}))
 RELOADED = obj(("status", "message"), status=STRING, message=STRING,
                reloaded_at=NULLABLE_STRING, snapshot_id=NULLABLE_STRING)
 RELOAD_REFUSED = obj(("error",), error=STRING, gate=NULLABLE_STRING)

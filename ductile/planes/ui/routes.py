@@ -197,6 +197,7 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
         from ductile.schedule.views import breakers_overview
 
         try:
-            return respond(await ctx.read(breakers_overview))
+            return respond(await ctx.read(
+                lambda conn: breakers_overview(conn, backend=rt.backend)))
         except StoreError as exc:
             raise ApiError(503, f"cannot read the breakers: {exc}") from None

@@ -21,7 +21,9 @@ depends on the body's content):
 7. enqueue `plugin/command` with the body as payload, `submitted_by = webhook:<path>` and the
    `dedupe_header` value as dedupe key -> 202 `{"job_id"}`; a delivery whose key is already
    outstanding (or succeeded within `service.dedupe_ttl`) -> 200 with the existing job id and
-   `"deduplicated": true`, so the sender stops retrying; a store failure -> 503 (retry later)
+   `"deduplicated": true`, so the sender stops retrying; a store failure -> 503 (retry later);
+   outstanding jobs at a `max_outstanding_jobs` bound (backpressure) -> 503 with
+   `Retry-After`, nothing queued
 8. with `respond: result`, the answer waits for the job (new or deduplicated) to end instead
    (`respond.py`): 200 with its result, 502 with its error, or 202 when the wait runs out
 
@@ -48,21 +50,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
-from quart import Response, request
+from quart import Request, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ductile.config.webhooks import WebhookEndpoint
-from ductile.errors import DedupeDropped, StoreError
+from ductile.errors import DedupeDropped, Overloaded, StoreError
 from ductile.events.hub import Publish, no_publish
 from ductile.logs import Logger
 from ductile.planes.http import (
     PlaneApp,
     http_exception_response,
+    http_version_refusal,
     internal_error,
     json_error,
     json_response,
     no_redirects,
-    refuse_unknown_http_versions,
 )
 from ductile.planes.webhook.payload import (
     PayloadError,
@@ -87,11 +89,19 @@ DELIVERY_EVENT = "webhook.delivery"
 class _Refused(Exception):
     """A request answered early with `status` and `message` (internal to this module)."""
 
-    def __init__(self, status: int, message: str, *, close: bool = False) -> None:
+    def __init__(self, status: int, message: str, *, close: bool = False,
+                 retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.close = close
+        self.retry_after = retry_after  # seconds, sent as Retry-After (backpressure)
+
+    def response(self) -> Response:
+        response = json_error(self.status, self.message, close=self.close)
+        if self.retry_after is not None:
+            response.headers["Retry-After"] = str(self.retry_after)
+        return response
 
 
 @dataclass(frozen=True)
@@ -136,6 +146,13 @@ class WebhookApp(PlaneApp):
 
     routes: WebhookRoutes
 
+    def create_url_adapter(self, request: Any) -> Any:
+        """No URL adapter for a request: the app has no rules (its one hook answers every
+        path), so werkzeug's matching would only raise and keep a NotFound per request."""
+        if request is not None:
+            return None
+        return super().create_url_adapter(request)
+
     def replace_routes(
         self,
         endpoints: Iterable[WebhookEndpoint],
@@ -175,7 +192,6 @@ def create_webhook_app(
     responder = Responder(outcomes, sync_slots) if outcomes is not None else None
     app = WebhookApp("ductile.webhook")
     no_redirects(app)
-    refuse_unknown_http_versions(app)
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     # Quart stops buffering a body past MAX_CONTENT_LENGTH; each endpoint's own limit is
     # enforced while reading (_read_body).
@@ -184,29 +200,38 @@ def create_webhook_app(
     @app.before_request
     async def handle_webhook() -> Response:
         started = time.monotonic()
+        # The request itself, looked up once: each use of quart's `request` proxy is a
+        # context-variable lookup, and this hook is every request's whole handling.
+        req: Request = request._get_current_object()  # type: ignore[attr-defined]
+        bad_version = http_version_refusal(req.http_version)
+        if bad_version is not None:
+            return bad_version
         routes = app.routes
-        endpoint = routes.by_path.get(request.path)
-        if endpoint is None or request.method != "POST":
-            response = await _not_a_delivery(endpoint, body_timeout)
+        path = req.path
+        endpoint = routes.by_path.get(path)
+        job_id = None
+        if endpoint is None or req.method != "POST":
+            response = await _not_a_delivery(req, endpoint, body_timeout)
         else:
             try:
-                delivered = await _deliver(endpoint, routes.secrets.get(endpoint.path, b""),
+                delivered = await _deliver(req, endpoint, routes.secrets.get(endpoint.path, b""),
                                            routes.enqueue, log, clock=clock,
                                            body_timeout=body_timeout, responder=responder)
             except _Refused as refused:
-                delivered = _Delivered(json_error(refused.status, refused.message,
-                                                  close=refused.close),
-                                       _refusal_outcome(refused.status))
+                delivered = _Delivered(refused.response(), _refusal_outcome(refused.status))
             except Exception:
                 # Answered 503 by `unexpected` below: counted here, then left to it.
                 publish(DELIVERY_EVENT, path=endpoint.path, outcome="unavailable", status=503)
                 raise
             response = delivered.response
+            job_id = delivered.job_id
             publish(DELIVERY_EVENT, path=endpoint.path, outcome=delivered.outcome,
-                    status=response.status_code, job_id=delivered.job_id)
-        log.info("webhook request", method=request.method, path=request.path,
-                 status=response.status_code, remote_addr=request.remote_addr,
-                 duration_ms=round((time.monotonic() - started) * 1000, 3))
+                    status=response.status_code, job_id=job_id)
+        # One line per request; an accepted delivery's job id is on it (no second line).
+        log.info("webhook request", method=req.method, path=path,
+                 status=response.status_code, remote_addr=req.remote_addr,
+                 duration_ms=round((time.monotonic() - started) * 1000, 3),
+                 **({"job_id": job_id} if job_id is not None else {}))
         return response
 
     @app.errorhandler(HTTPException)
@@ -223,16 +248,18 @@ def create_webhook_app(
     return app
 
 
-async def _not_a_delivery(endpoint: WebhookEndpoint | None, body_timeout: float) -> Response:
+async def _not_a_delivery(req: Request, endpoint: WebhookEndpoint | None,
+                          body_timeout: float) -> Response:
     """Step 1 of the module docstring: 404 for a path not configured, 405 for another method."""
-    close = not await _drained(body_timeout)
+    close = not await _drained(req, body_timeout)
     if endpoint is None:
         return json_error(404, "endpoint not found", close=close)
-    return json_error(405, f"method {request.method} not allowed on {endpoint.path}; "
+    return json_error(405, f"method {req.method} not allowed on {endpoint.path}; "
                            "webhooks are delivered with POST", close=close, allow=["POST"])
 
 
 async def _deliver(
+    req: Request,
     endpoint: WebhookEndpoint,
     secret: bytes,
     enqueue: Enqueue,
@@ -244,22 +271,23 @@ async def _deliver(
 ) -> _Delivered:
     """Steps 2-8 of the module docstring for a POST to a configured path (a refusal is
     raised as `_Refused`)."""
-    body = await _read_body(endpoint.max_body_size, body_timeout)
+    body = await _read_body(req, endpoint.max_body_size, body_timeout)
+    header = req.headers.get
     verdict = verify_request(
-        endpoint.scheme, secret, request.headers.get, body,
+        endpoint.scheme, secret, header, body,
         signature_header=endpoint.signature_header, tolerance=endpoint.tolerance, now=clock(),
     )
     if not verdict.ok:
         log.warn("webhook signature rejected", path=endpoint.path, reason=verdict.reason,
-                 remote_addr=request.remote_addr)
+                 remote_addr=req.remote_addr)
         raise _Refused(403, "forbidden")
     try:
-        parsed = parse_webhook_body(body, endpoint.command, request.headers.get("Content-Type"))
+        parsed = parse_webhook_body(body, endpoint.command, header("Content-Type"))
     except UnsupportedContentType as exc:
         raise _Refused(415, str(exc)) from None
     except PayloadError as exc:
         raise _Refused(400, str(exc)) from None
-    rules = evaluate(endpoint.match, request.headers.get, parsed.value)
+    rules = evaluate(endpoint.match, header, parsed.value)
     if not rules.ok:
         log.info("webhook ignored: match rules do not hold", path=endpoint.path,
                  reason=rules.reason, status=endpoint.refuse_status)
@@ -268,7 +296,7 @@ async def _deliver(
     sync = responder if endpoint.respond == "result" else None
     dedupe_key = None
     if endpoint.dedupe_header is not None:
-        dedupe_key = (request.headers.get(endpoint.dedupe_header) or "").strip() or None
+        dedupe_key = (header(endpoint.dedupe_header) or "").strip() or None
     try:
         job = await enqueue(endpoint.plugin, endpoint.command, parsed.payload,
                             f"webhook:{endpoint.path}", dedupe_key=dedupe_key)
@@ -282,12 +310,17 @@ async def _deliver(
                               "deduplicated", exc.existing_job_id)
         return _Delivered(json_response({"job_id": exc.existing_job_id, "deduplicated": True},
                                         200), "deduplicated", exc.existing_job_id)
+    except Overloaded as exc:
+        # 503, not 429: senders that redeliver (Stripe, Slack, ...) do so on a 5xx. Logged
+        # (rate limited) by the bound itself (events/outstanding.py).
+        raise _Refused(503, str(exc), retry_after=exc.retry_after) from None
     except StoreError as exc:
         log.error("webhook enqueue failed", path=endpoint.path, error=str(exc))
         raise _Refused(503, "failed to enqueue job; retry later") from None
-    log.info("webhook accepted", path=endpoint.path, job_id=job.id, plugin=endpoint.plugin,
-             command=endpoint.command)
     if sync is not None:
+        # Logged before the wait takes its slot (the request's own line comes after it).
+        log.info("webhook accepted", path=endpoint.path, job_id=job.id, plugin=endpoint.plugin,
+                 command=endpoint.command)
         answer = await sync.answer(job.id, job.status, endpoint.respond_timeout)
         return _Delivered(_answered(endpoint, answer, log), "enqueued", job.id)
     return _Delivered(json_response({"job_id": job.id}, 202), "enqueued", job.id)
@@ -303,37 +336,47 @@ def _answered(endpoint: WebhookEndpoint, answer: Answer, log: Logger, *,
     return json_response(body, answer.status)
 
 
-async def _read_body(limit: int, timeout: float) -> bytes:
+async def _read_body(req: Request, limit: int, timeout: float) -> bytes:
     """The whole body, refusing more than `limit` bytes (413) or a slow sender (408)."""
-    declared = request.content_length
+    declared = req.content_length
     if declared is not None and declared > limit:
         raise _Refused(413, f"payload too large (limit {limit} bytes)", close=True)
+    with trio.move_on_after(timeout):
+        try:
+            if declared is not None:
+                # h11 holds the body to its Content-Length (within the limit): wait once for
+                # all of it rather than wake up for each chunk.
+                return await req.body
+            return await _collect(req, limit)
+        except RequestEntityTooLarge:
+            raise _Refused(413, f"payload too large (limit {limit} bytes)",
+                           close=True) from None
+    raise _Refused(408, "request body not received in time", close=True)
+
+
+async def _collect(req: Request, limit: int) -> bytes:
+    """A body of no declared length, as it arrives, refused (413) as soon as it passes
+    `limit`: a sender cannot make us buffer more."""
     chunks: list[bytes] = []
     size = 0
-    with trio.move_on_after(timeout) as scope:
-        try:
-            async for chunk in request.body:
-                size += len(chunk)
-                if size > limit:
-                    raise _Refused(413, f"payload too large (limit {limit} bytes)", close=True)
-                chunks.append(chunk)
-        except RequestEntityTooLarge:
-            raise _Refused(413, f"payload too large (limit {limit} bytes)", close=True) from None
-    if scope.cancelled_caught:
-        raise _Refused(408, "request body not received in time", close=True)
+    async for chunk in req.body:
+        size += len(chunk)
+        if size > limit:
+            raise _Refused(413, f"payload too large (limit {limit} bytes)", close=True)
+        chunks.append(chunk)
     return b"".join(chunks)
 
 
-async def _drained(timeout: float) -> bool:
+async def _drained(req: Request, timeout: float) -> bool:
     """Read and drop a small unwanted body (404/405) so the connection can serve the next
     request. False when it is too large or too slow: the response then closes the connection."""
-    declared = request.content_length
+    declared = req.content_length
     if declared == 0:
         return True
     if declared is not None and declared > _DRAIN_LIMIT:
         return False
     try:
-        await _read_body(_DRAIN_LIMIT, min(timeout, 1.0))
+        await _read_body(req, _DRAIN_LIMIT, min(timeout, 1.0))
     except _Refused:
         return False
     return True

@@ -194,7 +194,8 @@ class _Stream:
         if oldest is None or oldest > self.sent + 1:
             # Older than memory reaches (or memory is empty): the table has the rest. Memory
             # was looked at first, so whatever it lacks was committed before this read.
-            stored = await backlog(self.ctx.read, self.sent)
+            stored = await backlog(self.ctx.read, self.sent,
+                                   self.ctx.current().backend.events)
         merged = {event.id: event for event in stored + memory}
         return self._take([merged[i] for i in sorted(merged)])
 

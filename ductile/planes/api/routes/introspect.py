@@ -5,7 +5,7 @@ Read-only views of the serving generation and the ledger, with the Go original's
 `system:ro` (or `system:rw`) for the config and the topology, `jobs:status:ro` (held by
 `jobs:ro` and `jobs:rw` too) for the figures. The config is shown the way `ductile config
 show` shows it (`config/view.py`), then redacted; the figures are indexed reads in one
-snapshot (`store/analytics.py`).
+snapshot (`store/analytics.py`), run through the runtime's backend (`rt.backend.analytics`).
 """
 
 from __future__ import annotations
@@ -33,8 +33,6 @@ from ductile.planes.api.topology import compiled_routes, topology
 from ductile.store import analytics
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from quart_trio import QuartTrio
 
     from ductile.planes.api.auth import Principal
@@ -118,8 +116,9 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
         now = _now()
         since = now - timedelta(seconds=seconds)
         # Percentiles are computed in the reader's thread too: a busy plugin has many samples.
+        durations = rt.backend.analytics.attempt_durations
         steps = await _read(ctx, lambda conn: analytics.stopwatch_steps(
-            analytics.attempt_durations(conn, plugin, since), since, seconds))
+            durations(conn, plugin, since), since, seconds))
         if not steps and plugin not in rt.plugins:
             raise ApiError(404, f"plugin {plugin!r} not found and no attempts in the last "
                                 f"{window}; see GET /plugins")
@@ -132,12 +131,13 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
     @guarded("jobs:status:ro")
     async def summary(rt: Runtime, _p: Principal | None) -> Response:
         now = _now()
+        sql = rt.backend.analytics
 
-        def figures(conn: sqlite3.Connection) -> dict[str, Any]:
+        def figures(conn: Any) -> dict[str, Any]:
             return {"window": "24h", "captured_at": _stamp(now),
-                    "stats": analytics.status_counts(conn, now),
-                    "by_plugin": analytics.plugin_status_counts(conn, now),
-                    "last_hour": analytics.status_counts(conn, now, analytics.RECENT_WINDOW)}
+                    "stats": sql.status_counts(conn, now),
+                    "by_plugin": sql.plugin_status_counts(conn, now),
+                    "last_hour": sql.status_counts(conn, now, analytics.RECENT_WINDOW)}
 
         return respond(await _read(ctx, figures))
 
@@ -147,7 +147,7 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
     @guarded("jobs:status:ro")
     async def queue(rt: Runtime, _p: Principal | None) -> Response:
         now = _now()
-        q = await _read(ctx, lambda conn: analytics.queue_figures(conn, now))
+        q = await _read(ctx, lambda conn: rt.backend.analytics.queue_figures(conn, now))
         body: dict[str, Any] = {
             "queue_depth": q.by_status.get("queued", 0),
             "running_count": q.by_status.get("running", 0),

@@ -12,7 +12,7 @@ from ductile.planes.api import jobverbs
 from ductile.planes.api.bodies import BodyError
 from ductile.planes.api.kit import ApiError, respond
 from ductile.planes.api.logquery import parse_log_filter
-from ductile.planes.api.openapi import Body, Operation, ok, refused
+from ductile.planes.api.openapi import Body, Operation, ok, refused, throttled
 from ductile.planes.api.pipelines import flat_tree
 from ductile.planes.api.resultscope import RESULT_SCOPE, RULE, TREE_FIELDS, may_see_results, \
     strip_result_class
@@ -83,7 +83,8 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
         "POST", "/job/{job_id}/retry", "enqueue a failed, timed-out, dead or cancelled job again",
         body=Body(NO_FIELDS),
         answers=(ok(202, "the new job", JOB), refused(404, "job not found"),
-                 refused(409, "the job is not in a state that can be retried"))))
+                 refused(409, "the job is not in a state that can be retried"),
+                 throttled())))
     @guarded("jobs:rw")
     async def retry_job(rt: Runtime, principal: Principal | None, job_id: str) -> Response:
         await _verb_body("retry")
@@ -96,7 +97,7 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
         "POST", "/job/{job_id}/rerun", "start a finished pipeline run again",
         body=Body(NO_FIELDS),
         answers=(ok(202, "the new run", RUN_STARTED), refused(404, "job not found"),
-                 refused(409, "not a finished run root"))))
+                 refused(409, "not a finished run root"), throttled())))
     @guarded("jobs:rw")
     async def rerun_run(rt: Runtime, principal: Principal | None, job_id: str) -> Response:
         await _verb_body("rerun")

@@ -15,7 +15,6 @@ from quart import Response
 
 from ductile.planes.api.kit import ApiError
 from ductile.planes.api.openapi import Operation, ok, refused
-from ductile.store import breakers as brk
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
@@ -38,7 +37,7 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
         if collected is None:
             raise ApiError(503, "metrics are not collected yet; retry in a moment")
         depth = await rt.queue.queue_depth()
-        breakers = await ctx.read(brk.fetch_breakers)
+        breakers = await ctx.read(rt.backend.breakers.fetch_breakers)
         collected.set_breakers({(b.plugin, b.command): b.state for b in breakers})
         body = collected.render(queue_depth=depth, running=ctx.running(),
                                 subscribers=ctx.events.subscribers if ctx.events else 0)

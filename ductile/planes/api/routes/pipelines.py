@@ -15,7 +15,7 @@ from quart import Response, request
 from ductile.errors import BaggageError, ContextTooLarge, StoreError
 from ductile.planes.api.bodies import BodyError
 from ductile.planes.api.kit import ApiError, respond
-from ductile.planes.api.openapi import Body, Operation, Param, ok, refused
+from ductile.planes.api.openapi import Body, Operation, Param, ok, refused, throttled
 from ductile.planes.api.schemas import PIPELINE_RUN, RUN_DONE, RUN_STARTED
 from ductile.planes.api.pipelines import (
     enqueue_run,
@@ -46,6 +46,7 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
                  ok(202, "started (or still running at its timeout)", RUN_STARTED),
                  refused(404, "pipeline not found"),
                  refused(413, "the run's baggage is over the context size limit"),
+                 throttled(),
                  refused(503, "the queue could not be written, or no sync slot is free"))))
     @guarded("plugin:rw")
     async def run_pipeline(rt: Runtime, _p: Principal | None, name: str) -> Response:

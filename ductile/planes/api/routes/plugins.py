@@ -20,7 +20,7 @@ from ductile.planes.api.bodies import (
     parse_run_request,
 )
 from ductile.planes.api.kit import ApiError, respond
-from ductile.planes.api.openapi import Body, Operation, ok, refused
+from ductile.planes.api.openapi import Body, Operation, ok, refused, throttled
 from ductile.planes.api.routes.jobs import job_view
 from ductile.planes.api.schemas import JOB, PLUGIN_DETAIL, PLUGIN_LIST, RUN
 
@@ -38,6 +38,7 @@ RUN_ANSWERS = (
     ok(200, "with sync: the job once it ended; or the job a dedupe key found", JOB),
     ok(202, "queued (with sync: still running after api.max_sync_timeout)", JOB),
     refused(409, "the dedupe key names a job that is gone"),
+    throttled(),
     refused(503, "the queue could not be written, or no sync slot is free; retry later"),
 )
 
@@ -140,9 +141,16 @@ async def _run_sync(ctx: ApiContext, rt: Runtime, job: Job, duplicate: bool) -> 
                                  "poll GET /job/{id}"}, 503)
     try:
         woken_while_stopping = False
+        # A job this request has just enqueued is queued until the dispatcher ends an
+        # attempt, and the end is remembered: the first read is needed only after one.
+        fresh = not duplicate and job.status == "queued"
         while True:
             event = ctx.completions.register(job.id)
-            current = await rt.queue.get(job.id)
+            if fresh and not ctx.completions.ended_recently(job.id):
+                current = job
+            else:
+                current = await rt.queue.get(job.id)
+            fresh = False
             if current is not None and current.status in job_statuses().terminal:
                 ctx.completions.discard(job.id, event)
                 view = await job_view(rt, current)
@@ -186,6 +194,7 @@ async def _enqueue(rt: Runtime, plugin: str, command: str, payload: Any,
     except BodyError as exc:
         raise ApiError(400, str(exc)) from None
     max_attempts = rt.config.plugin(plugin).retry.max_attempts
+    rt.admit("api", plugin)  # Overloaded: 429 with Retry-After (kit.py)
     try:
         job = await rt.queue.enqueue(
             plugin, command, payload, "api", max_attempts=max_attempts, dedupe_key=dedupe_key,

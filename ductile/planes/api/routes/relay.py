@@ -10,9 +10,9 @@ job it already has.
 
 Every request is published as one `relay.delivery` event once its answer is known:
 `{peer, outcome, status, job_id}` with `outcome` `accepted` (202), `replayed` (409),
-`forbidden` (403: unknown peer, bad signature, clock skew), `unavailable` (5xx: the peer
-retries) or `rejected` (any other refusal: the envelope itself is wrong). Never the body or a
-header value.
+`forbidden` (403: unknown peer, bad signature, clock skew), `unavailable` (5xx, or 429 from
+backpressure: the peer retries) or `rejected` (any other refusal: the envelope itself is
+wrong). Never the body or a header value.
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ from quart import Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ductile.dispatch.routing import successors
-from ductile.errors import BaggageError, DedupeDropped, SourceEventConflict, StoreError
+from ductile.errors import (BaggageError, DedupeDropped, Overloaded, SourceEventConflict,
+                            StoreError)
 from ductile.events.hub import no_publish
-from ductile.planes.api.kit import respond
-from ductile.planes.api.openapi import STRING, Body, Operation, Param, obj, ok, refused
+from ductile.planes.api.kit import overloaded, respond
+from ductile.planes.api.openapi import (STRING, Body, Operation, Param, obj, ok, refused,
+                                        throttled)
 from ductile.planes.api.schemas import RELAY_ACCEPTED
 from ductile.relay.envelope import (HEADER_KEY_ID, HEADER_PEER, HEADER_SIGNATURE,
                                     HEADER_TIMESTAMP, Envelope, Refused, check_request)
@@ -57,7 +59,6 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
     listen_path = ctx.current().relay.listen_path
     if not listen_path:
         return
-    seen = RelaySeen(ctx.write)
     log = ctx.log.child("relay")
     publish = ctx.events.publish if ctx.events is not None else no_publish
 
@@ -77,10 +78,14 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
                  refused(409, "the envelope was replayed"),
                  refused(413, "the body is over remote_ingress.max_body_size"),
                  refused(422, "the event type is not accepted from this peer"),
+                 throttled(),
                  refused(503, "the event could not be recorded; retry later"))))
     async def relay_ingest(peer: str) -> Response:
+        rt = ctx.current()
+        # On the serving runtime's backend (a cheap record: two callables).
+        seen = RelaySeen(ctx.write, rt.backend.relay)
         try:
-            response, job_id = await _receive(ctx.current(), seen, peer, log)
+            response, job_id = await _receive(rt, seen, peer, log)
         except Exception:
             # Answered 500 by the app's error handler: counted here, then left to it.
             publish(DELIVERY_EVENT, peer=peer[:PEER_SHOWN], outcome="unavailable", status=500)
@@ -117,8 +122,8 @@ def _outcome(status: int) -> str:
         return "replayed"
     if status == 403:
         return "forbidden"
-    if status >= 500:
-        return "unavailable"
+    if status >= 500 or status == 429:
+        return "unavailable"  # the peer retries (429: backpressure)
     return "rejected"  # 400, 404, 408, 413, 422: resending the same envelope cannot help
 
 
@@ -173,6 +178,10 @@ async def _accept(rt: Runtime, seen: RelaySeen, peer: str, envelope: Envelope,
     except BaggageError as exc:
         await seen.forget(peer, envelope.signature)
         return respond({"error": f"relay baggage refused: {exc}"}, 400), None
+    except Overloaded as exc:
+        # Forgotten, so the sender's retry of these very bytes is not taken for a replay.
+        await seen.forget(peer, envelope.signature)
+        return overloaded(exc), None
     except StoreError as exc:
         await seen.forget(peer, envelope.signature)
         log.error("relay event not enqueued", peer=peer, event_type=envelope.event_type,
@@ -213,9 +222,10 @@ async def _enqueue(rt: Runtime, peer: str, envelope: Envelope, event: dict[str, 
     matched: the event is accepted and has nothing to run, as in the original)."""
     routing = ingest(rt.pipelines, event, envelope.baggage, source=f"relay:{peer}")
     first = ""
-    for successor in successors(routing.dispatches, None,
-                                lambda p: rt.config.plugin(p).retry.max_attempts,
-                                submitted_by=f"relay:{peer}"):
+    roots = successors(routing.dispatches, None, lambda p: rt.config.plugin(p).retry.max_attempts,
+                       submitted_by=f"relay:{peer}")
+    rt.admit("relay", *(root.plugin for root in roots))  # Overloaded: 429, retried by the peer
+    for successor in roots:
         try:
             job = await rt.queue.enqueue(
                 successor.plugin, successor.command, successor.payload, successor.submitted_by,

@@ -11,7 +11,7 @@ from quart import Response, request
 from ductile.errors import StoreError
 from ductile.planes.api.bodies import BodyError, parse_json_object
 from ductile.planes.api.kit import ApiError, respond
-from ductile.planes.api.openapi import Body, Operation, Param, ok, refused
+from ductile.planes.api.openapi import Body, Operation, Param, ok, refused, throttled
 from ductile.planes.api.schemas import SCHEDULE_CHANGED, SCHEDULE_RUN, SCHEDULE_TARGET, SCHEDULES
 
 if TYPE_CHECKING:
@@ -36,7 +36,8 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
         boot = ctx.scheduler_boot()
         try:
             body = await ctx.read(
-                lambda conn: listing(conn, rt.config, now=utcnow(), boot=boot or utcnow()))
+                lambda conn: listing(conn, rt.config, backend=rt.backend, now=utcnow(),
+                                     boot=boot or utcnow()))
         except StoreError as exc:
             raise ApiError(503, f"cannot read schedule state: {exc}") from None
         return respond(body)
@@ -70,7 +71,8 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
         change = control.pause if action == "pause" else control.resume
         try:
             entries = await ctx.write(
-                lambda conn: change(conn, rt.config, target, utcnow_text()))
+                lambda conn: change(conn, rt.config, target, utcnow_text(),
+                                    backend=rt.backend))
         except UnknownSchedule as exc:
             raise ApiError(404, str(exc)) from None
         except StoreError as exc:
@@ -83,6 +85,7 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
         "POST", "/scheduler/run", "fire one schedule now", body=Body(SCHEDULE_RUN, required=True),
         answers=(ok(202, "fired", {"type": "object"}), refused(404, "no such schedule"),
                  refused(409, "the schedule was not fired (its policy or state said no)"),
+                 throttled(),
                  refused(503, "the scheduler or the queue could not take it"))))
     @guarded("system:rw")
     async def scheduler_run(rt: Runtime, _p: Principal | None) -> Response:

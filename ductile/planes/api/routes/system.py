@@ -65,7 +65,8 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
                 return respond({"error": exc.message}, exc.status)
         try:
             depth = await rt.queue.queue_depth()
-            circuits_open = await ctx.read(open_circuit_count)
+            circuits_open = await ctx.read(
+                lambda conn: open_circuit_count(conn, backend=rt.backend))
         except StoreError:
             raise ApiError(503, "failed to compute queue depth") from None
         if header is None:
@@ -84,6 +85,8 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
             "binary_path": os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else "",
             "generation": rt.generation,
             "snapshot_id": rt.snapshot_id,
+            # Ingress backpressure: the bound, the count it holds and refusals so far.
+            "backpressure": rt.backpressure.view(rt.config),
         })
 
     @guarded.route(Operation(
@@ -160,7 +163,8 @@ async def selfcheck_report(ctx: ApiContext, rt: Runtime) -> dict[str, Any]:
     checks.append(await trio.to_thread.run_sync(
         lambda: sc.seal_check(cfg, rt.plugins, nonce, nonce_problem)))
     try:
-        checks.append(await ctx.read(lambda conn: sc.database_findings(conn, cfg.state_path)))
+        health = await ctx.read(lambda conn: rt.backend.health.check(conn, cfg.state_path))
+        checks.append(sc.health_check(health, cfg.state_path))
     except StoreError as exc:
         checks.append(sc.check("database", False, str(exc), path=cfg.state_path))
     checks.extend(sc.plugin_checks(cfg, rt.plugins))
