@@ -36,7 +36,7 @@ job it is about so the message can tell an operator what to fix.
     ├── ProtocolError               a plugin's stdout is not one valid protocol v2 response
     ├── PluginSpawnError            a plugin could not be started or waited for
     │   └── AccountDropError        the kernel refused the drop to the plugin's account
-    ├── StoreError                  the SQLite store refused an operation
+    ├── StoreError                  the store (SQLite or PostgreSQL) refused an operation
     │   ├── StoreUnavailable        the database cannot be written now (disk full, I/O, locked)
     │   ├── InvalidTransition       a job status change that states/job.yaml does not allow
     │   ├── DedupeDropped           an enqueue was dropped by dedupe
@@ -45,6 +45,8 @@ job it is about so the message can tell an operator what to fix.
     │   ├── JobStateConflict        an operator verb does not apply to the job's status
     │   ├── NodeFenced              a peer declared this gateway's node life dead (PostgreSQL):
     │   │                           its claims and outcomes are refused; it must stop
+    │   ├── LeadershipLost          the scheduler lease moved to another node: a stale
+    │   │                           leader's fire or schedule write is refused
     │   ├── SchemaMismatch          an existing database lacks tables/columns we need
     │   │   ├── SchemaTooNew        its schema version is newer than this release knows
     │   │   └── SchemaOutdated      a reader met an older schema version (the gateway migrates)
@@ -241,6 +243,12 @@ class DedupeDropped(StoreError):
         self.existing_job_id = existing_job_id
 
 
+class LeadershipLost(StoreError):
+    """A write the scheduler's leader makes (a fire, its schedule state) was refused because
+    this node no longer holds the scheduler lease at the term it acted under: another node
+    took over (state.backend postgresql). Nothing was written; the new leader decides."""
+
+
 class SourceEventConflict(StoreError):
     """A routed enqueue repeats (parent job, source event, target) of a job already in the
     queue: an event redelivery, which the router logs and skips rather than failing the
@@ -315,10 +323,12 @@ class SchemaTooNew(SchemaMismatch):
     @staticmethod
     def describe(path: str, found: int, supported: int) -> str:
         """The refusal text, shared with the boot gate that judges the same facts."""
+        elsewhere = ("state.dsn at another database" if path.startswith("postgresql://")
+                     else "state.path at another file")
         return (
             f"state database {path} has schema version {found} but this ductile supports up "
             f"to {supported}: it was written by a newer release; upgrade ductile or point "
-            "state.path at another file"
+            f"{elsewhere}"
         )
 
 

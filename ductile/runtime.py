@@ -90,6 +90,22 @@ class Runtime:
             return 1
         return self.config.service.max_workers
 
+    def cluster_caps(self) -> dict[str, int] | None:
+        """On a store shared by several gateways (state.backend postgresql): the plugins
+        whose concurrency is bounded across the whole cluster (an explicit `parallelism`, or
+        a plugin that is not concurrency-safe: one at a time anywhere), for the store to hold
+        in its claims. None on SQLite, where this gateway's own lanes are the whole story."""
+        if not self.config.state.shared:
+            return None
+        caps = {}
+        for name, found in self.plugins.items():
+            conf = self.config.plugins.get(name)
+            if conf is not None and not conf.enabled:
+                continue
+            if (conf is not None and conf.parallelism) or not found.concurrency_safe:
+                caps[name] = self.lane_limit(name)
+        return caps
+
 
 #: The default of `service.max_route_depth`: the ceiling on the route depth of a whole chain of
 #: pipelines (pipelines that trigger each other stop here). Each pipeline run also has its own

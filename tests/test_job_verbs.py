@@ -169,6 +169,41 @@ def test_cancel_a_queued_job_then_the_running_one_stops_its_process_group(
     assert finished(gw, enqueue(gw, "echo"))["status"] == "succeeded"
 
 
+def test_a_sync_request_waiting_on_a_queued_job_answers_when_it_is_cancelled(
+    world: dict[str, Any],
+) -> None:
+    """The cancel of a queued job wakes a `sync: true` request waiting on it at once (it
+    would otherwise wait out api.max_sync_timeout, five minutes by default)."""
+    import threading
+
+    import httpx
+
+    from support.gateway import TOKEN
+
+    gw = world["gw"]
+    count = len(world["pids"].read_text().splitlines()) + 1 if world["pids"].exists() else 1
+    holder = enqueue(gw, "hold")
+    held_pids(world["pids"], count)  # the only worker is held
+    answers: list[httpx.Response] = []
+
+    def sync_run() -> None:
+        answers.append(httpx.post(f"{gw.url}/plugins/echo/run",
+                                  headers={"Authorization": f"Bearer {TOKEN}"},
+                                  json={"payload": {"n": 1}, "sync": True}, timeout=60))
+
+    waiter = threading.Thread(target=sync_run)
+    waiter.start()
+    queued = wait_for(lambda: next((j["job_id"] for j in gw.get(
+        "/jobs", params={"plugin": "echo", "status": "queued"}).json()["jobs"]), None),
+        "the sync run's job to be queued")
+    started = time.monotonic()
+    assert gw.post(f"/job/{queued}/cancel", {}).status_code == 200
+    waiter.join(timeout=30)
+    assert answers and time.monotonic() - started < 10
+    assert answers[0].status_code == 200 and answers[0].json()["status"] == "cancelled"
+    assert gw.post(f"/job/{holder}/cancel", {}).status_code == 200
+
+
 def test_cancel_refusals_name_the_job_status_and_scope(world: dict[str, Any]) -> None:
     gw = world["gw"]
     done = finished(gw, enqueue(gw, "echo"))

@@ -112,12 +112,12 @@ async def test_declaring_the_leader_dead_frees_its_lease(db: PgDatabase) -> None
     assert taken is not None and taken.term == 2
 
 
-async def test_a_declaration_of_death_waits_for_the_nodes_write_in_flight(
+async def test_a_declaration_of_death_skips_a_node_whose_write_is_in_flight(
     db: PgDatabase,
 ) -> None:
-    """A node's write holds its node row FOR SHARE (`is_live`): a peer declaring it dead
-    meanwhile commits only after that write, so the write is never left half on the wrong
-    side of the declaration; the node's next write finds itself no longer live."""
+    """A node's write holds its node row FOR SHARE (`is_live`): a peer declaring dead skips
+    it while that write runs (so one stuck node never blocks the declaration of others),
+    and declares it on its next round; the node's next write finds itself no longer live."""
     a = await join(db, "node-a")
     b = await join(db, "node-b")
     await trio.sleep(0.3)
@@ -140,7 +140,9 @@ async def test_a_declaration_of_death_waits_for_the_nodes_write_in_flight(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(declare)
         assert await db.write(slow_write) is True
-    assert order == ["write committed", "declared ['node-a']"]
+    assert order == ["declared []", "write committed"]
+    assert await b.heartbeat()
+    assert [n.node_id for n in await b.declare_dead(0.2)] == ["node-a"]
     assert await db.write(lambda conn: cluster.is_live(conn, a.me)) is False
     assert await db.write(lambda conn: cluster.is_live(conn, b.me)) is True
 
@@ -242,3 +244,22 @@ async def test_racing_leaders_fire_each_instant_exactly_once(pg_dsn: str) -> Non
     finally:
         for d in dbs:
             await d.close()
+
+
+async def test_each_node_journals_and_resumes_its_own_event_stream(db: PgDatabase) -> None:
+    """Two gateways number their events independently: each keeps and resumes its own, and
+    an id both used is stored twice, once per node, not dropped as a duplicate."""
+    from ductile.store.events import StoredEvent
+    from ductile.store.pg.events import events_for
+
+    a, b = events_for("gw-a"), events_for("gw-b")
+    await db.write(lambda conn: a.append(conn, [StoredEvent(1, "job.enqueued", "t1", "{}"),
+                                                StoredEvent(2, "job.started", "t2", "{}")]))
+    await db.write(lambda conn: b.append(conn, [StoredEvent(1, "scheduler.tick", "t3", "{}")]))
+    assert [e.type for e in await db.read(lambda conn: a.after(conn, 0))] == [
+        "job.enqueued", "job.started"]
+    assert [e.type for e in await db.read(lambda conn: b.after(conn, 0))] == ["scheduler.tick"]
+    assert await db.read(a.max_id) == 2 and await db.read(b.max_id) == 1
+    await db.write(lambda conn: a.append(conn, [StoredEvent(3, "x", "t4", "{}")], keep=1))
+    assert [e.id for e in await db.read(lambda conn: a.latest(conn, 10))] == [3]
+    assert [e.id for e in await db.read(lambda conn: b.latest(conn, 10))] == [1]  # untouched

@@ -276,6 +276,7 @@ async def test_the_schema_has_every_sqlite_table_and_column(pgdb: PgDatabase) ->
         sqlite[table].add("seq")
     # ...and the node life that claimed a job (several gateways only: store/pg/cluster.py).
     sqlite["job_queue"] |= {"claimed_by", "claimed_incarnation"}
+    sqlite["events"] |= {"node"}  # each node's own event stream
     assert {t: c for t, c in present.items() if t in sqlite} == sqlite
     assert present["schema_version"] == {"version", "applied_at", "description"}
 
@@ -345,3 +346,42 @@ async def test_a_savepoint_inside_fn_stays_inside_the_one_transaction(pgdb: PgDa
     assert await pgdb.read(_states) == {}
     await pgdb.write(lambda conn: body(conn, fail=False))
     assert await pgdb.read(_states) == {"first": "{}", "second": "{}"}
+
+
+async def test_a_frozen_transaction_loses_its_session_and_its_locks(pg_dsn: str) -> None:
+    """A gateway frozen inside a transaction (SIGSTOP, a stalled VM) holds its row locks
+    only until idle_in_transaction_session_timeout (the statement timeout) ends its session:
+    a peer then takes the row instead of waiting for the frozen one forever."""
+    import time
+
+    frozen = await PgDatabase.open(pg_dsn, pool_size=1, statement_timeout_ms=400,
+                                   lock_timeout_ms=3000)
+    peer = await PgDatabase.open(pg_dsn, pool_size=1, lock_timeout_ms=3000)
+    try:
+        await peer.write(lambda conn: conn.execute(
+            "INSERT INTO plugin_state (plugin_name, state, updated_at) VALUES ('p', '{}', 'x')"))
+        locked = trio.Event()
+        waited: list[float] = []
+
+        def freeze(conn: Any) -> None:
+            conn.execute("SELECT 1 FROM plugin_state WHERE plugin_name = 'p' FOR UPDATE")
+            trio.from_thread.run_sync(locked.set)
+            time.sleep(1.5)  # the process is stopped: the server sees idle in transaction
+            conn.execute("SELECT 1")
+
+        def take(conn: Any) -> None:
+            started = time.monotonic()
+            conn.execute("SELECT 1 FROM plugin_state WHERE plugin_name = 'p' FOR UPDATE")
+            waited.append(time.monotonic() - started)
+
+        async with trio.open_nursery() as nursery:
+            async def frozen_writer() -> None:
+                with pytest.raises(StoreError):
+                    await frozen.write(freeze)
+            nursery.start_soon(frozen_writer)
+            await locked.wait()
+            await peer.write(take)
+        assert waited and waited[0] < 1.4  # the lock went with the session, not the freeze
+    finally:
+        await frozen.close()
+        await peer.close()

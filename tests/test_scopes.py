@@ -81,6 +81,7 @@ ROUTES: list[tuple[str, str, dict | None, int, set[str]]] = [
     ("GET", "/job-logs", None, 200, {"star", "old-read", "logs", "jobs-rw"}),
     ("POST", "/job/no-such-job/cancel", {}, 404, {"star", "jobs-rw"}),
     ("GET", "/system/doctor", None, 200, {"star", "system-ro", "system-rw"}),
+    ("GET", "/system/nodes", None, 200, {"star", "system-ro", "system-rw"}),
     ("POST", "/scheduler/run", {"not": "a valid body"}, 400, {"star", "system-rw"}),
     ("GET", "/events", None, 200, {"star", "events", "events-rw"}),
     ("GET", "/metrics", None, 200, {"star", "metrics"}),

@@ -343,6 +343,8 @@ def _secret_refs(config: Config) -> list[tuple[str, str]]:
     refs = [(f"webhooks.endpoints[{i}]", endpoint.secret_ref)
             for i, endpoint in enumerate(config.webhooks.endpoints)]
     refs += list(config.relay.secret_refs())
+    if config.state.shared and config.state.secret_ref:
+        refs.append(("state", config.state.secret_ref))
     for name, conf in sorted(config.plugins.items()):
         if not conf.enabled:
             continue

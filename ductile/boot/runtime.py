@@ -18,7 +18,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -64,6 +64,9 @@ if TYPE_CHECKING:
     from ductile.store.backend import Backend
     from ductile.store.db import Database
     from ductile.store.jobs import Job
+    from ductile.store.pg.cluster import PgCluster
+    from ductile.store.pg.db import PgDatabase
+    from ductile.store.queue import QueueCore
     from ductile.vault.owner import VaultOwner
 
 
@@ -77,7 +80,9 @@ class Process:
     home: str = field(default_factory=lambda: os.path.expanduser("~"))
     etc_dir: str = DEFAULT_ETC_DIR
     lock: pidlock.PidLock | None = None
-    db: Database | None = None
+    db: Database | PgDatabase | None = None
+    # This node among its peers when the store is PostgreSQL (boot/cluster.py), else None.
+    cluster: PgCluster | None = None
     # The statement tables of `db`'s backend (store/backend.py), handed to every generation.
     backend: Backend = field(default_factory=sqlite_backend)
     listener: socket.socket | None = None
@@ -108,6 +113,22 @@ class Process:
         self.backpressure = Backpressure(log=self.log.child("backpressure"))
         self.events.add_tap(self.backpressure.counter.observe)
 
+    def queue(self, *, snapshot_id: Callable[[], str | None], dedupe_ttl: float,
+              on_enqueue: Callable[[], None] | None = None) -> QueueCore:
+        """The job queue on this process's store: SQLite's, or PostgreSQL's bound to this
+        node's life (claims, outcomes and boot recovery are then this node's alone)."""
+        assert self.db is not None
+        wake = on_enqueue or (lambda: None)
+        if self.cluster is not None:
+            from ductile.store.pg.queue import PgQueue
+
+            return PgQueue(self.db, snapshot_id=snapshot_id,  # type: ignore[arg-type]
+                           dedupe_ttl=dedupe_ttl, on_enqueue=wake, node=self.cluster.me)
+        from ductile.store.queue import Queue
+
+        return Queue(self.db, snapshot_id=snapshot_id,  # type: ignore[arg-type]
+                     dedupe_ttl=dedupe_ttl, on_enqueue=wake)
+
     def wake_dispatcher(self) -> None:
         if self.dispatcher is not None:
             self.dispatcher.wake()
@@ -129,6 +150,11 @@ class Process:
                 sock.close()
         self.listener = self.webhook_listener = None
         await self.relay_clients.aclose()
+        if self.cluster is not None:
+            from ductile.boot.cluster import retire
+
+            await retire(self.cluster, self.log)
+            self.cluster = None
         if self.db is not None:
             await self.db.close()
             self.db = None
@@ -200,7 +226,6 @@ async def build_generation(
 
     from ductile.config.snapshot import snapshot_fields
     from ductile.events.queue import EventedQueue
-    from ductile.store.queue import Queue
     from ductile.store.snapshots import Snapshots
     from ductile.store.state import StateStore
 
@@ -267,12 +292,9 @@ async def build_generation(
         plugins=facts.plugins,
         snapshot_id=snapshot_id,
         posture=posture,
-        queue=EventedQueue(Queue(
-            proc.db,
-            snapshot_id=lambda: snapshot_id,
-            dedupe_ttl=cfg.service.dedupe_ttl,
-            on_enqueue=proc.wake_dispatcher,
-        ), proc.events.publish),
+        queue=EventedQueue(proc.queue(snapshot_id=lambda: snapshot_id,
+                                      dedupe_ttl=cfg.service.dedupe_ttl,
+                                      on_enqueue=proc.wake_dispatcher), proc.events.publish),
         state=StateStore(proc.db, proc.backend.state),
         backend=proc.backend,
         loaded_at=datetime.now(timezone.utc),
@@ -465,11 +487,9 @@ async def _recover_orphans(proc: Process, facts: BootFacts, log: Logger) -> list
     """At-least-once: jobs a crash left `running` go back to the queue as a new attempt, or to
     `dead` when their attempts are used up. Runs before any dispatcher can claim. Returns the
     jobs it marked dead (their hooks fire once the pipelines are compiled)."""
-    from ductile.store.queue import Queue
-
     assert proc.db is not None
     try:
-        recovered = await Queue(proc.db, snapshot_id=lambda: None, dedupe_ttl=0).recover_orphans()
+        recovered = await proc.queue(snapshot_id=lambda: None, dedupe_ttl=0).recover_orphans()
     except StoreError as exc:
         facts.recovery_error = str(exc)
         return []
@@ -494,14 +514,14 @@ async def _fire_recovery_hooks(
     from ductile.dispatch.routing import hook_successors
     from ductile.errors import RouterError
     from ductile.events.queue import EventedQueue
-    from ductile.store.queue import Queue, burial_reason
+    from ductile.store.queue import burial_reason
 
     if pipelines is None or not pipelines.by_hook:
         return
     assert proc.db is not None
-    queue = EventedQueue(Queue(proc.db, snapshot_id=lambda: snapshot_id,
-                               dedupe_ttl=cfg.service.dedupe_ttl,
-                               on_enqueue=proc.wake_dispatcher), proc.events.publish)
+    queue = EventedQueue(proc.queue(snapshot_id=lambda: snapshot_id,
+                                    dedupe_ttl=cfg.service.dedupe_ttl,
+                                    on_enqueue=proc.wake_dispatcher), proc.events.publish)
     for job in buried:
         try:
             fired, notes = hook_successors(
@@ -530,6 +550,40 @@ async def _fire_recovery_hooks(
                      pipeline=hook.context.pipeline_name if hook.context else None)
 
 
+async def _open_postgresql(proc: Process, cfg: Config, facts: BootFacts, log: Logger) -> None:
+    """The shared PostgreSQL store (boot/cluster.py): open, migrate once across the nodes,
+    join as this node's new incarnation; the same facts as SQLite's for the same gates."""
+    from ductile.boot.cluster import open_postgresql
+    from ductile.errors import SchemaTooNew
+    from ductile.store.pg.backend import POSTGRESQL_BACKEND
+    from ductile.store.pg.db import describe_dsn
+    from ductile.store.pg.events import events_for
+    from ductile.store.pg.migrations import target_version
+
+    label = describe_dsn(cfg.state.dsn)
+    try:
+        proc.db, proc.cluster = await open_postgresql(cfg, facts, __version__)
+    except SchemaTooNew as exc:
+        facts.schema_path, facts.schema_version = exc.path, exc.found
+        facts.schema_supported = exc.supported
+        return
+    except (StoreError, OSError) as exc:
+        facts.db_error = f"database {label}: {exc}"
+        return
+    # Each node journals its own event stream (its hub numbers them).
+    proc.backend = replace(POSTGRESQL_BACKEND, events=events_for(proc.cluster.me.node_id))
+    migrated = proc.db.migration
+    facts.schema_path, facts.schema_supported = proc.db.label, target_version()
+    facts.schema_version = migrated.from_version if migrated else target_version()
+    if migrated is not None:
+        log.info("state database migrated", database=migrated.label,
+                 from_version=migrated.from_version, to_version=migrated.to_version,
+                 steps=list(migrated.steps))
+    me = proc.cluster.me
+    log.info("joined the cluster", node=me.node_id, incarnation=me.incarnation,
+             database=proc.db.label)
+
+
 async def _open_database(proc: Process, cfg: Config, facts: BootFacts, log: Logger) -> None:
     """Open (create, or migrate to the current schema version) the database; record what the
     gates database_opened and schema_migrated judge, and log a migration once."""
@@ -537,6 +591,9 @@ async def _open_database(proc: Process, cfg: Config, facts: BootFacts, log: Logg
     from ductile.store.db import Database
     from ductile.store.migrations import SCHEMA_VERSION
 
+    if cfg.state.shared:
+        await _open_postgresql(proc, cfg, facts, log)
+        return
     try:
         proc.db = await Database.open(cfg.state_path)
     except SchemaTooNew as exc:

@@ -19,6 +19,7 @@ connections (planes/tls.py); switching TLS on or off restarts that plane on the 
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
@@ -189,6 +190,26 @@ class Supervisor:
                     # written before the database closes.
                     outer.start_soon(run_journal, self.proc.events, self.proc.db, self.proc.log,
                                      self.proc.backend.events)
+                    leadership = None
+                    if self.proc.cluster is not None:
+                        # Heartbeats, dead peers' jobs, the scheduler lease, NOTIFY wake-ups;
+                        # a fenced node ends here (NodeFenced ends the nursery, and the
+                        # process, for systemd).
+                        from ductile.boot.cluster import ClusterLeadership, run_cluster
+
+                        def interval() -> tuple[float, float]:
+                            state = self.current.config.state
+                            return state.heartbeat_interval, state.dead_after
+
+                        leadership = ClusterLeadership(interval)
+                        await outer.start(
+                            functools.partial(
+                                run_cluster, self.proc.cluster,
+                                lambda: self.current.queue,  # reap_dead_nodes passes through
+                                interval, self.proc.wake_dispatcher,
+                                self.proc.log.child("cluster"), leadership=leadership,
+                                completions=self.proc.completions,
+                                cancel_local=dispatcher.cancel_running))
                     # The backpressure count is seeded before any plane takes work.
                     await outer.start(run_resync, self.proc.backpressure.counter,
                                       lambda: self.current.queue.outstanding_counts(),
@@ -205,7 +226,10 @@ class Supervisor:
                         self.scheduler = Scheduler(lambda: self.current, self.proc.db,
                                                    self.proc.log,
                                                    cancel_running=dispatcher.cancel_running,
-                                                   publish=self.proc.events.publish)
+                                                   publish=self.proc.events.publish,
+                                                   leadership=leadership)
+                        if leadership is not None:
+                            leadership.on_change = self.scheduler.wake
                         await planes.start(self.scheduler.run)
                         notify.notify(
                             f"READY=1\nSTATUS=serving generation {self.current.generation}\n"
@@ -359,7 +383,16 @@ class Supervisor:
 
         async def cancel_running(job_id: str, reason: str) -> bool:
             dispatcher = self.proc.dispatcher
-            return dispatcher is not None and await dispatcher.cancel_running(job_id, reason)
+            if dispatcher is not None and await dispatcher.cancel_running(job_id, reason):
+                return True
+            if self.proc.cluster is None:
+                return False
+            # A peer may run it: every node hears the request and the one running the job
+            # stops it; the caller then waits for the end, which every node hears too.
+            from ductile.boot.cluster import request_cancel
+
+            await request_cancel(self.proc.cluster, job_id, reason)
+            return True
 
         return ApiContext(
             current=lambda: self.current, log=self.proc.log,
@@ -371,7 +404,20 @@ class Supervisor:
             cancel_running=cancel_running,
             events=self.proc.events, metrics=lambda: self.proc.metrics,
             running=lambda: self.proc.dispatcher.active if self.proc.dispatcher else 0,
+            cluster=self._cluster_reader(),
         )
+
+    def _cluster_reader(self) -> Callable[[float], Awaitable[Any]] | None:
+        """On PostgreSQL, this node's cached read of the node and lease rows (one
+        transaction for both) for GET /system/nodes and /healthz; None on SQLite."""
+        cluster = self.proc.cluster
+        if cluster is None:
+            return None
+        from ductile.planes.api.cluster import CachedCluster
+        from ductile.store.pg.cluster import leases, nodes
+
+        return CachedCluster(cluster.me, lambda: cluster.db.read(
+            lambda conn: (nodes(conn), leases(conn)))).snapshot
 
     async def _fire_schedule(self, plugin: str, schedule_id: str) -> Any:
         """Fire one schedule now (POST /scheduler/run), through the running scheduler."""

@@ -8,7 +8,6 @@ A plugin records a fact when its manifest's `fact_outputs` rule matches a succes
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import click
@@ -26,28 +25,14 @@ from ductile.cli.common import config_option, emit_json, fail, json_option, load
 def plugin_facts(plugin: str | None, fact_type: str | None, limit: int,
                  config_path: str | None, as_json: bool) -> None:
     """Show the facts plugins recorded (one plugin's, or every plugin's), newest first."""
-    import sqlite3
-
+    from ductile.cli.store import open_reader
     from ductile.errors import StoreError
-    from ductile.store.analytics import facts_of_every_plugin
-    from ductile.store.db import open_readonly
-    from ductile.store.facts import fetch_facts
 
-    cfg = load(config_path, validate=False)
-    if not os.path.exists(cfg.state_path):
-        fail(f"no database at {cfg.state_path} yet: the gateway creates it on its first start "
-             "(ductile system start)")
-    try:
-        conn = open_readonly(cfg.state_path)
-    except (StoreError, sqlite3.Error) as exc:
-        fail(f"cannot open {cfg.state_path}: {exc}")
-    try:
-        facts = (fetch_facts(conn, plugin, limit, fact_type=fact_type) if plugin
-                 else facts_of_every_plugin(conn, limit, fact_type))
-    except (StoreError, sqlite3.Error) as exc:
-        fail(f"cannot read the facts from {cfg.state_path}: {exc}")
-    finally:
-        conn.close()
+    with open_reader(load(config_path, validate=False)) as store:
+        try:
+            facts = store.facts(plugin, limit, fact_type)
+        except StoreError as exc:
+            fail(f"cannot read the facts from {store.label}: {exc}")
     rows: list[dict[str, Any]] = [
         {"id": f.id, "seq": f.seq, "plugin": f.plugin_name, "fact_type": f.fact_type,
          "job_id": f.job_id, "command": f.command, "fact": f.fact, "created_at": f.created_at}

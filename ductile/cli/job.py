@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ductile.cli.common import config_option, emit_json, fail, json_option, load
 
+if TYPE_CHECKING:
+    from ductile.cli.store import Reader
 
 
 @click.group()
@@ -18,18 +18,11 @@ def job() -> None:
     """List jobs and inspect one job's ledger; cancel or retry a job on the running gateway."""
 
 
-def _connect(config_path: str | None) -> sqlite3.Connection:
-    from ductile.errors import StoreError
-    from ductile.store.db import open_readonly
+def _connect(config_path: str | None) -> Reader:
+    """The store the config names, read-only (SQLite's file or the shared PostgreSQL)."""
+    from ductile.cli.store import open_reader
 
-    cfg = load(config_path, validate=False)
-    if not os.path.exists(cfg.state_path):
-        fail(f"no database at {cfg.state_path} yet; start the gateway once "
-             "(ductile system start) to create it")
-    try:
-        return open_readonly(cfg.state_path)
-    except (StoreError, sqlite3.Error) as exc:  # StoreError: a foreign, older or newer schema
-        fail(f"cannot open {cfg.state_path}: {exc}")
+    return open_reader(load(config_path, validate=False))
 
 
 @job.command("list")
@@ -43,8 +36,8 @@ def list_jobs(config_path: str | None, plugin: str | None, status: str | None, l
               as_json: bool) -> None:
     """List jobs, newest first."""
     from ductile.planes.api.bodies import BodyError
+    from ductile.errors import StoreError
     from ductile.planes.api.logquery import parse_log_filter
-    from ductile.store.ledger import fetch_jobs
 
     try:
         status = parse_log_filter({"status": status} if status else {}).status
@@ -52,11 +45,11 @@ def list_jobs(config_path: str | None, plugin: str | None, status: str | None, l
         from ductile.machines import job_statuses
 
         fail(f"{exc}; use one of {', '.join(job_statuses().all)}")
-    conn = _connect(config_path)
-    try:
-        jobs, total = fetch_jobs(conn, plugin=plugin, command=None, status=status, limit=limit)
-    finally:
-        conn.close()
+    with _connect(config_path) as store:
+        try:
+            jobs, total = store.jobs(plugin=plugin, status=status, limit=limit)
+        except StoreError as exc:
+            fail(f"cannot list the jobs of {store.label}: {exc}")
     if as_json:
         emit_json({"jobs": [_list_view(j) for j in jobs], "total": total})
         return
@@ -124,7 +117,8 @@ def logs(config_path: str | None, plugin: str | None, command_name: str | None,
                                "database directly")
     from ductile.planes.api.bodies import BodyError
     from ductile.planes.api.logquery import parse_log_filter
-    from ductile.store.joblog import log_view, search_logs
+    from ductile.errors import StoreError
+    from ductile.store.joblog import log_view
 
     for new, old, name in ((from_, since, "from"), (to, until, "to")):
         if new and old:
@@ -138,11 +132,11 @@ def logs(config_path: str | None, plugin: str | None, command_name: str | None,
         where = parse_log_filter({k: v for k, v in args.items() if v})
     except BodyError as exc:
         fail(str(exc))
-    conn = _connect(config_path)
-    try:
-        entries, total = search_logs(conn, where)
-    finally:
-        conn.close()
+    with _connect(config_path) as store:
+        try:
+            entries, total = store.search_logs(where)
+        except StoreError as exc:
+            fail(f"cannot search the job log of {store.label}: {exc}")
     if as_json:
         emit_json({"logs": [log_view(e, include_result=include_result) for e in entries],
                    "total": total})
@@ -228,20 +222,13 @@ def inspect(job_id: str, config_path: str | None, as_json: bool) -> None:
     """Show everything the ledger knows about JOB_ID: attempts with timings and exit codes,
     transitions, result, stderr tail, who submitted it, and the config snapshot that was live
     when it was enqueued."""
-    from ductile.store.ledger import read_job_ledger
-    from ductile.store.tree import fetch_job_tree, root_of
-
     from ductile.errors import StoreError
 
-    conn = _connect(config_path)
-    try:
-        ledger = read_job_ledger(conn, job_id)
-        root = root_of(conn, job_id) if ledger is not None else None
-        tree = fetch_job_tree(conn, root) if root is not None else None
-    except StoreError as exc:  # a damaged row (a context's baggage that is not JSON, ...)
-        fail(f"Inspect failed: {exc}")
-    finally:
-        conn.close()
+    with _connect(config_path) as store:
+        try:
+            ledger, tree = store.inspect(job_id)
+        except StoreError as exc:  # a damaged row (a context's baggage that is not JSON, ...)
+            fail(f"Inspect failed: {exc}")
     if ledger is None:
         fail(f"Inspect failed: job {job_id} not found")
     report = _report(ledger)

@@ -8,6 +8,7 @@ from ductile import __version__
 from ductile.cli import config_cmd, config_edit, job, pipeline, plugin, relay, system
 from ductile.cli import migrate as migrate_cmd
 from ductile.cli import api_client, introspect
+from ductile.cli import nodes as nodes_cmd
 from ductile.cli import scheduler as scheduler_cmd
 from ductile.cli import secrets as secrets_cmd
 from ductile.cli import skills as skills_cmd
@@ -34,6 +35,7 @@ system.system.add_command(scheduler_cmd.breaker)
 system.system.add_command(scheduler_cmd.reset)
 system.system.add_command(introspect.plugin_facts)
 system.system.add_command(watch_cmd.watch)
+system.system.add_command(nodes_cmd.nodes)
 # `config show|get|set|schema|validate` (reading and editing the config) beside init/check.
 for command in config_edit.COMMANDS:
     config_cmd.config.add_command(command)

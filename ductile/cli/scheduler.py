@@ -17,14 +17,16 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from ductile.cli.common import config_option, emit_json, fail, json_option, load
 
 if TYPE_CHECKING:
+    from ductile.cli.store import Reader
     from ductile.config.schema import Config
+    from ductile.store.backend import Backend
 
 T = TypeVar("T")
 
@@ -108,17 +110,14 @@ def breaker(plugin: str | None, command_name: str, limit: int, config_path: str 
             as_json: bool) -> None:
     """Show a circuit breaker's state and history (or every breaker, without PLUGIN)."""
     from ductile.schedule.views import breaker_report, breakers_overview
-    from ductile.store.backend import SQLITE_BACKEND
 
-    cfg = load(config_path, validate=False)
-    conn = _read(cfg)
-    try:
+    with _read(load(config_path, validate=False)) as store:
+        backend = store.backend
         if plugin is None:
-            overview = breakers_overview(conn, backend=SQLITE_BACKEND)
+            overview = store.read(lambda conn: breakers_overview(conn, backend=backend))
         else:
-            report = breaker_report(conn, plugin, command_name, limit, backend=SQLITE_BACKEND)
-    finally:
-        conn.close()
+            report = store.read(lambda conn: breaker_report(conn, plugin, command_name, limit,
+                                                            backend=backend))
     if plugin is None:
         if as_json:
             emit_json(overview)
@@ -153,15 +152,14 @@ def reset(plugin: str, command_name: str, config_path: str | None, as_json: bool
     """Close a plugin's circuit breaker and clear its failure count."""
     from ductile.errors import UnknownSchedule
     from ductile.schedule.control import reset_breaker
-    from ductile.store.backend import SQLITE_BACKEND
     from ductile.store.jobs import utcnow_text
 
     cfg = load(config_path, validate=False)
     if plugin not in cfg.plugins:
         fail(f"Unknown plugin: {plugin}")
     try:
-        result = _write(cfg, lambda conn: reset_breaker(conn, cfg, plugin, command_name,
-                                                        utcnow_text(), backend=SQLITE_BACKEND))
+        result = _write(cfg, lambda conn, backend: reset_breaker(
+            conn, cfg, plugin, command_name, utcnow_text(), backend=backend))
     except UnknownSchedule as exc:
         fail(str(exc))
     if as_json:
@@ -175,16 +173,14 @@ def reset(plugin: str, command_name: str, config_path: str | None, as_json: bool
 
 def _list(config_path: str | None, as_json: bool) -> None:
     from ductile.schedule.views import active_polls, scheduler_jobs
-    from ductile.store.backend import SQLITE_BACKEND
     from ductile.store.jobs import utcnow
 
     cfg = load(config_path, validate=False)
-    conn = _read(cfg)
-    try:
-        jobs = scheduler_jobs(conn, cfg, backend=SQLITE_BACKEND, now=utcnow())["jobs"]
-        polls = active_polls(conn, cfg.service.name, backend=SQLITE_BACKEND)
-    finally:
-        conn.close()
+    with _read(cfg) as store:
+        backend = store.backend
+        jobs, polls = store.read(lambda conn: (
+            scheduler_jobs(conn, cfg, backend=backend, now=utcnow())["jobs"],
+            active_polls(conn, cfg.service.name, backend=backend)))
     if as_json:
         emit_json({"schedules": jobs, **polls})
         return
@@ -208,7 +204,6 @@ def _pause_or_resume(target: str | None, config_path: str | None, as_json: bool,
                      paused: bool) -> None:
     from ductile.errors import UnknownSchedule
     from ductile.schedule import control
-    from ductile.store.backend import SQLITE_BACKEND
     from ductile.store.jobs import utcnow_text
 
     cfg = load(config_path, validate=False)
@@ -217,8 +212,8 @@ def _pause_or_resume(target: str | None, config_path: str | None, as_json: bool,
     if rows is None:
         action = control.pause if paused else control.resume
         try:
-            entries = _write(cfg, lambda conn: action(conn, cfg, target, utcnow_text(),
-                                                      backend=SQLITE_BACKEND))
+            entries = _write(cfg, lambda conn, backend: action(conn, cfg, target, utcnow_text(),
+                                                               backend=backend))
         except UnknownSchedule as exc:
             fail(str(exc))
         rows = [e.as_dict() for e in entries]
@@ -262,22 +257,27 @@ def _through_daemon(cfg: Config, action: str, target: str | None) -> list[dict] 
     return None
 
 
-def _read(cfg: Config) -> sqlite3.Connection:
+def _read(cfg: Config) -> Reader:
+    from ductile.cli.store import open_reader
+
+    return open_reader(cfg)
+
+
+def _write(cfg: Config, fn: Callable[[Any, Backend], T]) -> T:
+    """Run `fn(conn, backend)` in one write transaction beside a possibly running daemon:
+    an immediate transaction on SQLite's file, a transaction on the shared PostgreSQL."""
     from ductile.errors import StoreError
-    from ductile.store.db import open_readonly
-
-    _require_db(cfg)
-    try:
-        return open_readonly(cfg.state_path)
-    except (StoreError, sqlite3.Error) as exc:
-        fail(f"cannot open {cfg.state_path}: {exc}")
-
-
-def _write(cfg: Config, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """Run `fn` in one immediate write transaction beside a possibly running daemon."""
-    from ductile.errors import StoreError
+    from ductile.store.backend import SQLITE_BACKEND
     from ductile.store.db import BUSY_TIMEOUT_MS, verify_schema
 
+    if cfg.state.shared:
+        from ductile.cli.store import write_shared
+        from ductile.store.pg.backend import POSTGRESQL_BACKEND
+
+        try:
+            return write_shared(cfg, lambda conn: fn(conn, POSTGRESQL_BACKEND))
+        except StoreError as exc:  # UnknownSchedule is no StoreError: it reaches the verb
+            fail(f"cannot write the PostgreSQL store (state.dsn): {exc}")
     _require_db(cfg)
     conn = sqlite3.connect(cfg.state_path, isolation_level=None,
                            timeout=BUSY_TIMEOUT_MS / 1000)
@@ -286,7 +286,7 @@ def _write(cfg: Config, fn: Callable[[sqlite3.Connection], T]) -> T:
         verify_schema(conn, cfg.state_path)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            result = fn(conn)
+            result = fn(conn, SQLITE_BACKEND)
             conn.execute("COMMIT")
             return result
         except BaseException:

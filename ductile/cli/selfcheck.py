@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ductile.config import selfcheck as sc
+
+if TYPE_CHECKING:
+    from ductile.config.schema import Config
 
 
 def collect_selfcheck(config_path: str | None) -> dict[str, Any]:
@@ -54,7 +57,7 @@ def collect_selfcheck(config_path: str | None) -> dict[str, Any]:
 
     discovery_warnings = gather_plugins(cfg, facts)
     checks.append(sc.seal_check(cfg, facts.plugins, nonce, nonce_problem))
-    checks.append(sc.database_check(cfg.state_path))
+    checks.append(_database_check(cfg))
     checks.extend(sc.plugin_checks_from_errors(cfg, facts.plugins,
                                                facts.discovery_error or facts.alias_error,
                                                discovery_warnings))
@@ -64,6 +67,32 @@ def collect_selfcheck(config_path: str | None) -> dict[str, Any]:
     else:
         checks.append(sc.check("listener:api", True, "API disabled"))
     return sc.report(checks)
+
+
+def _database_check(cfg: Config) -> dict[str, Any]:
+    """SQLite: the file's integrity_check and schema. PostgreSQL: the shared database reached
+    read-only with the configured DSN and vault password, and its schema; the pages' integrity
+    is the server's business (the detail names the tools)."""
+    if not cfg.state.shared:
+        return sc.database_check(cfg.state_path)
+    from ductile.cli.store import PG_INTEGRITY_TOOLS, open_reader
+    from ductile.errors import StoreError
+    from ductile.store.pg.db import describe_dsn
+
+    label = describe_dsn(cfg.state.dsn)
+
+    def refuse(message: str) -> NoReturn:
+        raise StoreError(message)
+
+    try:
+        with open_reader(cfg, on_error=refuse) as store:
+            found = sc.health_check(store.health(), label)
+    except StoreError as exc:
+        return sc.check("database", False, str(exc), path=label)
+    if found["ok"]:
+        found["detail"] += (f"; PostgreSQL checks its own pages (no integrity_check here): "
+                            f"use {PG_INTEGRITY_TOOLS}")
+    return found
 
 
 def _listener_check(name: str, listen: str) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, NoReturn
 
 
 _PRIVSEP_MEANING = {
@@ -21,6 +21,20 @@ def add_privsep(add: Any, body: dict[str, Any]) -> None:
     posture = str(privsep.get("posture"))
     add("privsep", True, f"{posture}: {_PRIVSEP_MEANING.get(posture, 'unknown posture')} "
         f"({privsep.get('accounts', 0)} account(s))", posture=posture)
+
+
+def add_cluster(add: Any, body: dict[str, Any]) -> None:
+    """On a PostgreSQL store, this node among its peers (the `cluster` of /healthz); nothing
+    on SQLite, where the gateway is alone. `ductile system nodes` lists every node."""
+    cluster = body.get("cluster")
+    if not isinstance(cluster, dict):
+        return
+    peers = cluster.get("peers_alive")
+    leader = cluster.get("leader_node_id")
+    add("cluster", True, f"node {cluster.get('node_id')} (incarnation "
+        f"{cluster.get('incarnation')}), {peers} other node(s) alive, "
+        f"{f'leader {leader}' if leader else 'no scheduler leader'}",
+        node_id=cluster.get("node_id"), peers_alive=peers, leader_node_id=leader)
 
 
 def collect_status(config_path: str | None) -> dict[str, Any]:
@@ -53,7 +67,9 @@ def collect_status(config_path: str | None) -> dict[str, Any]:
     add("config_load", True, "configuration loaded", path=path)
 
     db_path = cfg.state_path
-    if not os.path.exists(db_path):
+    if cfg.state.shared:
+        add("state_db", *_shared_store_check(cfg))
+    elif not os.path.exists(db_path):
         add("state_db", True, "database file does not exist yet (will be created on start)",
             path=db_path)
     else:
@@ -122,6 +138,7 @@ def collect_status(config_path: str | None) -> dict[str, Any]:
             add("healthz", resp.status_code == 200, _healthz_detail(resp.status_code, body),
                 path=url)
             add_privsep(add, body)
+            add_cluster(add, body)
         except Exception as exc:  # noqa: BLE001 - an unreachable gateway is the finding
             detail = "no live gateway reachable"
             if running_pid is None:
@@ -149,3 +166,21 @@ def _healthz_detail(status: int, body: dict[str, Any]) -> str:
             bound += f", {pressure.get('refused_total')} refused (backpressure)"
     return (f"{body.get('status')} (posture {body.get('posture')}, queue depth "
             f"{body.get('queue_depth')}{bound}, uptime {body.get('uptime_seconds')}s)")
+
+
+def _shared_store_check(cfg: Any) -> tuple[bool, str]:
+    """The shared PostgreSQL store, opened read-only with the vault's password (the same
+    reader the offline verbs use): (ok, what was found)."""
+    from ductile.cli.store import open_reader
+    from ductile.errors import StoreError
+
+    def refuse(reason: str) -> NoReturn:
+        raise StoreError(reason)
+
+    try:
+        with open_reader(cfg, on_error=refuse) as reader:
+            reader.read(lambda conn: conn.execute("SELECT 1").fetchone())
+            label = reader.label
+    except StoreError as exc:
+        return False, f"shared PostgreSQL store: {exc}"
+    return True, f"shared PostgreSQL store {label} answers (ductile system nodes lists its gateways)"

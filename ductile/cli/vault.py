@@ -286,22 +286,14 @@ def roll_principal(config_path: str | None, api_url: str | None, token: str | No
 def vault_audit(config_path: str | None, principal: str | None, limit: int,
                 as_json: bool) -> None:
     """List the append-only vault audit (names and outcomes, never values), newest first."""
+    from ductile.cli.store import open_reader
     from ductile.errors import StoreError
-    from ductile.store.audit import list_events
-    from ductile.store.db import open_readonly
 
-    cfg = load(config_path, validate=False)
-    if not os.path.exists(cfg.state_path):
-        fail(f"no database at {cfg.state_path} yet; start the gateway once "
-             "(ductile system start) to create it")
-    try:
-        conn = open_readonly(cfg.state_path)
+    with open_reader(load(config_path, validate=False)) as store:
         try:
-            rows = list_events(conn, principal=principal, limit=limit)
-        finally:
-            conn.close()
-    except StoreError as exc:
-        fail(str(exc))
+            rows = store.audit(principal=principal, limit=limit)
+        except StoreError as exc:
+            fail(str(exc))
     if as_json:
         emit_json({"events": [row.as_dict() for row in rows], "count": len(rows)})
         return
@@ -360,6 +352,9 @@ def _audit(cfg: Config, event: AuditEvent) -> None:
     from ductile.errors import StoreError
     from ductile.store.audit import append_offline
 
+    if cfg.state.shared:
+        _audit_shared(cfg, event)
+        return
     try:
         written = append_offline(cfg.state_path, event)
     except StoreError as exc:
@@ -368,6 +363,25 @@ def _audit(cfg: Config, event: AuditEvent) -> None:
     if not written:
         click.echo(f"Note: no database at {cfg.state_path} yet, so this vault operation is not "
                    "in the audit trail.", err=True)
+
+
+def _audit_shared(cfg: Config, event: AuditEvent) -> None:
+    """The audit row in the shared PostgreSQL store; the vault operation stands either way,
+    so a database that cannot take it is a warning, not a failure."""
+    from ductile.cli.store import write_shared
+    from ductile.errors import StoreError
+    from ductile.store.jobs import utcnow_text
+    from ductile.store.pg.backend import POSTGRESQL_BACKEND
+
+    insert = POSTGRESQL_BACKEND.audit.insert_event
+
+    def refuse(message: str) -> NoReturn:
+        raise StoreError(message)
+
+    try:
+        write_shared(cfg, lambda conn: insert(conn, event, utcnow_text()), on_error=refuse)
+    except StoreError as exc:
+        click.echo(f"Warning: the vault audit row was not written: {exc}", err=True)
 
 
 def _read_stdin_value(*, always: bool) -> str:

@@ -135,7 +135,15 @@ def snapshot_database(state_path: str, dest: str) -> int:
 
 def write_backup(cfg: Config, out: str, *, include_db: bool, force: bool,
                  environ: Mapping[str, str], home: str) -> BackupResult:
-    """Write the archive to `out` (0600); refuses an existing file unless `force`."""
+    """Write the archive to `out` (0600); refuses an existing file unless `force`, and a
+    system backup (`include_db`) of a PostgreSQL store, which is not a file."""
+    if include_db and cfg.state.shared:
+        raise BackupError(
+            "state.backend is postgresql: the database is not a file this command can copy; "
+            "back it up with PostgreSQL's own tools (pg_dump for the one database, "
+            "pg_basebackup with WAL archiving for point-in-time recovery, or the managed "
+            "service's snapshots), and archive the config and vault with: ductile config "
+            "backup --out FILE")
     out = os.path.abspath(out)
     if os.path.lexists(out) and not force:
         raise BackupError(f"{out} already exists (use --force to overwrite)")

@@ -22,7 +22,7 @@ import trio
 from ductile.dispatch.attempt import RunCancel, Trace
 from ductile.dispatch.completions import Completions
 from ductile.dispatch.execute import contain_fault, execute
-from ductile.errors import StoreError, StoreUnavailable
+from ductile.errors import NodeFenced, StoreError, StoreUnavailable
 from ductile.logs import Logger
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class Dispatcher:
             skip = self._skip_list(rt)
             seq = self._work_seq
             try:
-                claim = await rt.queue.claim_next(skip)
+                claim = await rt.queue.claim_next(skip, caps=rt.cluster_caps())
                 due = await rt.queue.next_due_at() if claim is None else None
             except StoreUnavailable as exc:
                 # Claim nothing until the database takes writes again; running jobs keep
@@ -166,6 +166,10 @@ class Dispatcher:
                     # a reload in between must not claim more work. A routed outcome makes
                     # its own successor eligible: claiming it in the same transaction saves
                     # the wake-and-claim round trip on every pipeline hop.
+                    if rt.cluster_caps():
+                        # Caps held across a cluster are checked by the claim itself, which
+                        # the chained claim does not take: claim afresh instead.
+                        return None
                     if self._claiming and rt is self._current() and (routed or not self._dry):
                         return self._skip_list(rt, finishing=job.plugin)
                     return None
@@ -177,6 +181,10 @@ class Dispatcher:
                         rt, next_claim, self._log, kill_grace=self.kill_grace, claim_next=chain,
                         cancel=handle, trace=trace, live=self._live,
                     )
+                except NodeFenced:
+                    # Not this job's fault: a peer declared this node dead and took its work.
+                    # The process ends (the plugins' groups are killed on the way out).
+                    raise
                 except Exception as exc:  # noqa: BLE001 - the job boundary: see contain_fault
                     next_claim = await contain_fault(rt, job, trace, exc, self._log, chain)
                 except BaseException:
@@ -206,6 +214,11 @@ class Dispatcher:
         with trio.CancelScope(shield=True):
             try:
                 await rt.queue.interrupt(job, duration_ms=trace.elapsed_ms(), stderr=None)
+            except NodeFenced as exc:
+                self._log.warn("interrupted job not recorded: this node is fenced and a peer "
+                               "already recovered the job", job_id=job.id, plugin=job.plugin,
+                               error=str(exc))
+                return
             except StoreError as exc:
                 self._log.warn("interrupted job not recorded (its outcome may have landed "
                                "first); if it is still running, crash recovery requeues it at "

@@ -9,7 +9,7 @@ does not hold. Reads pass straight through. Publishing is synchronous and never 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -65,8 +65,9 @@ class EventedQueue:
                       submitted_by=finished.job.submitted_by)
         return finished
 
-    async def claim_next(self, skip_plugins: Collection[str] = ()) -> Claim | None:
-        claim = await self._inner.claim_next(skip_plugins)
+    async def claim_next(self, skip_plugins: Collection[str] = (),
+                         caps: Mapping[str, int] | None = None) -> Claim | None:
+        claim = await self._inner.claim_next(skip_plugins, caps=caps)
         self._started(claim)
         return claim
 

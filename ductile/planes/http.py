@@ -14,11 +14,11 @@ from quart import Response, request
 from quart.utils import encode_headers
 from quart.wrappers.response import DataBody
 from quart_trio import QuartTrio
-from hypercorn.events import Closed, RawData
 from hypercorn.trio import run as hypercorn_run
-from hypercorn.trio.tcp_server import TCPServer
 from quart_trio.asgi import TrioASGIHTTPConnection
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
+
+from ductile.planes.tcp import HELD_HEAD, HTTP1, ContainedTCPServer, HeldHead
 
 if TYPE_CHECKING:
     from ductile.logs import Logger
@@ -70,16 +70,26 @@ class ShieldedSendConnection(TrioASGIHTTPConnection):
     async def _send_response(self, send: Any, response: Any) -> None:
         """A body held in memory (every JSON answer) goes out as one ASGI body message that
         ends the response; quart would send it, then an empty one to end it, and each send
-        is a trip through hypercorn's protocol and send lock. Anything else (a stream, a file)
-        is sent by quart as it would be."""
+        is a trip through hypercorn's protocol and send lock. Over HTTP/1 its head is held
+        back and written with the body, one write (`HeldHead`, planes/tcp.py). Anything else
+        (a stream, a file) is sent by quart as it would be."""
         body = getattr(response, "response", None)
         if type(body) is not DataBody:
             await super()._send_response(send, response)
             return
-        await send({"type": "http.response.start", "status": response.status_code,
-                    "headers": encode_headers(response.headers)})
-        await send({"type": "http.response.body", "body": body.data[body.begin:body.end],
-                    "more_body": False})
+        head = HeldHead() if self.scope.get("http_version") in HTTP1 else None
+        token = HELD_HEAD.set(head)
+        try:
+            await send({"type": "http.response.start", "status": response.status_code,
+                        "headers": encode_headers(response.headers)})
+            if head is not None:
+                head.holding = False
+            await send({"type": "http.response.body", "body": body.data[body.begin:body.end],
+                        "more_body": False})
+        finally:
+            HELD_HEAD.reset(token)
+            if head is not None:
+                await head.flush()  # nothing came after the head: the send failed half-way
 
 
 def _body_complete(request: Any) -> bool:
@@ -94,31 +104,6 @@ def _body_complete(request: Any) -> bool:
         return True
     complete = getattr(getattr(request, "body", None), "_complete", None)
     return bool(complete is not None and complete.is_set())
-
-
-class ContainedTCPServer(TCPServer):
-    """hypercorn's per-connection server, with one race contained to its connection and one
-    empty write skipped.
-
-    When a client sends bytes h11 refuses (a bad chunk size) while the app's answer closes the
-    connection, hypercorn's reader sends its own 400 while the close (`send_eof`, which does not
-    take hypercorn's send lock) is under way. trio refuses the second concurrent send with
-    BusyResourceError, and in hypercorn 0.18 that error escapes the connection's task and ends
-    the whole server: one malformed request took the gateway down. The connection is closing
-    anyway, so the send is moot: this ends that connection only.
-
-    The end of every response with a Content-Length is an empty write (h11 has nothing to
-    frame it with); hypercorn would still take its send lock, open a shielded scope and
-    yield to the scheduler for it. There is nothing to send, so it is dropped here.
-    """
-
-    async def protocol_send(self, event: Any) -> None:
-        if type(event) is RawData and not event.data:
-            return
-        try:
-            await super().protocol_send(event)
-        except trio.BusyResourceError:
-            await self.protocol.handle(Closed())
 
 
 async def serve_plane(app: QuartTrio, config: Any, **kwargs: Any) -> None:

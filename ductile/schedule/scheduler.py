@@ -30,6 +30,11 @@ The store functions come from the runtime's backend (`rt.backend.breakers`,
 `rt.backend.schedules`), run on the connections `db.read`/`db.write` hand out; `brk` and `sch`
 are imported only for their records and constants.
 
+Several gateways on one PostgreSQL store each run a scheduler, but only the holder of the
+scheduler lease passes (`leadership`, schedule/leadership.py): its fires and its schedule state
+are written under a re-check of the lease's term, and each (schedule, instant) fires once
+across the cluster (a fire refused because the lease moved is recorded as `not_leader`).
+
 Times: `clock()` is the wall clock (UTC, injectable for tests); sleeping uses the trio clock, so
 tests can run days of schedules under `trio.testing.MockClock`. The scheduler's start time is
 the `boot` instant that `after` schedules count from.
@@ -46,6 +51,7 @@ import trio
 
 from ductile.errors import (
     DedupeDropped,
+    LeadershipLost,
     Overloaded,
     SchedulerError,
     StoreError,
@@ -56,6 +62,7 @@ from ductile.events.hub import Publish, no_publish
 from ductile.logs import Logger
 from ductile.schedule import plan as planner
 from ductile.schedule.expr import Schedule, ScheduleError, fire_key
+from ductile.schedule.leadership import Leadership
 from ductile.schedule.validate import Parsed, enabled_schedules
 from ductile.store import breakers as brk
 from ductile.store import schedules as sch
@@ -132,8 +139,11 @@ class Scheduler:
         seed: bytes = b"",
         grace: float = planner.LATE_GRACE,
         publish: Publish = no_publish,
+        leadership: Leadership | None = None,
     ) -> None:
         self._current = current
+        # None: this gateway always leads (SQLite). Otherwise only the lease holder fires.
+        self._leadership = leadership
         self._publish = publish  # the event hub (scheduler.* events)
         self._db = db
         self._log = log.child("scheduler")
@@ -200,6 +210,13 @@ class Scheduler:
             # No trigger plane opens in this posture; a reload that activates the gateway
             # wakes us.
             return rt.config.service.tick_interval
+        lease = None
+        if self._leadership is not None:
+            lease = self._leadership.lease()
+            if lease is None:
+                # Another node leads: it fires, folds the breakers and keeps the schedule
+                # state. Look again soon: leadership moves when the leader stops or dies.
+                return min(rt.config.service.tick_interval, self._leadership.retry_in())
         parsed = enabled_schedules(rt.config)
         targets = sorted({(p.plugin, p.conf.command) for p in parsed if p.error is None})
         service = rt.config.service.name
@@ -219,6 +236,7 @@ class Scheduler:
         entries, outstanding, breakers, finished = await self._db.read(snapshot)
         state = _PassState(
             service=service,
+            lease=lease,
             breakers={t: b for t, b in breakers.items() if b is not None},
             outstanding=outstanding,
         )
@@ -374,24 +392,33 @@ class Scheduler:
             return
         async with trio.open_nursery() as nursery:
             for fires in by_schedule.values():
-                nursery.start_soon(self._enqueue_in_order, rt, fires)
+                nursery.start_soon(self._enqueue_in_order, rt, fires, state.lease)
 
-    async def _enqueue_in_order(self, rt: Runtime, fires: list[_Fire]) -> None:
+    async def _enqueue_in_order(self, rt: Runtime, fires: list[_Fire], lease: Any) -> None:
         for fire in fires:
-            await self._enqueue(rt, fire)
+            await self._enqueue(rt, fire, lease)
 
-    async def _enqueue(self, rt: Runtime, fire: _Fire) -> None:
+    async def _enqueue(self, rt: Runtime, fire: _Fire, lease: Any = None) -> None:
         conf = rt.config.plugin(fire.item.plugin)
         payload = fire.item.conf.raw.get("payload") or {}
+        guard = None
+        if lease is not None and self._leadership is not None:
+            guard = self._leadership.fire_guard(lease, f"{fire.item.plugin}/{fire.schedule.id}",
+                                                format_time(fire.slot))
         try:
             job = await rt.queue.enqueue(
                 fire.item.plugin, fire.schedule.command, payload, rt.config.service.name,
                 max_attempts=conf.retry.max_attempts,
                 dedupe_key=fire_key(fire.item.plugin, fire.schedule, fire.slot),
+                guard=guard,
             )
         except DedupeDropped as exc:
             self._record(Fired(fire.item.plugin, fire.schedule.id, fire.slot,
                                exc.existing_job_id, "already_fired"), fire.slot)
+            return
+        except LeadershipLost:
+            self._record(Fired(fire.item.plugin, fire.schedule.id, fire.slot, None,
+                               "not_leader"), fire.slot)
             return
         except StoreUnavailable:
             raise
@@ -406,8 +433,21 @@ class Scheduler:
     async def _save_all(self, rt: Runtime, state: _PassState) -> None:
         rows = list(state.rows)
         save = rt.backend.schedules.save_entry
-        if rows:
-            await self._db.write(lambda conn: [save(conn, row) for row in rows])
+        if not rows:
+            return
+        check = (self._leadership.write_guard(state.lease)
+                 if state.lease is not None and self._leadership is not None else None)
+
+        def write(conn: Any) -> None:
+            if check is not None:
+                check(conn)
+            for row in rows:
+                save(conn, row)
+
+        try:
+            await self._db.write(write)
+        except LeadershipLost as exc:
+            self._log.warn("schedule state not written: leadership moved", reason=str(exc))
 
     def _record(self, fired: Fired, slot: datetime) -> Fired:
         fields = {"plugin": fired.plugin, "schedule_id": fired.schedule_id,
@@ -540,6 +580,7 @@ class _PassState:
     service: str
     breakers: dict[tuple[str, str], brk.Breaker]
     outstanding: dict[tuple[str, str], list[sch.Outstanding]]
+    lease: Any = None  # the scheduler lease this pass acts under (PostgreSQL), else None
     fires: list[_Fire] = field(default_factory=list)
     rows: list[sch.ScheduleEntry] = field(default_factory=list)
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,12 +179,18 @@ def fetch_lineage(conn: sqlite3.Connection, context_id: str) -> list[EventContex
     Stops at a missing parent, at a row seen twice (a cycle only hand-edited data can make) and
     after MAX_LINEAGE_HOPS rows, so it always ends.
     """
+    return walk_lineage(lambda context: fetch_context(conn, context), context_id)
+
+
+def walk_lineage(fetch: Callable[[str], EventContext | None],
+                 context_id: str) -> list[EventContext]:
+    """`fetch_lineage` over any backend's context lookup (PostgreSQL's too): root first."""
     chain: list[EventContext] = []
     seen: set[str] = set()
     current: str | None = context_id
     while current is not None and current not in seen and len(chain) < MAX_LINEAGE_HOPS:
         seen.add(current)
-        found = fetch_context(conn, current)
+        found = fetch(current)
         if found is None:
             break
         chain.append(found)

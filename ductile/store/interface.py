@@ -80,7 +80,7 @@ facts=)`, so a second backend provides it inside those two methods. The CLI's re
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -116,9 +116,12 @@ class JobQueue(Protocol):
         context: ContextSpec | None = None,
         retry_of: str | None = None,
         rerun_of: str | None = None,
+        guard: Callable[[Any, Job], None] | None = None,
     ) -> Job:
         """Insert a queued job (scheduler, API, webhooks); DedupeDropped/SourceEventConflict;
-        with `retry_of`, JobNotFound/JobStateConflict."""
+        with `retry_of`, JobNotFound/JobStateConflict. `guard(conn, job)` runs first in the
+        inserting transaction and refuses the enqueue by raising (the scheduler leader's
+        exactly-once fire row on PostgreSQL)."""
         ...
 
     async def start_run(

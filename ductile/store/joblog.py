@@ -29,27 +29,36 @@ class LogFilter:
     limit: int = 50
 
 
-def search_logs(conn: sqlite3.Connection, where: LogFilter) -> tuple[list[LogEntry], int]:
-    """Matching rows, newest `completed_at` first (at most `limit`), and the total count."""
+def filter_sql(where: LogFilter, mark: str = "?",
+               contains: str = "instr({column}, {mark}) > 0") -> tuple[str, list[Any]]:
+    """The WHERE clause of `where` and its parameters, in a backend's dialect: `mark` is its
+    parameter placeholder, `contains` its substring test (SQLite's `instr`, PostgreSQL's
+    `strpos`), so both stores filter with one meaning."""
     clauses: list[str] = []
     params: list[Any] = []
     for column, value in (("job_id", where.job_id), ("plugin", where.plugin),
                           ("command", where.command), ("status", where.status),
                           ("submitted_by", where.submitted_by)):
         if value is not None:
-            clauses.append(f"{column} = ?")
+            clauses.append(f"{column} = {mark}")
             params.append(value)
     if where.since is not None:
-        clauses.append("completed_at >= ?")
+        clauses.append(f"completed_at >= {mark}")
         params.append(where.since)
     if where.until is not None:
-        clauses.append("completed_at <= ?")
+        clauses.append(f"completed_at <= {mark}")
         params.append(where.until)
     if where.query:
-        clauses.append("(instr(coalesce(last_error, ''), ?) > 0 OR "
-                       "instr(coalesce(stderr, ''), ?) > 0 OR instr(coalesce(result, ''), ?) > 0)")
+        tests = [contains.format(column=f"coalesce({column}, '')", mark=mark)
+                 for column in ("last_error", "stderr", "result")]
+        clauses.append("(" + " OR ".join(tests) + ")")
         params.extend([where.query] * 3)
-    sql_where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
+
+
+def search_logs(conn: sqlite3.Connection, where: LogFilter) -> tuple[list[LogEntry], int]:
+    """Matching rows, newest `completed_at` first (at most `limit`), and the total count."""
+    sql_where, params = filter_sql(where)
     total = conn.execute(f"SELECT count(*) FROM job_log {sql_where}", params).fetchone()[0]
     rows = conn.execute(
         f"SELECT {LogEntry.select_list()} FROM job_log {sql_where} "

@@ -256,6 +256,7 @@ class QueueCore:
         context: ContextSpec | None = None,
         retry_of: str | None = None,
         rerun_of: str | None = None,
+        guard: Callable[[Any, Job], None] | None = None,
     ) -> Job:
         """Insert a queued job and wake the dispatcher.
 
@@ -274,6 +275,10 @@ class QueueCore:
         exist (JobNotFound), be in a retryable status and not be retried already
         (JobStateConflict), checked in the inserting transaction. `rerun_of` links an entry of
         a rerun pipeline run to the root job of the run it repeats.
+
+        `guard(conn, job)` runs first inside the inserting transaction and may refuse the
+        enqueue by raising (a DuctileError; nothing is written): the scheduler's leader
+        records its fire there, so the fire row and its job commit together or not at all.
         """
         require_text(plugin=plugin, command=command, submitted_by=submitted_by)
         if context is not None and event_context_id is not None:
@@ -305,6 +310,8 @@ class QueueCore:
         )
 
         def insert(conn: Conn) -> None:
+            if guard is not None:
+                guard(conn, job)
             self._sql.insert_job(conn, self.machine, job, dedupe)
             if prepared is not None:
                 self._sql.write_context(conn, prepared, job.created_at)

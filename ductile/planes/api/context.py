@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ductile.dispatch.live import LiveStderr
     from ductile.events.hub import Hub
     from ductile.events.metrics import Metrics
+    from ductile.planes.api.cluster import ClusterSnapshot
     from ductile.runtime import Runtime
 
 T = TypeVar("T")
@@ -71,3 +72,7 @@ class ApiContext:
     events: Hub | None = None
     metrics: Callable[[], Metrics | None] = lambda: None
     running: Callable[[], int] = lambda: 0
+    # On a PostgreSQL store, this node and the cluster's node and lease rows, read no more
+    # than the given seconds ago (planes/api/cluster.py CachedCluster.snapshot); None on
+    # SQLite, where the gateway is alone.
+    cluster: Callable[[float], Awaitable[ClusterSnapshot]] | None = None

@@ -130,6 +130,7 @@ async def cancel(rt: Runtime, completions: Completions, cancel_running: CancelRu
         except InvalidTransition:
             job = await _get(rt, job_id)  # claimed (or ended) between the read and the write
         else:
+            completions.notify(job_id)  # a sync request waiting on it answers now
             return VerbAnswer(200, done.to_api())
     if job.status != "running":
         raise _not_cancellable(job)

@@ -39,7 +39,27 @@ HEALTH = obj(("status", "posture", "version"), status=STRING, posture=STRING, ve
                               refused_total=INTEGER,
                               plugins={"type": "object", "additionalProperties": obj(
                                   ("max_outstanding_jobs", "outstanding"),
-                                  max_outstanding_jobs=INTEGER, outstanding=INTEGER)}))
+                                  max_outstanding_jobs=INTEGER, outstanding=INTEGER)}),
+             cluster=obj(("backend", "node_id", "incarnation", "peers_alive",
+                          "leader_node_id"),
+                         backend=STRING, node_id=STRING, incarnation=INTEGER,
+                         peers_alive=INTEGER, leader_node_id=NULLABLE_STRING))
+NUMBER: dict[str, Any] = {"type": "number"}
+CLUSTER_NODE = obj(("node_id", "incarnation", "status", "hostname", "pid", "version",
+                    "started_at", "heartbeat_at", "heartbeat_age_s"),
+                   node_id=STRING, incarnation=INTEGER,
+                   status={"type": "string", "enum": ["alive", "stopped", "dead"]},
+                   hostname=STRING, pid=INTEGER, version=STRING, started_at=STRING,
+                   heartbeat_at=STRING, heartbeat_age_s=NUMBER)
+NODES = obj(("backend", "node", "leader", "nodes"),
+            backend={"type": "string", "enum": ["sqlite", "postgresql"]},
+            node={**obj(("node_id", "incarnation"), node_id=STRING, incarnation=INTEGER),
+                  "type": ["object", "null"]},
+            leader={**obj(("node_id", "incarnation", "term", "expires_in_s"),
+                          node_id=STRING, incarnation=INTEGER, term=INTEGER,
+                          expires_in_s=NUMBER),
+                    "type": ["object", "null"]},
+            nodes=array(CLUSTER_NODE))
 RELOADED = obj(("status", "message"), status=STRING, message=STRING,
                reloaded_at=NULLABLE_STRING, snapshot_id=NULLABLE_STRING)
 RELOAD_REFUSED = obj(("error",), error=STRING, gate=NULLABLE_STRING)

@@ -93,7 +93,8 @@ def ai_plugin() -> dict[str, Any]:
             "and pipelines (POST /pipeline/{name}). Every run is a job: GET /job/{id} for its "
             "status and result, GET /job/{id}/tree for a pipeline run, GET /jobs and "
             "GET /job-logs to search. GET /system/doctor and GET /system/selfcheck review the "
-            "configuration and the host. GET /openapi.json describes every route; "
+            "configuration and the host; GET /system/nodes lists the gateways sharing "
+            "this store. GET /openapi.json describes every route; "
             "GET /plugin/{plugin}/openapi.json one plugin's commands."),
         "auth": {"type": "bearer"},
         "api": {"type": "openapi", "url": "/openapi.json"},

@@ -51,6 +51,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ductile.errors import DedupeDropped, LeadershipLost
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -163,14 +165,17 @@ def declare_dead(conn: psycopg.Connection[Any], dead_after_s: float) -> list[Nod
     held, and return them.
 
     The caller recovers their running jobs in the same transaction, so a node is never dead
-    with its work still claimed. The node rows are locked in node_id order (two peers
-    declaring the same nodes queue behind each other instead of deadlocking), and each is
-    re-checked once its lock is granted: a node another peer declared meanwhile, or that beat
-    or restarted meanwhile, is left alone."""
+    with its work still claimed. A node row locked by someone else is skipped this round
+    (SKIP LOCKED): a peer declaring the same nodes, or the silent node itself frozen in the
+    middle of a write (its writes hold its row FOR SHARE). The frozen node's session is ended
+    by the server after idle_in_transaction_session_timeout, which boot keeps below
+    `dead_after`, and the next round declares it; one stuck node never holds back the
+    declaration of the others. Each row is re-checked once locked: a node that beat or
+    restarted meanwhile is left alone."""
     rows = conn.execute(
         "WITH silent AS (SELECT node_id FROM cluster_nodes WHERE status = 'alive' "
         "AND heartbeat_at < now() - make_interval(secs => %(after)s) "
-        "ORDER BY node_id FOR UPDATE) "
+        "ORDER BY node_id FOR UPDATE SKIP LOCKED) "
         "UPDATE cluster_nodes AS n SET status = 'dead' FROM silent "
         "WHERE n.node_id = silent.node_id AND n.status = 'alive' "
         "AND n.heartbeat_at < now() - make_interval(secs => %(after)s) "
@@ -281,6 +286,36 @@ def record_fire(conn: psycopg.Connection[Any], lease: Lease, schedule: str,
         (schedule, instant, lease.holder.node_id, lease.holder.incarnation, lease.term),
     ).fetchone()
     return row is not None
+
+
+def fire_or_refuse(conn: psycopg.Connection[Any], lease: Lease, schedule: str,
+                   instant: str) -> None:
+    """`record_fire`, raising instead of answering False, for use inside the transaction
+    that enqueues the fired job (QueueCore.enqueue's `guard`): LeadershipLost when the lease
+    is no longer this node's at this term, DedupeDropped (reason `already_fired`) when the
+    instant was fired already. Either way nothing of the transaction is written."""
+    if not holds(conn, lease.name, lease.holder, lease.term):
+        raise LeadershipLost(
+            f"node {lease.holder.node_id} no longer leads the scheduler (lease term "
+            f"{lease.term} was taken over or expired); {schedule} at {instant} is left to the "
+            "current leader")
+    row = conn.execute(
+        "INSERT INTO cluster_fires (schedule, instant, node_id, incarnation, term, fired_at) "
+        "VALUES (%s, %s, %s, %s, %s, now()) ON CONFLICT (schedule, instant) DO NOTHING "
+        "RETURNING 1",
+        (schedule, instant, lease.holder.node_id, lease.holder.incarnation, lease.term),
+    ).fetchone()
+    if row is None:
+        raise DedupeDropped(f"{schedule}@{instant}", "already_fired")
+
+
+def check_leader(conn: psycopg.Connection[Any], lease: Lease) -> None:
+    """LeadershipLost unless `lease` is still held (for the scheduler's other writes: a stale
+    leader must not overwrite the schedule state its successor keeps)."""
+    if not holds(conn, lease.name, lease.holder, lease.term):
+        raise LeadershipLost(
+            f"node {lease.holder.node_id} no longer leads the scheduler (lease term "
+            f"{lease.term}); its schedule state is not written")
 
 
 def fired(conn: psycopg.Connection[Any], schedule: str) -> list[str]:

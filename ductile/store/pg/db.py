@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 import trio
 
 from ductile.errors import DuctileError, StoreError, StoreUnavailable
-from ductile.store.pg.migrations import PgMigrated, ensure_schema
+from ductile.store.pg.migrations import PgMigrated, check_schema, ensure_schema
 
 if TYPE_CHECKING:
     import psycopg
@@ -46,6 +46,10 @@ T = TypeVar("T")
 
 #: The channel the queue NOTIFYs when a job becomes claimable.
 JOBS_CHANNEL = "ductile_jobs"
+#: The channel a terminal status change NOTIFYs, with the job id as payload.
+ENDED_CHANNEL = "ductile_job_ended"
+#: The channel an operator's cancel of a job a peer runs is sent on (JSON: job_id, reason).
+CANCEL_CHANNEL = "ductile_job_cancel"
 
 #: SQLSTATEs that describe the database's condition, not the request: nothing was written
 #: and the same operation may succeed later.
@@ -96,6 +100,15 @@ def describe_dsn(dsn: str) -> str:
     return f"postgresql://{user + '@' if user else ''}{where}/{name}"
 
 
+def with_password(dsn: str, password: str | None) -> str:
+    """`dsn` with `password` added (the config's DSN never holds one: it comes from the
+    vault), in libpq's own syntax, so quoting is the driver's business, not ours."""
+    if not password:
+        return dsn
+    psycopg = _psycopg()
+    return str(psycopg.conninfo.make_conninfo(dsn, password=password))
+
+
 class PgDatabase:
     """An open PostgreSQL store: `write`/`read` run a function in one transaction on a pooled
     connection in a worker thread; `listen` wakes on NOTIFY.
@@ -133,9 +146,17 @@ class PgDatabase:
         connect_timeout: float = 5.0,
         statement_timeout_ms: int = 5000,
         lock_timeout_ms: int = 2000,
+        idle_in_transaction_ms: int | None = None,
+        migrate: bool = True,
     ) -> PgDatabase:
         """Connect, create or migrate the schema (under an advisory lock, so gateways booting
         at once migrate once), then fill a pool of `pool_size` connections.
+
+        `idle_in_transaction_ms` (default: the statement timeout) bounds how long a session
+        may sit idle inside a transaction before the server ends it (see `_configure`).
+
+        `migrate=False` is the CLI's reader: it changes nothing and takes no lock, and a
+        database without the current schema is refused (SchemaMismatch, SchemaOutdated).
 
         A database that cannot be reached is StoreUnavailable naming it; one whose schema is
         newer than this release SchemaTooNew; one holding foreign tables SchemaMismatch.
@@ -147,7 +168,8 @@ class PgDatabase:
         pool, migration = await trio.to_thread.run_sync(
             functools.partial(
                 _open_blocking, dsn, label, pool_size, connect_timeout,
-                statement_timeout_ms, lock_timeout_ms,
+                statement_timeout_ms, lock_timeout_ms, migrate,
+                idle_in_transaction_ms or statement_timeout_ms,
             )
         )
         return cls(dsn, label, pool, pool_size, connect_timeout, migration)
@@ -334,6 +356,8 @@ def _open_blocking(
     connect_timeout: float,
     statement_timeout_ms: int,
     lock_timeout_ms: int,
+    migrate: bool = True,
+    idle_in_transaction_ms: int = 5000,
 ) -> tuple[psycopg_pool.ConnectionPool, PgMigrated | None]:
     """Migrate on a dedicated connection (its errors are precise: a wrong password says so,
     where a pool would only time out), then open the pool."""
@@ -343,7 +367,11 @@ def _open_blocking(
 
     conn = _connect(dsn, label, connect_timeout, autocommit=True)
     try:
-        migration = ensure_schema(conn, label)
+        if migrate:
+            migration = ensure_schema(conn, label)
+        else:
+            migration = None
+            check_schema(conn, label)
     except psycopg.Error as exc:
         raise _classify(label, "cannot prepare the schema", exc) from exc
     finally:
@@ -359,7 +387,8 @@ def _open_blocking(
         max_size=pool_size,
         open=False,
         configure=functools.partial(
-            _configure, statement_timeout_ms=statement_timeout_ms, lock_timeout_ms=lock_timeout_ms
+            _configure, statement_timeout_ms=statement_timeout_ms, lock_timeout_ms=lock_timeout_ms,
+            idle_in_transaction_ms=idle_in_transaction_ms,
         ),
         reset=_reset,
         name=f"ductile {label}",
@@ -397,13 +426,19 @@ def _connect(
 
 
 def _configure(
-    conn: psycopg.Connection[Any], *, statement_timeout_ms: int, lock_timeout_ms: int
+    conn: psycopg.Connection[Any], *, statement_timeout_ms: int, lock_timeout_ms: int,
+    idle_in_transaction_ms: int,
 ) -> None:
     """Per connection, once: bound how long a statement may run and wait for a row lock, so a
-    stuck peer or a long lock makes a write fail (StoreUnavailable) instead of hang."""
+    stuck peer or a long lock makes a write fail (StoreUnavailable) instead of hang. And
+    bound how long a session may sit idle inside a transaction: our transactions never wait
+    between statements, so one that does belongs to a frozen gateway (SIGSTOP, a stalled VM)
+    holding row locks; the server ends that session and its locks go with it."""
     conn.execute(
-        "SELECT set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false)",
-        (f"{int(statement_timeout_ms)}ms", f"{int(lock_timeout_ms)}ms"),
+        "SELECT set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false), "
+        "set_config('idle_in_transaction_session_timeout', %s, false)",
+        (f"{int(statement_timeout_ms)}ms", f"{int(lock_timeout_ms)}ms",
+         f"{int(idle_in_transaction_ms)}ms"),
     )
     conn.commit()
 

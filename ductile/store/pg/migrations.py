@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from ductile.errors import MigrationFailed, SchemaMismatch, SchemaTooNew
+from ductile.errors import MigrationFailed, SchemaMismatch, SchemaOutdated, SchemaTooNew
 from ductile.store.jobs import utcnow_text
 
 if TYPE_CHECKING:
@@ -121,6 +121,25 @@ def ensure_schema(
         return done
     finally:
         _unlock(conn)
+
+
+def check_schema(conn: psycopg.Connection[Any], label: str,
+                 migrations: Sequence[PgMigration] = PG_MIGRATIONS) -> None:
+    """The reader's half of `ensure_schema`: change nothing, take no lock, and refuse a
+    database this release cannot read as it is (no ductile schema yet, an older version only a
+    gateway's boot migrates, a newer one, a missing table or column)."""
+    target = target_version(migrations)
+    found = stored_version(conn)
+    if found is None:
+        raise SchemaMismatch(
+            f"{label}: no ductile schema in this database yet: a gateway creates it on its "
+            "first start (ductile system start); check state.dsn names the right database"
+        )
+    if found > target:
+        raise SchemaTooNew(label, found, target)
+    if found < target:
+        raise SchemaOutdated(label, found, target)
+    verify_tables(conn, label)
 
 
 def _unlock(conn: psycopg.Connection[Any]) -> None:

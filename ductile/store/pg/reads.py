@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ductile.machines import job_statuses
 from ductile.store.jobs import Attempt, Job, JobLinks, LogEntry, Transition
-from ductile.store.joblog import MAX_LIMIT, LogFilter
+from ductile.store.joblog import MAX_LIMIT, LogFilter, filter_sql
 
 if TYPE_CHECKING:
     import psycopg
@@ -129,26 +129,7 @@ def next_retry_at(conn: Conn) -> str | None:
 def search_logs(conn: Conn, where: LogFilter) -> tuple[list[LogEntry], int]:
     """Matching job_log rows, newest `completed_at` first (at most `limit`), and the total
     (the filter of store/joblog.py, same meaning)."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column, value in (("job_id", where.job_id), ("plugin", where.plugin),
-                          ("command", where.command), ("status", where.status),
-                          ("submitted_by", where.submitted_by)):
-        if value is not None:
-            clauses.append(f"{column} = %s")
-            params.append(value)
-    if where.since is not None:
-        clauses.append("completed_at >= %s")
-        params.append(where.since)
-    if where.until is not None:
-        clauses.append("completed_at <= %s")
-        params.append(where.until)
-    if where.query:
-        clauses.append("(strpos(coalesce(last_error, ''), %s) > 0 OR "
-                       "strpos(coalesce(stderr, ''), %s) > 0 OR "
-                       "strpos(coalesce(result, ''), %s) > 0)")
-        params.extend([where.query] * 3)
-    sql_where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    sql_where, params = filter_sql(where, "%s", "strpos({column}, {mark}) > 0")
     total = conn.execute(f"SELECT count(*) AS n FROM job_log {sql_where}", params).fetchone()
     rows = conn.execute(
         f"SELECT {LogEntry.select_list()} FROM job_log {sql_where} "

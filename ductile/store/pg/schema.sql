@@ -284,12 +284,16 @@ CREATE TABLE IF NOT EXISTS relay_seen (
 CREATE INDEX IF NOT EXISTS relay_seen_expires_idx ON relay_seen (expires_at);
 
 -- The recent events of the event hub (GET /events), kept so a subscriber resumes with
--- Last-Event-ID without a gap, also after a restart; bounded (store/events.py).
+-- Last-Event-ID without a gap, also after a restart; bounded (store/events.py). Each node has
+-- its own hub and its own id sequence, so its events are kept apart by `node` ('' for a lone
+-- gateway): a node resumes its own stream, never a peer's.
 CREATE TABLE IF NOT EXISTS events (
-    id               BIGINT PRIMARY KEY,
+    node             TEXT COLLATE "C" NOT NULL DEFAULT '',
+    id               BIGINT NOT NULL,
     type             TEXT COLLATE "C" NOT NULL,
     at               TEXT COLLATE "C" NOT NULL,
-    data             TEXT COLLATE "C" NOT NULL
+    data             TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (node, id)
 );
 
 -- Several gateways on one database (store/pg/cluster.py). Times here are the database's own

@@ -57,7 +57,7 @@ from ductile.errors import (
 from ductile.machines import MachineSpec
 from ductile.store.jobs import Job
 from ductile.store.pg.cluster import NodeIdentity, is_live
-from ductile.store.pg.db import JOBS_CHANNEL, notify
+from ductile.store.pg.db import ENDED_CHANNEL, JOBS_CHANNEL, notify
 from ductile.store.pg.reads import JOB_COLUMNS, retried_as
 from ductile.store.pg.records import apply_state_update, write_prepared
 from ductile.store.writes import (
@@ -516,13 +516,16 @@ def _append_transition(
 def _insert_log(
     conn: Conn, job: Job, *, result: str | None, stderr: str | None, exit_code: int | None
 ) -> None:
-    """The job_log row of a terminal attempt; the first one is kept."""
+    """The job_log row of a terminal attempt; the first one is kept. Every terminal status
+    change writes one, so this is also where every node hears that the job ended (a sync
+    request waiting on one node for a job a peer ran)."""
     row = _cleaned(log_row(job, result=result, stderr=stderr, exit_code=exit_code))
     conn.execute(
         f"INSERT INTO job_log ({', '.join(row)}) VALUES ({', '.join('%s' for _ in row)}) "
         "ON CONFLICT (id) DO NOTHING",
         tuple(row.values()),
     )
+    notify(conn, ENDED_CHANNEL, job.id)
 
 
 def _finish_attempt(conn: Conn, job: Job, end: _Ending) -> None:

@@ -1,5 +1,5 @@
-"""`GET /`, `GET /healthz`, `POST /system/reload`, `GET /system/doctor` and
-`GET /system/selfcheck`."""
+"""`GET /`, `GET /healthz`, `POST /system/reload`, `GET /system/doctor`,
+`GET /system/selfcheck` and `GET /system/nodes`."""
 
 from __future__ import annotations
 
@@ -14,9 +14,12 @@ from quart import Response, request
 from ductile import __version__
 from ductile.errors import StoreError
 from ductile.planes.api.auth import AuthError, authenticate
+from ductile.planes.api.cluster import (HEALTH_MAX_AGE, SINGLE_GATEWAY, health_cluster,
+                                        nodes_answer)
 from ductile.planes.api.kit import ApiError, respond
 from ductile.planes.api.openapi import Operation, ok, refused
-from ductile.planes.api.schemas import HEALTH, INDEX, RELOAD_REFUSED, RELOADED, REPORT
+from ductile.planes.api.schemas import (HEALTH, INDEX, NODES, RELOAD_REFUSED, RELOADED,
+                                        REPORT)
 
 if TYPE_CHECKING:
     from quart_trio import QuartTrio
@@ -49,7 +52,8 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
         "GET", "/healthz", "liveness; with any valid token, the details", auth="optional-token",
         answers=(ok(200, "up: status, posture and version (and the details with a token)",
                     HEALTH),
-                 refused(503, "the queue depth could not be read"))))
+                 refused(503, "the queue depth (or, on PostgreSQL, the cluster's nodes) could "
+                              "not be read"))))
     @guarded()
     async def healthz(rt: Runtime, _p: Principal | None) -> Response:
         """Without a token: status, posture and version only (a probe needs no more, and the
@@ -71,6 +75,14 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
             raise ApiError(503, "failed to compute queue depth") from None
         if header is None:
             return respond({"status": "ok", "posture": rt.posture, "version": __version__})
+        extra: dict[str, Any] = {}
+        if ctx.cluster is not None:
+            # Cached for about a second: polling every node's /healthz must not become two
+            # reads of the shared database per poll.
+            try:
+                extra["cluster"] = health_cluster(await ctx.cluster(HEALTH_MAX_AGE))
+            except StoreError:
+                raise ApiError(503, "failed to read the cluster's nodes") from None
         return respond({
             "status": "ok",
             "uptime_seconds": ctx.uptime(),
@@ -87,6 +99,7 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
             "snapshot_id": rt.snapshot_id,
             # Ingress backpressure: the bound, the count it holds and refusals so far.
             "backpressure": rt.backpressure.view(rt.config),
+            **extra,
         })
 
     @guarded.route(Operation(
@@ -127,10 +140,28 @@ def register(app: QuartTrio, ctx: ApiContext, guarded: Any) -> None:
         return respond(report)
 
 
+    @guarded.route(Operation(
+        "GET", "/system/nodes", "the gateways sharing this store, their liveness and the leader",
+        answers=(ok(200, "every node row (PostgreSQL), or a single gateway (SQLite)", NODES),
+                 refused(503, "the node rows could not be read"))))
+    @guarded("system:ro")
+    async def system_nodes(rt: Runtime, _p: Principal | None) -> Response:
+        if ctx.cluster is None:  # SQLite: one gateway owns its store; there are no peers
+            return respond(SINGLE_GATEWAY)
+        try:
+            snapshot = await ctx.cluster(0.0)  # an operator asking gets a fresh read
+        except StoreError as exc:
+            ctx.log.warn("GET /system/nodes: the node rows could not be read", error=str(exc))
+            raise ApiError(503, "failed to read the cluster's nodes from the database; the "
+                                "gateway's log has the reason") from None
+        return respond(nodes_answer(snapshot))
+
+
 async def selfcheck_report(ctx: ApiContext, rt: Runtime) -> dict[str, Any]:
     """The selfcheck of the serving generation: the config re-read from disk, the seal, the
     vault it holds, the database through the store's reader, plugins, disk and listeners."""
     from ductile.config import selfcheck as sc
+    from ductile.config.state import redact_dsn
     from ductile.errors import ConfigError, VaultError
 
     cfg = rt.config
@@ -162,11 +193,13 @@ async def selfcheck_report(ctx: ApiContext, rt: Runtime) -> dict[str, Any]:
             nonce_problem = str(exc)
     checks.append(await trio.to_thread.run_sync(
         lambda: sc.seal_check(cfg, rt.plugins, nonce, nonce_problem)))
+    # The database is the file, or the shared PostgreSQL store's DSN (it holds no password).
+    where = redact_dsn(cfg.state.dsn) if cfg.state.shared else cfg.state_path
     try:
-        health = await ctx.read(lambda conn: rt.backend.health.check(conn, cfg.state_path))
-        checks.append(sc.health_check(health, cfg.state_path))
+        health = await ctx.read(lambda conn: rt.backend.health.check(conn, where))
+        checks.append(sc.health_check(health, where))
     except StoreError as exc:
-        checks.append(sc.check("database", False, str(exc), path=cfg.state_path))
+        checks.append(sc.check("database", False, str(exc), path=where))
     checks.extend(sc.plugin_checks(cfg, rt.plugins))
     checks.append(await trio.to_thread.run_sync(lambda: sc.disk_check(cfg.state_path)))
     checks.append(sc.check("listener:api", True, f"serving on {cfg.api.listen}",
