@@ -8,6 +8,8 @@ to run a job or answer a request.
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -94,7 +96,13 @@ class Runtime:
         """On a store shared by several gateways (state.backend postgresql): the plugins
         whose concurrency is bounded across the whole cluster (an explicit `parallelism`, or
         a plugin that is not concurrency-safe: one at a time anywhere), for the store to hold
-        in its claims. None on SQLite, where this gateway's own lanes are the whole story."""
+        in its claims. None on SQLite, where this gateway's own lanes are the whole story.
+        Asked at every claim, so worked out once per generation (config and plugins are
+        fixed for its life)."""
+        return self._cluster_caps
+
+    @functools.cached_property
+    def _cluster_caps(self) -> dict[str, int] | None:
         if not self.config.state.shared:
             return None
         caps = {}

@@ -12,7 +12,7 @@ comes near DEAD_AFTER however slow the machine running the tests.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,7 +25,7 @@ from ductile.store.pg.cluster import NodeIdentity, PgCluster
 from ductile.store.pg.db import JOBS_CHANNEL, PgDatabase
 from ductile.store.pg.queue import PgQueue, Reaped
 from ductile.store.writes import POISON_ERROR, RECOVERED_REASON
-from support.store import Clock
+from support.store import Clock, together
 
 #: Seconds of silence after which a node is dead in these tests; `go_silent` is far older.
 DEAD_AFTER = 60.0
@@ -425,17 +425,3 @@ async def test_caps_hold_with_three_nodes_claiming_concurrently(
     assert await members[1].queue.running_counts() == {}
 
 
-async def together(*calls: Callable[[], Awaitable[Any]]) -> list[Any]:
-    """Run the calls at once; each result, or the StoreError it raised, in call order."""
-    results: list[Any] = [None] * len(calls)
-
-    async def one(index: int, call: Callable[[], Awaitable[Any]]) -> None:
-        try:
-            results[index] = await call()
-        except StoreError as exc:
-            results[index] = exc
-
-    async with trio.open_nursery() as nursery:
-        for index, call in enumerate(calls):
-            nursery.start_soon(one, index, call)
-    return results

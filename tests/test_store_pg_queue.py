@@ -10,7 +10,7 @@ changed is refused, and every commit that makes a job claimable wakes the other 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,7 +21,7 @@ from ductile.store.jobs import Job
 from ductile.store.pg.db import JOBS_CHANNEL, PgDatabase
 from ductile.store.pg.queue import PgQueue
 from ductile.store.queue import Successor
-from support.store import Clock
+from support.store import Clock, together
 
 
 @pytest.fixture
@@ -36,22 +36,6 @@ async def nodes(pg_dsn: str, clock: Clock) -> AsyncIterator[tuple[PgQueue, PgQue
     yield queues  # type: ignore[misc]
     await first.close()
     await second.close()
-
-
-async def together(*calls: Callable[[], Awaitable[Any]]) -> list[Any]:
-    """Run the calls at once; each result, or the StoreError it raised, in call order."""
-    results: list[Any] = [None] * len(calls)
-
-    async def one(index: int, call: Callable[[], Awaitable[Any]]) -> None:
-        try:
-            results[index] = await call()
-        except StoreError as exc:
-            results[index] = exc
-
-    async with trio.open_nursery() as nursery:
-        for index, call in enumerate(calls):
-            nursery.start_soon(one, index, call)
-    return results
 
 
 async def succeed(queue: PgQueue, job: Job, **extra: Any) -> Job:

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from ductile.config.schema import Config
     from ductile.logs import Logger
     from ductile.store.pg.cluster import Lease, PgCluster
-    from ductile.store.pg.db import PgDatabase
+    from ductile.store.pg.db import Listener, PgDatabase
 
 
 def node_id_for(cfg: Config) -> str:
@@ -220,11 +220,10 @@ async def _reap(queue: Any, dead_after: float, log: Logger) -> None:
                  jobs=[job.id for job in reaped.jobs])
 
 
-async def _wake_on_notify(listener: object, wake: Callable[[], None], log: Logger) -> None:
-    wait = listener.wait  # type: ignore[attr-defined]
+async def _wake_on_notify(listener: Listener, wake: Callable[[], None], log: Logger) -> None:
     while True:
         try:
-            await wait()
+            await listener.wait()
         except StoreError as exc:
             log.warn("job notifications lost; the dispatcher polls until they return",
                      error=str(exc))
@@ -240,23 +239,15 @@ async def request_cancel(cluster: PgCluster, job_id: str, reason: str) -> None:
     await cluster.db.write(lambda conn: notify(conn, CANCEL_CHANNEL, payload))
 
 
-async def _relay_ended(listener: Any, completions: Completions, log: Logger) -> None:
+async def _relay_ended(listener: Listener, completions: Completions, log: Logger) -> None:
     """Wake this node's waiters for jobs that ended anywhere. When notifications were lost
     (more than the listener keeps between two waits, or a reconnect), every waiter is woken
     to re-read its job: a spurious wake costs a read, a missed one a request's timeout."""
     seen, reconnects = listener.received, listener.reconnects
     while True:
-        try:
-            await listener.wait()
-        except StoreError as exc:
-            log.warn("job-end notifications lost; waiters re-check", error=str(exc))
-            completions.notify_all()
-            await trio.sleep(1)
-            continue
-        ids = list(listener.payloads)
-        listener.payloads.clear()
+        ids = await _next_payloads(listener, log, "job-end notifications lost; waiters re-check")
         arrived, seen = listener.received - seen, listener.received
-        if arrived > len(ids) or listener.reconnects != reconnects:
+        if ids is None or arrived > len(ids) or listener.reconnects != reconnects:
             reconnects = listener.reconnects
             completions.notify_all()
             continue
@@ -264,18 +255,11 @@ async def _relay_ended(listener: Any, completions: Completions, log: Logger) -> 
             completions.notify(job_id)
 
 
-async def _relay_cancels(listener: Any, cancel_local: Callable[[str, str], Awaitable[bool]],
+async def _relay_cancels(listener: Listener,
+                         cancel_local: Callable[[str, str], Awaitable[bool]],
                          log: Logger) -> None:
     while True:
-        try:
-            await listener.wait()
-        except StoreError as exc:
-            log.warn("cancel notifications lost", error=str(exc))
-            await trio.sleep(1)
-            continue
-        requests = list(listener.payloads)
-        listener.payloads.clear()
-        for text in requests:
+        for text in await _next_payloads(listener, log, "cancel notifications lost") or ():
             try:
                 asked = json.loads(text)
                 job_id, reason = str(asked["job_id"]), str(asked["reason"])
@@ -283,3 +267,17 @@ async def _relay_cancels(listener: Any, cancel_local: Callable[[str, str], Await
                 continue  # not ours: the channel takes only what request_cancel sends
             if await cancel_local(job_id, reason):
                 log.info("job cancelled at a peer's request", job_id=job_id)
+
+
+async def _next_payloads(listener: Listener, log: Logger, lost: str) -> list[str] | None:
+    """The payloads of the next wake-up, taken from the listener; None when the listener
+    failed (logged as `lost`, retried after a second)."""
+    try:
+        await listener.wait()
+    except StoreError as exc:
+        log.warn(lost, error=str(exc))
+        await trio.sleep(1)
+        return None
+    payloads = list(listener.payloads)
+    listener.payloads.clear()
+    return payloads

@@ -4,11 +4,15 @@ database as an older release left it (to test migrations)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
+import trio
+
+from ductile.errors import StoreError
 from ductile.store import Database
 
 START = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -84,3 +88,20 @@ def build_v1_database(path: Path, payloads: dict[str, str | None] | None = None)
         conn.execute("COMMIT")
     finally:
         conn.close()
+
+
+async def together(*calls: Callable[[], Awaitable[Any]]) -> list[Any]:
+    """Run the calls at once; each result, or the StoreError it raised, in call order (two
+    gateways racing on one database)."""
+    results: list[Any] = [None] * len(calls)
+
+    async def one(index: int, call: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            results[index] = await call()
+        except StoreError as exc:
+            results[index] = exc
+
+    async with trio.open_nursery() as nursery:
+        for index, call in enumerate(calls):
+            nursery.start_soon(one, index, call)
+    return results
